@@ -1,0 +1,402 @@
+//! The circuit breaker of one upstream: a state machine over [`Phase`], driven by
+//! admissions and outcomes with the time passed in. Pure: it neither reads a clock
+//! nor touches shared data; [`crate::store`] loads, applies and saves it.
+
+use crate::backoff::open_duration_ms;
+use crate::classify::Outcome;
+use crate::config::BreakerConfig;
+use crate::window::Window;
+
+/// Most half-open permits an upstream can hand out at once.
+pub const MAX_PERMITS: usize = 32;
+
+/// Where the breaker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Traffic flows; outcomes feed the trip rules.
+    Closed,
+    /// Traffic is diverted until `until_ms` (unix ms); the next request after that
+    /// moves the breaker to half-open.
+    Open {
+        /// When the open period ends.
+        until_ms: u64,
+    },
+    /// A bounded number of probe requests test recovery.
+    HalfOpen {
+        /// Expiry time (unix ms) of each permit in use; also the permit's token.
+        permits: Vec<u64>,
+        /// Probe successes so far.
+        successes: u32,
+    },
+}
+
+/// The phase without its data, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseKind {
+    /// Closed.
+    Closed,
+    /// Open.
+    Open,
+    /// Half-open.
+    HalfOpen,
+}
+
+impl PhaseKind {
+    /// Name used in logs, metrics and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseKind::Closed => "closed",
+            PhaseKind::Open => "open",
+            PhaseKind::HalfOpen => "half_open",
+        }
+    }
+
+    /// Value of the state gauge: 0 closed, 1 open, 2 half-open.
+    pub fn gauge(self) -> u64 {
+        match self {
+            PhaseKind::Closed => 0,
+            PhaseKind::Open => 1,
+            PhaseKind::HalfOpen => 2,
+        }
+    }
+}
+
+/// Why a transition happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `consecutive_failures` reached.
+    ConsecutiveFailures,
+    /// Failure rate over the window reached its threshold.
+    FailureRate,
+    /// Slow-call rate over the window reached its threshold.
+    SlowCallRate,
+    /// The open period passed.
+    OpenElapsed,
+    /// A half-open probe failed.
+    ProbeFailed,
+    /// Enough half-open probes succeeded.
+    ProbesSucceeded,
+}
+
+impl Reason {
+    /// Name used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ConsecutiveFailures => "consecutive_failures",
+            Reason::FailureRate => "failure_rate",
+            Reason::SlowCallRate => "slow_call_rate",
+            Reason::OpenElapsed => "open_elapsed",
+            Reason::ProbeFailed => "probe_failed",
+            Reason::ProbesSucceeded => "probes_succeeded",
+        }
+    }
+}
+
+/// A state change, reported to metrics and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// Phase before.
+    pub from: PhaseKind,
+    /// Phase after.
+    pub to: PhaseKind,
+    /// Why.
+    pub reason: Reason,
+    /// For transitions to open: how long it stays open.
+    pub open_ms: Option<u64>,
+}
+
+/// What an admitted request carries until its outcome is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    /// Breaker epoch at admission; outcomes from an older epoch are ignored.
+    pub epoch: u32,
+    /// Half-open permit token, for probes.
+    pub permit: Option<u64>,
+}
+
+/// The answer to "may this request go to this upstream?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Yes.
+    Admitted(Ticket),
+    /// No; the breaker may admit again from `retry_at_ms`.
+    Denied {
+        /// Earliest time the upstream may admit again.
+        retry_at_ms: u64,
+    },
+}
+
+/// Result of applying an event to a breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step<T> {
+    /// The event's answer.
+    pub value: T,
+    /// Whether the breaker changed and must be written back.
+    pub changed: bool,
+    /// The phase change, if any.
+    pub transition: Option<Transition>,
+}
+
+/// Per-upstream breaker state, as kept in shared data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Breaker {
+    /// Current phase.
+    pub phase: Phase,
+    /// Bumped on every phase change.
+    pub epoch: u32,
+    /// Time of the last phase change (unix ms).
+    pub since_ms: u64,
+    /// Failures in a row while closed.
+    pub consecutive_failures: u32,
+    /// Opens since the last full close (drives the backoff).
+    pub reopens: u32,
+    /// Opens since this state was created.
+    pub times_opened: u32,
+    /// Outcomes in the sliding window while closed.
+    pub window: Window,
+}
+
+impl Breaker {
+    /// A closed breaker with an empty window.
+    pub fn new(cfg: &BreakerConfig, now_ms: u64) -> Breaker {
+        Breaker {
+            phase: Phase::Closed,
+            epoch: 0,
+            since_ms: now_ms,
+            consecutive_failures: 0,
+            reopens: 0,
+            times_opened: 0,
+            window: Window::new(cfg.window),
+        }
+    }
+
+    /// The phase without its data.
+    pub fn kind(&self) -> PhaseKind {
+        match self.phase {
+            Phase::Closed => PhaseKind::Closed,
+            Phase::Open { .. } => PhaseKind::Open,
+            Phase::HalfOpen { .. } => PhaseKind::HalfOpen,
+        }
+    }
+
+    /// Makes a decoded state fit the current config (the window shape may have
+    /// changed); returns whether anything changed.
+    pub fn conform(&mut self, cfg: &BreakerConfig) -> bool {
+        if self.window.fits(cfg.window) {
+            return false;
+        }
+        self.window = Window::new(cfg.window);
+        true
+    }
+
+    /// Decides whether a request may go to this upstream now.
+    pub fn admit(&mut self, cfg: &BreakerConfig, now_ms: u64) -> Step<Admission> {
+        let mut transition = None;
+        if let Phase::Open { until_ms } = self.phase {
+            if now_ms < until_ms {
+                return unchanged(Admission::Denied {
+                    retry_at_ms: until_ms,
+                });
+            }
+            transition = Some(self.enter(
+                Phase::HalfOpen {
+                    permits: Vec::new(),
+                    successes: 0,
+                },
+                now_ms,
+                Reason::OpenElapsed,
+                None,
+            ));
+        }
+        let epoch = self.epoch;
+        match &mut self.phase {
+            Phase::Closed => unchanged(Admission::Admitted(Ticket {
+                epoch,
+                permit: None,
+            })),
+            Phase::HalfOpen { permits, .. } => {
+                let before = permits.len();
+                permits.retain(|&expiry| expiry > now_ms);
+                let mut changed = transition.is_some() || permits.len() != before;
+                let limit = (cfg.half_open.permitted_calls as usize).min(MAX_PERMITS);
+                let value = if permits.len() < limit {
+                    let mut token = now_ms.saturating_add(cfg.half_open.permit_timeout_ms);
+                    while permits.contains(&token) {
+                        token += 1;
+                    }
+                    permits.push(token);
+                    changed = true;
+                    Admission::Admitted(Ticket {
+                        epoch,
+                        permit: Some(token),
+                    })
+                } else {
+                    let earliest = permits.iter().copied().min().unwrap_or(now_ms);
+                    Admission::Denied {
+                        retry_at_ms: earliest.min(now_ms + 1000),
+                    }
+                };
+                Step {
+                    value,
+                    changed,
+                    transition,
+                }
+            }
+            // Unreachable: Open was handled above.
+            Phase::Open { until_ms } => unchanged(Admission::Denied {
+                retry_at_ms: *until_ms,
+            }),
+        }
+    }
+
+    /// Records the outcome of a request admitted with `ticket`. `seed` feeds the
+    /// open-duration jitter.
+    pub fn record(
+        &mut self,
+        cfg: &BreakerConfig,
+        now_ms: u64,
+        ticket: Ticket,
+        outcome: Outcome,
+        seed: u64,
+    ) -> Step<()> {
+        if ticket.epoch != self.epoch {
+            // Admitted before the last phase change: it says nothing about now.
+            return unchanged(());
+        }
+        let failed = outcome.failure.is_some();
+        match &mut self.phase {
+            Phase::Closed => {
+                self.window.record(now_ms, failed, outcome.slow);
+                self.consecutive_failures = if failed {
+                    self.consecutive_failures.saturating_add(1)
+                } else {
+                    0
+                };
+                let transition = self.trip_reason(cfg, now_ms).map(|reason| {
+                    let ms = open_duration_ms(&cfg.open, 0, seed);
+                    self.reopens = 1;
+                    self.enter(
+                        Phase::Open {
+                            until_ms: now_ms.saturating_add(ms),
+                        },
+                        now_ms,
+                        reason,
+                        Some(ms),
+                    )
+                });
+                Step {
+                    value: (),
+                    changed: true,
+                    transition,
+                }
+            }
+            Phase::Open { .. } => unchanged(()),
+            Phase::HalfOpen { permits, successes } => {
+                if let Some(token) = ticket.permit {
+                    permits.retain(|&p| p != token);
+                }
+                let transition = if failed {
+                    let ms = open_duration_ms(&cfg.open, self.reopens, seed);
+                    self.reopens = self.reopens.saturating_add(1);
+                    Some(self.enter(
+                        Phase::Open {
+                            until_ms: now_ms.saturating_add(ms),
+                        },
+                        now_ms,
+                        Reason::ProbeFailed,
+                        Some(ms),
+                    ))
+                } else {
+                    *successes = successes.saturating_add(1);
+                    if *successes >= cfg.half_open.success_threshold {
+                        self.reopens = 0;
+                        Some(self.enter(Phase::Closed, now_ms, Reason::ProbesSucceeded, None))
+                    } else {
+                        None
+                    }
+                };
+                Step {
+                    value: (),
+                    changed: true,
+                    transition,
+                }
+            }
+        }
+    }
+
+    /// Releases a probe permit whose request ended without an outcome that counts
+    /// (for example the client went away).
+    pub fn release(&mut self, ticket: Ticket) -> Step<()> {
+        match (&mut self.phase, ticket.permit) {
+            (Phase::HalfOpen { permits, .. }, Some(token))
+                if ticket.epoch == self.epoch && permits.contains(&token) =>
+            {
+                permits.retain(|&p| p != token);
+                Step {
+                    value: (),
+                    changed: true,
+                    transition: None,
+                }
+            }
+            _ => unchanged(()),
+        }
+    }
+
+    fn trip_reason(&self, cfg: &BreakerConfig, now_ms: u64) -> Option<Reason> {
+        if cfg.consecutive_failures > 0 && self.consecutive_failures >= cfg.consecutive_failures
+        {
+            return Some(Reason::ConsecutiveFailures);
+        }
+        let t = self.window.totals(now_ms);
+        if t.calls == 0 || t.calls < cfg.minimum_calls {
+            return None;
+        }
+        let calls = f64::from(t.calls);
+        if f64::from(t.failures) / calls >= cfg.failure_rate_threshold {
+            return Some(Reason::FailureRate);
+        }
+        if f64::from(t.slow) / calls >= cfg.slow_rate_threshold {
+            return Some(Reason::SlowCallRate);
+        }
+        None
+    }
+
+    /// Moves to `phase`, clearing what the new phase must not inherit.
+    fn enter(
+        &mut self,
+        phase: Phase,
+        now_ms: u64,
+        reason: Reason,
+        open_ms: Option<u64>,
+    ) -> Transition {
+        let from = self.kind();
+        self.phase = phase;
+        let to = self.kind();
+        self.epoch = self.epoch.wrapping_add(1);
+        self.since_ms = now_ms;
+        self.consecutive_failures = 0;
+        if to != PhaseKind::HalfOpen {
+            self.window.clear();
+        }
+        if to == PhaseKind::Open {
+            self.times_opened = self.times_opened.saturating_add(1);
+        }
+        Transition {
+            from,
+            to,
+            reason,
+            open_ms,
+        }
+    }
+}
+
+fn unchanged<T>(value: T) -> Step<T> {
+    Step {
+        value,
+        changed: false,
+        transition: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+use super::*;
+use crate::classify::FailureClass;
+use crate::config::{Config, WindowSpec};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+fn cfg(extra: &str) -> BreakerConfig {
+    let json = format!(
+        r#"{{"routes":[{{"name":"r","upstreams":["a"]}}],
+            "breaker":{{"open":{{"base_ms":1000,"max_ms":8000,"multiplier":2.0,"jitter":0}}{extra}}}}}"#
+    );
+    Config::parse(json.as_bytes()).unwrap().upstreams[0]
+        .breaker
+        .clone()
+}
+
+const OK: Outcome = Outcome {
+    failure: None,
+    slow: false,
+};
+const FAIL: Outcome = Outcome {
+    failure: Some(FailureClass::Status),
+    slow: false,
+};
+const SLOW: Outcome = Outcome {
+    failure: None,
+    slow: true,
+};
+
+fn ticket(b: &mut Breaker, c: &BreakerConfig, now: u64) -> Ticket {
+    match b.admit(c, now).value {
+        Admission::Admitted(t) => t,
+        d => panic!("expected admission at {now}, got {d:?}"),
+    }
+}
+
+fn feed(b: &mut Breaker, c: &BreakerConfig, now: u64, o: Outcome) -> Option<Transition> {
+    let t = ticket(b, c, now);
+    b.record(c, now, t, o, 1).transition
+}
+
+#[test]
+fn closed_admits_without_changing_state() {
+    let c = cfg("");
+    let mut b = Breaker::new(&c, 0);
+    let step = b.admit(&c, 10);
+    assert!(!step.changed);
+    assert!(matches!(step.value, Admission::Admitted(_)));
+}
+
+#[test]
+fn trips_after_five_consecutive_failures() {
+    let c = cfg("");
+    let mut b = Breaker::new(&c, 0);
+    for i in 0..4 {
+        assert_eq!(feed(&mut b, &c, i, FAIL), None, "failure {i}");
+    }
+    let t = feed(&mut b, &c, 4, FAIL).expect("fifth failure trips");
+    assert_eq!(
+        (t.from, t.to, t.reason),
+        (PhaseKind::Closed, PhaseKind::Open, Reason::ConsecutiveFailures)
+    );
+    assert_eq!(b.phase, Phase::Open { until_ms: 1004 });
+    assert_eq!(b.times_opened, 1);
+}
+
+#[test]
+fn a_success_resets_the_consecutive_count() {
+    let c = cfg("");
+    let mut b = Breaker::new(&c, 0);
+    for _ in 0..4 {
+        feed(&mut b, &c, 0, FAIL);
+    }
+    feed(&mut b, &c, 0, OK);
+    for _ in 0..4 {
+        assert_eq!(feed(&mut b, &c, 0, FAIL), None);
+    }
+    assert_eq!(b.kind(), PhaseKind::Closed);
+}
+
+#[test]
+fn failure_rate_trips_once_minimum_calls_are_in_the_window() {
+    let c = cfg(r#","consecutive_failures":0,"failure_rate":{"threshold":0.5,"minimum_calls":10,"window":{"calls":10}}"#);
+    let mut b = Breaker::new(&c, 0);
+    // 5 failures, 4 successes: 9 calls, below minimum.
+    for i in 0..9 {
+        let o = if i % 2 == 0 { FAIL } else { OK };
+        assert_eq!(feed(&mut b, &c, 0, o), None);
+    }
+    let t = feed(&mut b, &c, 0, OK).expect("10th call: 5/10 = 0.5 trips");
+    assert_eq!(t.reason, Reason::FailureRate);
+}
+
+#[test]
+fn failure_rate_below_threshold_does_not_trip() {
+    let c = cfg(r#","consecutive_failures":0,"failure_rate":{"threshold":0.5,"minimum_calls":10,"window":{"seconds":10}}"#);
+    let mut b = Breaker::new(&c, 0);
+    for i in 0..100u64 {
+        let o = if i % 3 == 0 { FAIL } else { OK };
+        assert_eq!(feed(&mut b, &c, i * 10, o), None);
+    }
+}
+
+#[test]
+fn time_window_forgets_old_failures() {
+    let c = cfg(r#","consecutive_failures":0,"failure_rate":{"threshold":0.5,"minimum_calls":4,"window":{"seconds":10}}"#);
+    let mut b = Breaker::new(&c, 0);
+    for _ in 0..3 {
+        feed(&mut b, &c, 0, FAIL);
+    }
+    // 20 s later the three failures are gone: one failure among 4 calls isn't 50%.
+    for o in [OK, OK, OK] {
+        assert_eq!(feed(&mut b, &c, 20_000, o), None);
+    }
+    assert_eq!(feed(&mut b, &c, 20_000, FAIL), None);
+}
+
+#[test]
+fn slow_call_rate_trips() {
+    let c = cfg(r#","failure_rate":{"minimum_calls":4,"window":{"calls":4}},"slow_call":{"ttfb_ms":100,"rate_threshold":0.75}"#);
+    let mut b = Breaker::new(&c, 0);
+    for o in [SLOW, OK, SLOW] {
+        assert_eq!(feed(&mut b, &c, 0, o), None);
+    }
+    let t = feed(&mut b, &c, 0, SLOW).expect("3 of 4 slow");
+    assert_eq!(t.reason, Reason::SlowCallRate);
+}
+
+fn tripped(c: &BreakerConfig) -> Breaker {
+    let mut b = Breaker::new(c, 0);
+    for _ in 0..5 {
+        feed(&mut b, c, 0, FAIL);
+    }
+    assert_eq!(b.phase, Phase::Open { until_ms: 1000 });
+    b
+}
+
+#[test]
+fn open_denies_until_its_time_passes_then_half_opens_on_the_next_request() {
+    let c = cfg("");
+    let mut b = tripped(&c);
+    assert_eq!(
+        b.admit(&c, 999).value,
+        Admission::Denied { retry_at_ms: 1000 }
+    );
+    let step = b.admit(&c, 1000);
+    assert!(step.changed);
+    let t = step.transition.unwrap();
+    assert_eq!((t.from, t.to), (PhaseKind::Open, PhaseKind::HalfOpen));
+    assert!(matches!(step.value, Admission::Admitted(Ticket { permit: Some(_), .. })));
+}
+
+#[test]
+fn half_open_admits_at_most_permitted_calls() {
+    let c = cfg("");
+    let mut b = tripped(&c);
+    for _ in 0..3 {
+        ticket(&mut b, &c, 1000);
+    }
+    assert!(matches!(b.admit(&c, 1000).value, Admission::Denied { .. }));
+}
+
+#[test]
+fn half_open_closes_after_success_threshold_and_resets_growth() {
+    let c = cfg("");
+    let mut b = tripped(&c);
+    let t1 = ticket(&mut b, &c, 1000);
+    let t2 = ticket(&mut b, &c, 1000);
+    assert_eq!(b.record(&c, 1001, t1, OK, 1).transition, None);
+    let t = b.record(&c, 1002, t2, OK, 1).transition.unwrap();
+    assert_eq!(
+        (t.from, t.to, t.reason),
+        (PhaseKind::HalfOpen, PhaseKind::Closed, Reason::ProbesSucceeded)
+    );
+    assert_eq!(b.reopens, 0);
+    // The next trip opens for the base time again.
+    for _ in 0..5 {
+        feed(&mut b, &c, 2000, FAIL);
+    }
+    assert_eq!(b.phase, Phase::Open { until_ms: 3000 });
+}
+
+#[test]
+fn a_probe_failure_reopens_for_longer_each_time_up_to_the_cap() {
+    let c = cfg("");
+    let mut b = tripped(&c);
+    let mut now = 1000;
+    for want in [2000, 4000, 8000, 8000] {
+        let t = ticket(&mut b, &c, now);
+        let tr = b.record(&c, now, t, FAIL, 1).transition.unwrap();
+        assert_eq!(tr.reason, Reason::ProbeFailed);
+        assert_eq!(tr.open_ms, Some(want));
+        assert_eq!(b.phase, Phase::Open { until_ms: now + want });
+        now += want;
+    }
+}
+
+#[test]
+fn expired_permits_are_handed_out_again() {
+    let c = cfg(r#","half_open":{"permitted_calls":1,"success_threshold":1,"permit_timeout_ms":500}"#);
+    let mut b = tripped(&c);
+    let lost = ticket(&mut b, &c, 1000);
+    assert!(matches!(b.admit(&c, 1499).value, Admission::Denied { .. }));
+    let fresh = ticket(&mut b, &c, 1500);
+    assert_ne!(lost, fresh);
+    let tr = b.record(&c, 1600, fresh, OK, 1).transition.unwrap();
+    assert_eq!(tr.to, PhaseKind::Closed);
+}
+
+#[test]
+fn outcomes_from_an_older_epoch_are_ignored() {
+    let c = cfg("");
+    let mut b = Breaker::new(&c, 0);
+    let stale: Vec<Ticket> = (0..3).map(|_| ticket(&mut b, &c, 0)).collect();
+    for _ in 0..5 {
+        feed(&mut b, &c, 0, FAIL);
+    }
+    let before = b.clone();
+    for t in stale {
+        let step = b.record(&c, 10, t, FAIL, 1);
+        assert!(!step.changed);
+    }
+    assert_eq!(b, before);
+}
+
+#[test]
+fn release_frees_a_probe_permit_without_counting() {
+    let c = cfg(r#","half_open":{"permitted_calls":1,"success_threshold":1}"#);
+    let mut b = tripped(&c);
+    let t = ticket(&mut b, &c, 1000);
+    assert!(b.release(t).changed);
+    assert!(!b.release(t).changed);
+    assert_eq!(b.kind(), PhaseKind::HalfOpen);
+    ticket(&mut b, &c, 1000);
+}
+
+#[test]
+fn conform_resets_a_window_of_another_shape() {
+    let c = cfg("");
+    let mut b = Breaker::new(&c, 0);
+    b.window = crate::window::Window::new(WindowSpec::Calls(5));
+    assert!(b.conform(&c));
+    assert!(!b.conform(&c));
+}

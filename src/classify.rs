@@ -1,0 +1,314 @@
+//! Failure classification: turns what Envoy tells the filter about a finished
+//! request (status, response flags, whether the body ended, time to first byte)
+//! into a provider success or failure, a client error, or nothing to count.
+//!
+//! Envoy answers connect failures, resets and timeouts with local 503/504 replies,
+//! so the response flags, not the status, say which it was.
+
+use crate::config::FailurePolicy;
+
+/// Envoy response flags (`response.flags` bitmask) that matter here.
+pub mod flags {
+    /// UH: no healthy upstream host.
+    pub const NO_HEALTHY_UPSTREAM: u64 = 0x2;
+    /// UT: upstream request timeout.
+    pub const UPSTREAM_TIMEOUT: u64 = 0x4;
+    /// LR: connection reset locally.
+    pub const LOCAL_RESET: u64 = 0x8;
+    /// UR: upstream remote reset.
+    pub const UPSTREAM_RESET: u64 = 0x10;
+    /// UF: upstream connection failure.
+    pub const CONNECT_FAILURE: u64 = 0x20;
+    /// UC: upstream connection termination.
+    pub const UPSTREAM_TERMINATION: u64 = 0x40;
+    /// UO: Envoy's own cluster circuit breaker overflowed.
+    pub const UPSTREAM_OVERFLOW: u64 = 0x80;
+    /// NR: no route.
+    pub const NO_ROUTE: u64 = 0x100;
+    /// FI: fault injected.
+    pub const FAULT_INJECTED: u64 = 0x400;
+    /// RL: rate limited by Envoy.
+    pub const RATE_LIMITED: u64 = 0x800;
+    /// DC: the downstream (client) connection went away.
+    pub const DOWNSTREAM_TERMINATION: u64 = 0x4000;
+    /// SI: stream idle timeout.
+    pub const STREAM_IDLE_TIMEOUT: u64 = 0x10000;
+    /// UPE: upstream protocol error.
+    pub const UPSTREAM_PROTOCOL_ERROR: u64 = 0x80_0000;
+    /// NC: the route's cluster does not exist.
+    pub const NO_CLUSTER: u64 = 0x100_0000;
+    /// OM: overload manager.
+    pub const OVERLOAD: u64 = 0x200_0000;
+    /// DO: drop overload.
+    pub const DROP_OVERLOAD: u64 = 0x800_0000;
+
+    /// Local replies caused by Envoy itself or the client, not by the provider.
+    pub const NOT_PROVIDER: u64 = UPSTREAM_OVERFLOW
+        | NO_ROUTE
+        | FAULT_INJECTED
+        | RATE_LIMITED
+        | NO_CLUSTER
+        | OVERLOAD
+        | DROP_OVERLOAD;
+}
+
+/// Kinds of provider failure, as counted in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// A configured failure status from the upstream (5xx, 529).
+    Status,
+    /// A configured rate-limit status (429).
+    RateLimited,
+    /// Envoy could not connect.
+    ConnectFailure,
+    /// The upstream reset the stream, before or during the response.
+    Reset,
+    /// Envoy's upstream timeout fired.
+    Timeout,
+}
+
+impl FailureClass {
+    /// All classes, in metric order.
+    pub const ALL: [FailureClass; 5] = [
+        FailureClass::Status,
+        FailureClass::RateLimited,
+        FailureClass::ConnectFailure,
+        FailureClass::Reset,
+        FailureClass::Timeout,
+    ];
+
+    /// Name used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Status => "status",
+            FailureClass::RateLimited => "rate_limited",
+            FailureClass::ConnectFailure => "connect_failure",
+            FailureClass::Reset => "reset",
+            FailureClass::Timeout => "timeout",
+        }
+    }
+}
+
+/// An outcome that feeds the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The failure, if it was one.
+    pub failure: Option<FailureClass>,
+    /// The first byte came later than the slow-call threshold.
+    pub slow: bool,
+}
+
+/// What a finished request means for its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Counts in the breaker.
+    Counted(Outcome),
+    /// The client's own 4xx: never a provider failure, but shown in metrics.
+    ClientError,
+    /// Says nothing about the provider (client went away, Envoy's own limit, a
+    /// failure class that is turned off).
+    Ignored,
+}
+
+/// What the filter saw of a request's response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResponseFacts {
+    /// `:status` of the response headers, if any reached the filter.
+    pub status: Option<u16>,
+    /// The response ended normally (end of stream seen).
+    pub completed: bool,
+    /// Envoy's response flags (0 when not read).
+    pub flags: u64,
+    /// Time from request headers to response headers.
+    pub ttfb_ms: Option<u64>,
+}
+
+/// Whether the classification needs Envoy's response flags (a host call); for a
+/// completed response below 500 (429 aside: Envoy's own rate limiter sends it too)
+/// it does not.
+pub fn needs_flags(status: Option<u16>, completed: bool) -> bool {
+    !completed || status.map_or(true, |s| s >= 500 || s == 429)
+}
+
+/// Classifies a finished request.
+pub fn classify(policy: &FailurePolicy, slow_ttfb_ms: u64, facts: &ResponseFacts) -> Verdict {
+    use flags::*;
+    let slow = facts.ttfb_ms.is_some_and(|t| t > slow_ttfb_ms);
+    let f = facts.flags;
+    let class = if f & NOT_PROVIDER != 0 {
+        return Verdict::Ignored;
+    } else if f & (CONNECT_FAILURE | NO_HEALTHY_UPSTREAM) != 0 {
+        Some((FailureClass::ConnectFailure, policy.connect_failure))
+    } else if f & (UPSTREAM_TIMEOUT | STREAM_IDLE_TIMEOUT) != 0 {
+        Some((FailureClass::Timeout, policy.timeout))
+    } else if f & (UPSTREAM_RESET | UPSTREAM_TERMINATION | UPSTREAM_PROTOCOL_ERROR) != 0 {
+        Some((FailureClass::Reset, policy.reset))
+    } else {
+        None
+    };
+    if let Some((class, enabled)) = class {
+        return if enabled {
+            Verdict::Counted(Outcome {
+                failure: Some(class),
+                slow,
+            })
+        } else {
+            Verdict::Ignored
+        };
+    }
+    let Some(status) = facts.status else {
+        return Verdict::Ignored;
+    };
+    if policy.status.contains(&status) {
+        return failure(FailureClass::Status, slow);
+    }
+    if policy.rate_limited.contains(&status) {
+        return failure(FailureClass::RateLimited, slow);
+    }
+    if (400..500).contains(&status) {
+        return Verdict::ClientError;
+    }
+    if !facts.completed {
+        // Cut short without an upstream flag: the client left, or Envoy reset it.
+        return if f & (DOWNSTREAM_TERMINATION | LOCAL_RESET) != 0 || !policy.reset {
+            Verdict::Ignored
+        } else {
+            failure(FailureClass::Reset, slow)
+        };
+    }
+    Verdict::Counted(Outcome {
+        failure: None,
+        slow,
+    })
+}
+
+fn failure(class: FailureClass, slow: bool) -> Verdict {
+    Verdict::Counted(Outcome {
+        failure: Some(class),
+        slow,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flags::*;
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn policy() -> FailurePolicy {
+        FailurePolicy {
+            status: vec![500, 502, 503, 504, 529],
+            rate_limited: vec![429],
+            connect_failure: true,
+            reset: true,
+            timeout: true,
+        }
+    }
+
+    fn facts(status: Option<u16>, completed: bool, flags: u64) -> ResponseFacts {
+        ResponseFacts {
+            status,
+            completed,
+            flags,
+            ttfb_ms: Some(10),
+        }
+    }
+
+    fn fail(c: FailureClass) -> Verdict {
+        Verdict::Counted(Outcome {
+            failure: Some(c),
+            slow: false,
+        })
+    }
+
+    const OK: Verdict = Verdict::Counted(Outcome {
+        failure: None,
+        slow: false,
+    });
+
+    #[test]
+    fn classifies_statuses_flags_and_truncation() {
+        use FailureClass::*;
+        let table: &[(Option<u16>, bool, u64, Verdict)] = &[
+            (Some(200), true, 0, OK),
+            (Some(201), true, 0, OK),
+            (Some(500), true, 0, fail(Status)),
+            (Some(502), true, 0, fail(Status)),
+            (Some(529), true, 0, fail(Status)),
+            (Some(429), true, 0, fail(RateLimited)),
+            // Envoy's local replies, told apart by flags.
+            (Some(503), true, CONNECT_FAILURE, fail(ConnectFailure)),
+            (Some(503), true, NO_HEALTHY_UPSTREAM, fail(ConnectFailure)),
+            (Some(504), true, UPSTREAM_TIMEOUT, fail(Timeout)),
+            (Some(503), true, UPSTREAM_RESET, fail(Reset)),
+            (Some(503), true, UPSTREAM_TERMINATION, fail(Reset)),
+            (Some(503), true, NO_CLUSTER, Verdict::Ignored),
+            (Some(503), true, UPSTREAM_OVERFLOW, Verdict::Ignored),
+            (Some(429), true, RATE_LIMITED, Verdict::Ignored),
+            // The client's own errors.
+            (Some(400), true, 0, Verdict::ClientError),
+            (Some(401), true, 0, Verdict::ClientError),
+            (Some(404), true, 0, Verdict::ClientError),
+            (Some(413), true, 0, Verdict::ClientError),
+            (Some(422), true, 0, Verdict::ClientError),
+            // A stream that dies after the headers.
+            (Some(200), false, UPSTREAM_RESET, fail(Reset)),
+            (Some(200), false, UPSTREAM_TERMINATION, fail(Reset)),
+            (Some(200), false, 0, fail(Reset)),
+            (Some(200), false, DOWNSTREAM_TERMINATION, Verdict::Ignored),
+            // No response at all: the client left.
+            (None, false, DOWNSTREAM_TERMINATION, Verdict::Ignored),
+            (None, false, 0, Verdict::Ignored),
+        ];
+        for (status, completed, f, want) in table {
+            let got = classify(&policy(), 1000, &facts(*status, *completed, *f));
+            assert_eq!(got, *want, "status {status:?} completed {completed} flags {f:#x}");
+        }
+    }
+
+    #[test]
+    fn disabled_classes_are_ignored_not_successes() {
+        let p = FailurePolicy {
+            connect_failure: false,
+            timeout: false,
+            reset: false,
+            ..policy()
+        };
+        for f in [CONNECT_FAILURE, UPSTREAM_TIMEOUT, UPSTREAM_RESET] {
+            assert_eq!(
+                classify(&p, 1000, &facts(Some(503), true, f)),
+                Verdict::Ignored
+            );
+        }
+        assert_eq!(
+            classify(&p, 1000, &facts(Some(200), false, 0)),
+            Verdict::Ignored
+        );
+    }
+
+    #[test]
+    fn slow_first_byte_marks_the_outcome_slow() {
+        let mut f = facts(Some(200), true, 0);
+        f.ttfb_ms = Some(1001);
+        assert_eq!(
+            classify(&policy(), 1000, &f),
+            Verdict::Counted(Outcome {
+                failure: None,
+                slow: true
+            })
+        );
+        f.ttfb_ms = Some(1000);
+        assert_eq!(classify(&policy(), 1000, &f), OK);
+    }
+
+    #[test]
+    fn flags_are_needed_only_for_5xx_missing_or_unfinished_responses() {
+        assert!(!needs_flags(Some(200), true));
+        assert!(!needs_flags(Some(404), true));
+        assert!(needs_flags(Some(429), true));
+        assert!(needs_flags(Some(503), true));
+        assert!(needs_flags(Some(200), false));
+        assert!(needs_flags(None, false));
+    }
+}

@@ -1,0 +1,306 @@
+//! The shared-data encoding of a [`Breaker`]: a version byte, then fixed-width
+//! little-endian fields. Decoding checks every length and range, so bytes written by
+//! another version or corrupted never panic; the caller resets such a key to closed.
+
+use crate::breaker::{Breaker, Phase, MAX_PERMITS};
+use crate::window::{Bucket, Totals, Window, MAX_BUCKETS, MAX_CALLS};
+use std::fmt;
+
+/// Version byte of the current encoding.
+pub const VERSION: u8 = 1;
+
+/// Why bytes did not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// First byte is not [`VERSION`].
+    Version(u8),
+    /// The bytes ended early.
+    Truncated,
+    /// Bytes left over after the state.
+    Trailing(usize),
+    /// A field holds an impossible value.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Version(v) => write!(f, "unknown encoding version {v}"),
+            DecodeError::Truncated => write!(f, "truncated"),
+            DecodeError::Trailing(n) => write!(f, "{n} trailing bytes"),
+            DecodeError::Invalid(what) => write!(f, "invalid {what}"),
+        }
+    }
+}
+
+/// Encodes a breaker for shared data.
+pub fn encode(b: &Breaker) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(VERSION);
+    let (tag, extra): (u8, Option<&Phase>) = match &b.phase {
+        Phase::Closed => (0, None),
+        p @ Phase::Open { .. } => (1, Some(p)),
+        p @ Phase::HalfOpen { .. } => (2, Some(p)),
+    };
+    out.push(tag);
+    out.extend_from_slice(&b.epoch.to_le_bytes());
+    out.extend_from_slice(&b.since_ms.to_le_bytes());
+    out.extend_from_slice(&b.consecutive_failures.to_le_bytes());
+    out.extend_from_slice(&b.reopens.to_le_bytes());
+    out.extend_from_slice(&b.times_opened.to_le_bytes());
+    match extra {
+        Some(Phase::Open { until_ms }) => out.extend_from_slice(&until_ms.to_le_bytes()),
+        Some(Phase::HalfOpen { permits, successes }) => {
+            out.extend_from_slice(&successes.to_le_bytes());
+            let n = permits.len().min(MAX_PERMITS);
+            out.push(n as u8);
+            for p in &permits[..n] {
+                out.extend_from_slice(&p.to_le_bytes());
+            }
+        }
+        _ => {}
+    }
+    match &b.window {
+        Window::Time { bucket_ms, buckets } => {
+            out.push(0);
+            out.extend_from_slice(&bucket_ms.to_le_bytes());
+            let n = buckets.len().min(MAX_BUCKETS as usize);
+            out.push(n as u8);
+            for bk in &buckets[..n] {
+                out.extend_from_slice(&bk.index.to_le_bytes());
+                out.extend_from_slice(&bk.totals.calls.to_le_bytes());
+                out.extend_from_slice(&bk.totals.failures.to_le_bytes());
+                out.extend_from_slice(&bk.totals.slow.to_le_bytes());
+            }
+        }
+        Window::Count {
+            capacity,
+            len,
+            next,
+            failed,
+            slow,
+        } => {
+            out.push(1);
+            out.extend_from_slice(&capacity.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&next.to_le_bytes());
+            out.extend_from_slice(failed);
+            out.extend_from_slice(slow);
+        }
+    }
+    out
+}
+
+/// Decodes bytes written by [`encode`].
+pub fn decode(bytes: &[u8]) -> Result<Breaker, DecodeError> {
+    let mut r = Reader { bytes, at: 0 };
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let tag = r.u8()?;
+    let epoch = r.u32()?;
+    let since_ms = r.u64()?;
+    let consecutive_failures = r.u32()?;
+    let reopens = r.u32()?;
+    let times_opened = r.u32()?;
+    let phase = match tag {
+        0 => Phase::Closed,
+        1 => Phase::Open { until_ms: r.u64()? },
+        2 => {
+            let successes = r.u32()?;
+            let n = usize::from(r.u8()?);
+            if n > MAX_PERMITS {
+                return Err(DecodeError::Invalid("permit count"));
+            }
+            let mut permits = Vec::with_capacity(n);
+            for _ in 0..n {
+                permits.push(r.u64()?);
+            }
+            Phase::HalfOpen { permits, successes }
+        }
+        _ => return Err(DecodeError::Invalid("phase")),
+    };
+    let window = match r.u8()? {
+        0 => {
+            let bucket_ms = r.u64()?;
+            let n = r.u8()?;
+            if bucket_ms == 0 || n == 0 || u32::from(n) > MAX_BUCKETS {
+                return Err(DecodeError::Invalid("time window"));
+            }
+            let mut buckets = Vec::with_capacity(usize::from(n));
+            for _ in 0..n {
+                buckets.push(Bucket {
+                    index: r.u64()?,
+                    totals: Totals {
+                        calls: r.u32()?,
+                        failures: r.u32()?,
+                        slow: r.u32()?,
+                    },
+                });
+            }
+            Window::Time { bucket_ms, buckets }
+        }
+        1 => {
+            let capacity = r.u16()?;
+            let len = r.u16()?;
+            let next = r.u16()?;
+            if capacity == 0 || capacity > MAX_CALLS || len > capacity || next >= capacity {
+                return Err(DecodeError::Invalid("count window"));
+            }
+            let n = usize::from(capacity).div_ceil(8);
+            let failed = r.take(n)?.to_vec();
+            let slow = r.take(n)?.to_vec();
+            Window::Count {
+                capacity,
+                len,
+                next,
+                failed,
+                slow,
+            }
+        }
+        _ => return Err(DecodeError::Invalid("window kind")),
+    };
+    let left = bytes.len() - r.at;
+    if left != 0 {
+        return Err(DecodeError::Trailing(left));
+    }
+    Ok(Breaker {
+        phase,
+        epoch,
+        since_ms,
+        consecutive_failures,
+        reopens,
+        times_opened,
+        window,
+    })
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.at.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let s = self.bytes.get(self.at..end).ok_or(DecodeError::Truncated)?;
+        self.at = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WindowSpec;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn sample(phase: Phase, spec: WindowSpec) -> Breaker {
+        let mut window = Window::new(spec);
+        window.record(5_000, true, false);
+        window.record(6_000, false, true);
+        Breaker {
+            phase,
+            epoch: 7,
+            since_ms: 1_700_000_000_000,
+            consecutive_failures: 3,
+            reopens: 2,
+            times_opened: 9,
+            window,
+        }
+    }
+
+    #[test]
+    fn every_phase_and_window_round_trips() {
+        let phases = [
+            Phase::Closed,
+            Phase::Open { until_ms: 42 },
+            Phase::HalfOpen {
+                permits: vec![1, 2, 3],
+                successes: 1,
+            },
+        ];
+        for phase in phases {
+            for spec in [
+                WindowSpec::Seconds(60),
+                WindowSpec::Calls(100),
+                WindowSpec::Calls(1),
+            ] {
+                let b = sample(phase.clone(), spec);
+                assert_eq!(decode(&encode(&b)), Ok(b));
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics_and_is_reported() {
+        let good = encode(&sample(Phase::Closed, WindowSpec::Calls(16)));
+        assert_eq!(decode(&[]), Err(DecodeError::Truncated));
+        assert_eq!(decode(&[9, 0, 0]), Err(DecodeError::Version(9)));
+        // Every truncation fails cleanly.
+        for n in 0..good.len() {
+            assert!(decode(&good[..n]).is_err(), "prefix {n}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(decode(&long), Err(DecodeError::Trailing(1)));
+        // Every single-byte corruption either decodes or errs, never panics.
+        for i in 0..good.len() {
+            for v in [0u8, 1, 2, 0x7f, 0xff] {
+                let mut bad = good.clone();
+                bad[i] = v;
+                let _ = decode(&bad);
+            }
+        }
+        // Pseudo-random byte strings.
+        let mut x = 1u64;
+        for len in 0..300 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = crate::backoff::splitmix64(x);
+                    x as u8
+                })
+                .collect();
+            let _ = decode(&bytes);
+            let mut v = vec![VERSION];
+            v.extend_from_slice(&bytes);
+            let _ = decode(&v);
+        }
+    }
+
+    #[test]
+    fn impossible_values_are_rejected() {
+        let mut b = sample(Phase::Closed, WindowSpec::Calls(16));
+        if let Window::Count { len, .. } = &mut b.window {
+            *len = 17;
+        }
+        assert_eq!(
+            decode(&encode(&b)),
+            Err(DecodeError::Invalid("count window"))
+        );
+    }
+}

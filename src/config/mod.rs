@@ -1,0 +1,153 @@
+//! Configuration: parsed from the filter's JSON in two phases. [`raw`] holds the serde
+//! structs users write; [`Config::parse`] types them, merges per-upstream overrides and
+//! checks every rule, returning a [`ConfigError`] that names the offending field.
+
+pub mod raw;
+mod validate;
+
+pub use raw::WhenAllOpen;
+pub use validate::ConfigError;
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Request header that carries the chosen upstream to Envoy's router.
+    pub route_header: String,
+    /// Response header naming the serving upstream, if enabled.
+    pub response_header: Option<String>,
+    /// Routes in match order.
+    pub routes: Vec<Route>,
+    /// Every upstream named by some route, each with its effective breaker settings.
+    pub upstreams: Vec<Upstream>,
+}
+
+/// A validated route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Unique route name.
+    pub name: String,
+    /// Path prefix the request must start with, if any.
+    pub path_prefix: Option<String>,
+    /// Exact path the request must have, if any.
+    pub path: Option<String>,
+    /// Indexes into [`Config::upstreams`], primary first.
+    pub chain: Vec<usize>,
+    /// Behaviour when no upstream admits the request.
+    pub when_all_open: WhenAllOpen,
+}
+
+impl Route {
+    /// Whether a request path (query included or not) matches this route.
+    pub fn matches(&self, path: &str) -> bool {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        if let Some(exact) = &self.path {
+            if path != exact {
+                return false;
+            }
+        }
+        match &self.path_prefix {
+            Some(prefix) => path.starts_with(prefix.as_str()),
+            None => true,
+        }
+    }
+}
+
+/// An upstream cluster and its breaker settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    /// Cluster name, written into the route header.
+    pub name: String,
+    /// Effective breaker settings (global merged with this upstream's override).
+    pub breaker: BreakerConfig,
+}
+
+/// Effective breaker settings of one upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that trip; 0 = rule off.
+    pub consecutive_failures: u32,
+    /// Failure-rate threshold in (0, 1].
+    pub failure_rate_threshold: f64,
+    /// Outcomes the window must hold before either rate rule applies.
+    pub minimum_calls: u32,
+    /// The sliding window shape.
+    pub window: WindowSpec,
+    /// First byte later than this (ms) makes a call slow.
+    pub slow_ttfb_ms: u64,
+    /// Slow-call-rate threshold in (0, 1].
+    pub slow_rate_threshold: f64,
+    /// Open-duration schedule.
+    pub open: OpenPolicy,
+    /// Probe settings.
+    pub half_open: HalfOpenPolicy,
+    /// What counts as a failure.
+    pub failure: FailurePolicy,
+}
+
+/// Shape of the sliding window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// The last `n` seconds.
+    Seconds(u32),
+    /// The last `n` outcomes.
+    Calls(u32),
+}
+
+/// How long an open breaker stays open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenPolicy {
+    /// First open duration in ms.
+    pub base_ms: u64,
+    /// Upper bound in ms.
+    pub max_ms: u64,
+    /// Growth factor per re-open.
+    pub multiplier: f64,
+    /// Fractional random spread.
+    pub jitter: f64,
+}
+
+/// Half-open probing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HalfOpenPolicy {
+    /// Probes admitted at once.
+    pub permitted_calls: u32,
+    /// Successes that close the breaker.
+    pub success_threshold: u32,
+    /// Permit lifetime in ms.
+    pub permit_timeout_ms: u64,
+}
+
+/// Which outcomes count as provider failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailurePolicy {
+    /// Upstream statuses counted as `status` failures.
+    pub status: Vec<u16>,
+    /// Upstream statuses counted as `rate_limited` failures.
+    pub rate_limited: Vec<u16>,
+    /// Count connection failures.
+    pub connect_failure: bool,
+    /// Count resets.
+    pub reset: bool,
+    /// Count upstream timeouts.
+    pub timeout: bool,
+}
+
+impl Config {
+    /// Parses and validates the filter configuration bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        validate::parse(bytes)
+    }
+
+    /// The first route matching `path`, with its index.
+    pub fn route_for(&self, path: &str) -> Option<(usize, &Route)> {
+        self.routes.iter().enumerate().find(|(_, r)| r.matches(path))
+    }
+
+    /// Index of the upstream called `name`.
+    pub fn upstream_index(&self, name: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,317 @@
+//! The configuration exactly as users write it: serde structs with defaults and
+//! `deny_unknown_fields`. Nothing here is validated beyond its JSON type; see
+//! [`super::validate`] for the rules.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Top level of the filter's JSON configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Request header the filter writes and the Envoy route reads (`cluster_header`).
+    #[serde(default = "default_route_header")]
+    pub route_header: String,
+    /// Response header naming the upstream that served the request; "" turns it off.
+    #[serde(default = "default_response_header")]
+    pub response_header: String,
+    /// Routes: which requests get a failover chain.
+    pub routes: Vec<RawRoute>,
+    /// Breaker settings for every upstream, kept as JSON so per-upstream overrides
+    /// can be merged into it before it is typed.
+    #[serde(default)]
+    pub breaker: serde_json::Value,
+    /// Per-upstream overrides.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+}
+
+fn default_route_header() -> String {
+    "x-llm-breaker-upstream".to_string()
+}
+
+fn default_response_header() -> String {
+    "x-llm-breaker".to_string()
+}
+
+/// One route: a match and the ordered list of upstreams to try.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique name, used in metrics.
+    pub name: String,
+    /// Which requests this route takes; an empty match takes every request.
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    /// Upstream cluster names in failover order; the first is the primary.
+    pub upstreams: Vec<String>,
+    /// What to do when no upstream in the chain admits the request.
+    #[serde(default)]
+    pub when_all_open: WhenAllOpen,
+}
+
+/// Request match of a route. Both fields may be given; both must then match.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// The path (without query) starts with this.
+    pub path_prefix: Option<String>,
+    /// The path (without query) is exactly this.
+    pub path: Option<String>,
+}
+
+/// Behaviour when every upstream of a route is open.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenAllOpen {
+    /// Answer locally with 503, an OpenAI-shaped error body and `retry-after`.
+    #[default]
+    Reject,
+    /// Send the request to the primary anyway.
+    FailOpen,
+}
+
+/// Per-upstream override block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Partial breaker settings merged over the global `breaker`.
+    #[serde(default)]
+    pub breaker: serde_json::Value,
+}
+
+/// Breaker settings (after merging overrides).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Consecutive failures that trip the breaker; 0 turns the rule off.
+    #[serde(default = "default_consecutive")]
+    pub consecutive_failures: u32,
+    /// Failure-rate rule.
+    #[serde(default)]
+    pub failure_rate: RawFailureRate,
+    /// Slow-call rule.
+    #[serde(default)]
+    pub slow_call: RawSlowCall,
+    /// How long the breaker stays open.
+    #[serde(default)]
+    pub open: RawOpen,
+    /// Probing while half-open.
+    #[serde(default)]
+    pub half_open: RawHalfOpen,
+    /// What counts as a failure.
+    #[serde(default)]
+    pub failure: RawFailure,
+}
+
+fn default_consecutive() -> u32 {
+    5
+}
+
+/// Failure-rate rule settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailureRate {
+    /// Trip when failures / calls in the window reach this (0 < t <= 1).
+    #[serde(default = "default_rate_threshold")]
+    pub threshold: f64,
+    /// Calls the window must hold before the rate rules apply.
+    #[serde(default = "default_minimum_calls")]
+    pub minimum_calls: u32,
+    /// The sliding window.
+    #[serde(default)]
+    pub window: RawWindow,
+}
+
+impl Default for RawFailureRate {
+    fn default() -> Self {
+        Self {
+            threshold: default_rate_threshold(),
+            minimum_calls: default_minimum_calls(),
+            window: RawWindow::default(),
+        }
+    }
+}
+
+fn default_rate_threshold() -> f64 {
+    0.5
+}
+
+fn default_minimum_calls() -> u32 {
+    20
+}
+
+/// A sliding window: time based (`seconds`) or count based (`calls`), exactly one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// Window length in seconds.
+    pub seconds: Option<u32>,
+    /// Window length in calls.
+    pub calls: Option<u32>,
+}
+
+impl Default for RawWindow {
+    fn default() -> Self {
+        Self {
+            seconds: Some(60),
+            calls: None,
+        }
+    }
+}
+
+/// Slow-call rule settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlowCall {
+    /// A call is slow when its first response byte came later than this.
+    #[serde(default = "default_ttfb_ms")]
+    pub ttfb_ms: u64,
+    /// Trip when slow calls / calls in the window reach this (0 < t <= 1).
+    #[serde(default = "default_slow_rate")]
+    pub rate_threshold: f64,
+}
+
+impl Default for RawSlowCall {
+    fn default() -> Self {
+        Self {
+            ttfb_ms: default_ttfb_ms(),
+            rate_threshold: default_slow_rate(),
+        }
+    }
+}
+
+fn default_ttfb_ms() -> u64 {
+    15_000
+}
+
+fn default_slow_rate() -> f64 {
+    0.8
+}
+
+/// Open-duration schedule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpen {
+    /// First open duration.
+    #[serde(default = "default_base_ms")]
+    pub base_ms: u64,
+    /// Cap on the open duration.
+    #[serde(default = "default_max_ms")]
+    pub max_ms: u64,
+    /// Growth per re-open without a full close in between.
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Random spread, as a fraction of the duration (0 <= j < 1).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+}
+
+impl Default for RawOpen {
+    fn default() -> Self {
+        Self {
+            base_ms: default_base_ms(),
+            max_ms: default_max_ms(),
+            multiplier: default_multiplier(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+fn default_base_ms() -> u64 {
+    30_000
+}
+
+fn default_max_ms() -> u64 {
+    300_000
+}
+
+fn default_multiplier() -> f64 {
+    2.0
+}
+
+fn default_jitter() -> f64 {
+    0.1
+}
+
+/// Half-open probing settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHalfOpen {
+    /// Probe requests admitted at once, across all workers.
+    #[serde(default = "default_permitted")]
+    pub permitted_calls: u32,
+    /// Probe successes that close the breaker.
+    #[serde(default = "default_success_threshold")]
+    pub success_threshold: u32,
+    /// A probe permit not reported back within this is released.
+    #[serde(default = "default_permit_timeout_ms")]
+    pub permit_timeout_ms: u64,
+}
+
+impl Default for RawHalfOpen {
+    fn default() -> Self {
+        Self {
+            permitted_calls: default_permitted(),
+            success_threshold: default_success_threshold(),
+            permit_timeout_ms: default_permit_timeout_ms(),
+        }
+    }
+}
+
+fn default_permitted() -> u32 {
+    3
+}
+
+fn default_success_threshold() -> u32 {
+    2
+}
+
+fn default_permit_timeout_ms() -> u64 {
+    60_000
+}
+
+/// Failure classification settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailure {
+    /// Upstream status codes that count as failures.
+    #[serde(default = "default_status")]
+    pub status: Vec<u16>,
+    /// Upstream status codes that count as rate-limit failures.
+    #[serde(default = "default_rate_limited")]
+    pub rate_limited: Vec<u16>,
+    /// Count connection failures (Envoy flag UF, and UH).
+    #[serde(default = "yes")]
+    pub connect_failure: bool,
+    /// Count resets before or during the response (flags UR, UC).
+    #[serde(default = "yes")]
+    pub reset: bool,
+    /// Count upstream timeouts (flag UT).
+    #[serde(default = "yes")]
+    pub timeout: bool,
+}
+
+impl Default for RawFailure {
+    fn default() -> Self {
+        Self {
+            status: default_status(),
+            rate_limited: default_rate_limited(),
+            connect_failure: true,
+            reset: true,
+            timeout: true,
+        }
+    }
+}
+
+fn default_status() -> Vec<u16> {
+    vec![500, 502, 503, 504, 529]
+}
+
+fn default_rate_limited() -> Vec<u16> {
+    vec![429]
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,122 @@
+use super::*;
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const FULL: &str = r#"{
+  "route_header": "x-llm-breaker-upstream",
+  "routes": [
+    {"name": "chat", "match": {"path_prefix": "/v1/"},
+     "upstreams": ["openai", "azure-openai", "vllm"], "when_all_open": "reject"}
+  ],
+  "breaker": {
+    "consecutive_failures": 5,
+    "failure_rate": {"threshold": 0.5, "minimum_calls": 20, "window": {"seconds": 60}},
+    "slow_call": {"ttfb_ms": 15000, "rate_threshold": 0.8},
+    "open": {"base_ms": 30000, "max_ms": 300000, "multiplier": 2.0, "jitter": 0.1},
+    "half_open": {"permitted_calls": 3, "success_threshold": 2},
+    "failure": {"status": [500, 502, 503, 504, 529], "rate_limited": [429],
+                "connect_failure": true, "reset": true, "timeout": true}
+  },
+  "upstreams": {"vllm": {"breaker": {"consecutive_failures": 3}}}
+}"#;
+
+#[test]
+fn the_documented_example_parses_with_overrides_merged() {
+    let c = Config::parse(FULL.as_bytes()).unwrap();
+    assert_eq!(c.routes[0].chain, vec![0, 1, 2]);
+    assert_eq!(c.upstreams[2].name, "vllm");
+    assert_eq!(c.upstreams[2].breaker.consecutive_failures, 3);
+    assert_eq!(c.upstreams[2].breaker.minimum_calls, 20);
+    assert_eq!(c.upstreams[0].breaker.consecutive_failures, 5);
+    assert_eq!(c.response_header.as_deref(), Some("x-llm-breaker"));
+}
+
+#[test]
+fn one_route_is_a_complete_config_and_defaults_apply() {
+    let c = Config::parse(br#"{"routes":[{"name":"r","upstreams":["a"]}]}"#).unwrap();
+    let b = &c.upstreams[0].breaker;
+    assert_eq!(c.route_header, "x-llm-breaker-upstream");
+    assert_eq!(b.consecutive_failures, 5);
+    assert_eq!(b.window, WindowSpec::Seconds(60));
+    assert_eq!(b.open.base_ms, 30_000);
+    assert_eq!(b.half_open.permitted_calls, 3);
+    assert_eq!(b.failure.status, vec![500, 502, 503, 504, 529]);
+    assert!(c.routes[0].matches("/anything"));
+}
+
+#[test]
+fn routes_match_on_path_without_query() {
+    let c = Config::parse(
+        br#"{"routes":[{"name":"a","match":{"path":"/v1/models"},"upstreams":["x"]},
+                       {"name":"b","match":{"path_prefix":"/v1/"},"upstreams":["y"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(c.route_for("/v1/models?x=1").unwrap().1.name, "a");
+    assert_eq!(c.route_for("/v1/chat/completions").unwrap().1.name, "b");
+    assert!(c.route_for("/healthz").is_none());
+}
+
+#[test]
+fn count_window_and_response_header_off() {
+    let c = Config::parse(
+        br#"{"response_header":"","routes":[{"name":"r","upstreams":["a"]}],
+             "breaker":{"failure_rate":{"minimum_calls":5,"window":{"calls":50}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.upstreams[0].breaker.window, WindowSpec::Calls(50));
+    assert_eq!(c.response_header, None);
+}
+
+#[test]
+fn an_override_may_switch_the_window_kind() {
+    let c = Config::parse(
+        br#"{"routes":[{"name":"r","upstreams":["a"]}],
+             "upstreams":{"a":{"breaker":{"failure_rate":{"minimum_calls":5,"window":{"calls":10}}}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.upstreams[0].breaker.window, WindowSpec::Calls(10));
+}
+
+#[test]
+fn invalid_configs_name_the_field() {
+    let route = r#""routes":[{"name":"r","upstreams":["a"]}]"#;
+    let cases: Vec<(String, &str)> = vec![
+        ("".into(), "configuration is empty"),
+        ("   ".into(), "configuration is empty"),
+        ("{".into(), "not valid JSON"),
+        ("[]".into(), "JSON object"),
+        ("{}".into(), "missing field `routes`"),
+        (format!(r#"{{{route},"bogus":1}}"#), "unknown field `bogus`"),
+        (r#"{"routes":[]}"#.into(), "`routes`: must list at least one route"),
+        (r#"{"routes":[{"name":"r","upstreams":[]}]}"#.into(), "`routes[0].upstreams`"),
+        (r#"{"routes":[{"name":"r","upstreams":["a","a"]}]}"#.into(), "`routes[0].upstreams[1]`: duplicate upstream"),
+        (r#"{"routes":[{"name":"r","upstreams":["a"]},{"name":"r","upstreams":["b"]}]}"#.into(), "`routes[1].name`: duplicate route name"),
+        (r#"{"routes":[{"name":"r","upstreams":["a b"]}]}"#.into(), "`routes[0].upstreams[0]`"),
+        (r#"{"routes":[{"name":"r","upstreams":["a"],"when_all_open":"maybe"}]}"#.into(), "routes[0].when_all_open"),
+        (r#"{"routes":[{"name":"r","match":{"path_prefix":"v1"},"upstreams":["a"]}]}"#.into(), "`routes[0].match.path_prefix`"),
+        (r#"{"routes":[{"name":"r","match":{"prefix":"/"},"upstreams":["a"]}]}"#.into(), "routes[0].match.prefix"),
+        (format!(r#"{{{route},"breaker":{{"failure_rate":{{"threshold":1.5}}}}}}"#), "`breaker.failure_rate.threshold`: must be above 0 and at most 1, got 1.5"),
+        (format!(r#"{{{route},"breaker":{{"failure_rate":{{"threshold":0}}}}}}"#), "`breaker.failure_rate.threshold`"),
+        (format!(r#"{{{route},"breaker":{{"consecutive_failures":"five"}}}}"#), "breaker.consecutive_failures"),
+        (format!(r#"{{{route},"breaker":{{"consecutive_failures":-1}}}}"#), "breaker.consecutive_failures"),
+        (format!(r#"{{{route},"breaker":{{"failure_rate":{{"window":{{"seconds":10,"calls":10}}}}}}}}"#), "`breaker.failure_rate.window`: must be exactly one"),
+        (format!(r#"{{{route},"breaker":{{"failure_rate":{{"window":{{"calls":5000}}}}}}}}"#), "`breaker.failure_rate.window.calls`"),
+        (format!(r#"{{{route},"breaker":{{"open":{{"base_ms":5000,"max_ms":1000}}}}}}"#), "`breaker.open.max_ms`"),
+        (format!(r#"{{{route},"breaker":{{"open":{{"multiplier":0.5}}}}}}"#), "`breaker.open.multiplier`"),
+        (format!(r#"{{{route},"breaker":{{"open":{{"jitter":1}}}}}}"#), "`breaker.open.jitter`"),
+        (format!(r#"{{{route},"breaker":{{"half_open":{{"permitted_calls":0}}}}}}"#), "`breaker.half_open.permitted_calls`"),
+        (format!(r#"{{{route},"breaker":{{"failure":{{"status":[700]}}}}}}"#), "`breaker.failure.status[0]`"),
+        (format!(r#"{{{route},"breaker":{{"failure":{{"rate_limited":[503]}}}}}}"#), "`breaker.failure.rate_limited`"),
+        (format!(r#"{{{route},"breaker":[]}}"#), "`breaker`: expected an object"),
+        (format!(r#"{{{route},"upstreams":{{"a":{{"breaker":{{"consecutive_failures":true}}}}}}}}"#), "upstreams.a.breaker.consecutive_failures"),
+        (format!(r#"{{{route},"upstreams":{{"zzz":{{"breaker":{{}}}}}}}}"#), "`upstreams.zzz`: is not used by any route"),
+        (format!(r#"{{{route},"route_header":"X-Upper"}}"#), "`route_header`"),
+        (format!(r#"{{{route},"response_header":"x-llm-breaker-upstream"}}"#), "`response_header`: must differ"),
+    ];
+    for (json, want) in cases {
+        let err = Config::parse(json.as_bytes()).expect_err(&json).to_string();
+        assert!(err.contains(want), "config {json}\n  error {err}\n  wanted {want}");
+        assert!(err.starts_with("invalid configuration: "), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}

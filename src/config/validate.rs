@@ -1,0 +1,439 @@
+//! Turns [`RawConfig`] into a [`Config`]: merges overrides, checks ranges and names,
+//! and reports the first problem with the path of the field that has it.
+
+use super::raw::{RawBreaker, RawConfig};
+use super::{
+    BreakerConfig, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, Route, Upstream,
+    WindowSpec,
+};
+use std::fmt;
+
+/// Why a configuration was refused. `Display` gives one line naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The configuration was empty.
+    Empty,
+    /// JSON that does not parse, or does not fit the schema (type, unknown field).
+    Json {
+        /// Dotted path of the field (empty for the document itself).
+        field: String,
+        /// What serde said.
+        message: String,
+    },
+    /// A value that parsed but breaks a rule.
+    Invalid {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong, with the bad value.
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Empty => write!(
+                f,
+                "invalid configuration: configuration is empty; expected a JSON object with at least `routes`"
+            ),
+            ConfigError::Json { field, message } if field.is_empty() || field == "." => {
+                write!(f, "invalid configuration: {message}")
+            }
+            ConfigError::Json { field, message } | ConfigError::Invalid { field, message } => {
+                write!(f, "invalid configuration: `{field}`: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Deserializes `T` from JSON bytes or a value, reporting the path under `prefix`.
+fn typed<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let field = match (prefix.is_empty(), inner.as_str()) {
+            (true, _) => inner.clone(),
+            (false, ".") => prefix.to_string(),
+            (false, _) => format!("{prefix}.{inner}"),
+        };
+        ConfigError::Json {
+            field,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ConfigError::Empty);
+    }
+    let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ConfigError::Json {
+        field: String::new(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    if !doc.is_object() {
+        return Err(ConfigError::Json {
+            field: String::new(),
+            message: "expected a JSON object at the top level".into(),
+        });
+    }
+    let raw: RawConfig = typed(doc, "")?;
+
+    check_header_name("route_header", &raw.route_header)?;
+    let response_header = if raw.response_header.is_empty() {
+        None
+    } else {
+        check_header_name("response_header", &raw.response_header)?;
+        if raw.response_header == raw.route_header {
+            return Err(invalid(
+                "response_header",
+                "must differ from `route_header`",
+            ));
+        }
+        Some(raw.response_header.clone())
+    };
+
+    let global = object_or_empty(raw.breaker, "breaker")?;
+    // Type the global block on its own first, so its errors name `breaker.*`.
+    breaker_config(global.clone(), "breaker")?;
+
+    if raw.routes.is_empty() {
+        return Err(invalid("routes", "must list at least one route"));
+    }
+    let mut upstreams: Vec<Upstream> = Vec::new();
+    let mut routes: Vec<Route> = Vec::new();
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let at = format!("routes[{i}]");
+        check_name(&format!("{at}.name"), &r.name)?;
+        if routes.iter().any(|x| x.name == r.name) {
+            return Err(invalid(
+                format!("{at}.name"),
+                format!("duplicate route name {:?}", r.name),
+            ));
+        }
+        if r.upstreams.is_empty() {
+            return Err(invalid(
+                format!("{at}.upstreams"),
+                "must list at least one upstream",
+            ));
+        }
+        for (field, v) in [
+            ("path_prefix", &r.matcher.path_prefix),
+            ("path", &r.matcher.path),
+        ] {
+            if let Some(p) = v {
+                if !p.starts_with('/') {
+                    return Err(invalid(
+                        format!("{at}.match.{field}"),
+                        format!("must start with '/', got {p:?}"),
+                    ));
+                }
+            }
+        }
+        let mut chain = Vec::with_capacity(r.upstreams.len());
+        for (j, name) in r.upstreams.iter().enumerate() {
+            let field = format!("{at}.upstreams[{j}]");
+            check_upstream_name(&field, name)?;
+            if r.upstreams[..j].contains(name) {
+                return Err(invalid(field, format!("duplicate upstream {name:?}")));
+            }
+            let idx = match upstreams.iter().position(|u| &u.name == name) {
+                Some(idx) => idx,
+                None => {
+                    let merged = match raw.upstreams.get(name) {
+                        Some(o) => {
+                            let path = format!("upstreams.{name}.breaker");
+                            let o = object_or_empty(o.breaker.clone(), &path)?;
+                            (merge(global.clone(), o), path)
+                        }
+                        None => (global.clone(), "breaker".to_string()),
+                    };
+                    upstreams.push(Upstream {
+                        name: name.clone(),
+                        breaker: breaker_config(merged.0, &merged.1)?,
+                    });
+                    upstreams.len() - 1
+                }
+            };
+            chain.push(idx);
+        }
+        routes.push(Route {
+            name: r.name,
+            path_prefix: r.matcher.path_prefix,
+            path: r.matcher.path,
+            chain,
+            when_all_open: r.when_all_open,
+        });
+    }
+    if let Some(name) = raw
+        .upstreams
+        .keys()
+        .find(|n| !upstreams.iter().any(|u| &u.name == *n))
+    {
+        return Err(invalid(
+            format!("upstreams.{name}"),
+            "is not used by any route (typo?)",
+        ));
+    }
+    Ok(Config {
+        route_header: raw.route_header,
+        response_header,
+        routes,
+        upstreams,
+    })
+}
+
+fn object_or_empty(v: serde_json::Value, field: &str) -> Result<serde_json::Value, ConfigError> {
+    match v {
+        serde_json::Value::Null => Ok(serde_json::Value::Object(Default::default())),
+        serde_json::Value::Object(_) => Ok(v),
+        other => Err(ConfigError::Json {
+            field: field.to_string(),
+            message: format!("expected an object, got {other}"),
+        }),
+    }
+}
+
+/// Deep-merges `over` into `base`. A `window` object is replaced whole, since its two
+/// forms exclude each other.
+fn merge(base: serde_json::Value, over: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value::Object;
+    match (base, over) {
+        (Object(mut b), Object(o)) => {
+            for (k, v) in o {
+                let merged = match b.remove(&k) {
+                    Some(old) if k != "window" => merge(old, v),
+                    _ => v,
+                };
+                b.insert(k, merged);
+            }
+            Object(b)
+        }
+        (_, over) => over,
+    }
+}
+
+fn breaker_config(v: serde_json::Value, at: &str) -> Result<BreakerConfig, ConfigError> {
+    let b: RawBreaker = typed(v, at)?;
+    let fr = &b.failure_rate;
+    unit_interval(&format!("{at}.failure_rate.threshold"), fr.threshold)?;
+    unit_interval(
+        &format!("{at}.slow_call.rate_threshold"),
+        b.slow_call.rate_threshold,
+    )?;
+    range(
+        &format!("{at}.consecutive_failures"),
+        b.consecutive_failures.into(),
+        0,
+        1_000_000,
+    )?;
+    range(
+        &format!("{at}.failure_rate.minimum_calls"),
+        fr.minimum_calls.into(),
+        1,
+        1_000_000,
+    )?;
+    let window = match (fr.window.seconds, fr.window.calls) {
+        (Some(s), None) => {
+            range(
+                &format!("{at}.failure_rate.window.seconds"),
+                s.into(),
+                1,
+                3600,
+            )?;
+            WindowSpec::Seconds(s)
+        }
+        (None, Some(c)) => {
+            range(
+                &format!("{at}.failure_rate.window.calls"),
+                c.into(),
+                1,
+                crate::window::MAX_CALLS.into(),
+            )?;
+            if fr.minimum_calls > c {
+                return Err(invalid(
+                    format!("{at}.failure_rate.minimum_calls"),
+                    format!(
+                        "must not exceed the window's {c} calls, got {}",
+                        fr.minimum_calls
+                    ),
+                ));
+            }
+            WindowSpec::Calls(c)
+        }
+        _ => {
+            return Err(invalid(
+                format!("{at}.failure_rate.window"),
+                "must be exactly one of {\"seconds\": N} or {\"calls\": N}",
+            ))
+        }
+    };
+    range(
+        &format!("{at}.slow_call.ttfb_ms"),
+        b.slow_call.ttfb_ms,
+        1,
+        3_600_000,
+    )?;
+    let o = &b.open;
+    range(&format!("{at}.open.base_ms"), o.base_ms, 1, 86_400_000)?;
+    range(&format!("{at}.open.max_ms"), o.max_ms, o.base_ms, 86_400_000).map_err(|_| {
+        invalid(
+            format!("{at}.open.max_ms"),
+            format!(
+                "must be between base_ms ({}) and 86400000, got {}",
+                o.base_ms, o.max_ms
+            ),
+        )
+    })?;
+    if !(o.multiplier.is_finite() && (1.0..=100.0).contains(&o.multiplier)) {
+        return Err(invalid(
+            format!("{at}.open.multiplier"),
+            format!("must be between 1.0 and 100.0, got {}", o.multiplier),
+        ));
+    }
+    if !(o.jitter.is_finite() && (0.0..1.0).contains(&o.jitter)) {
+        return Err(invalid(
+            format!("{at}.open.jitter"),
+            format!("must be at least 0 and below 1, got {}", o.jitter),
+        ));
+    }
+    let h = &b.half_open;
+    range(
+        &format!("{at}.half_open.permitted_calls"),
+        h.permitted_calls.into(),
+        1,
+        crate::breaker::MAX_PERMITS as u64,
+    )?;
+    range(
+        &format!("{at}.half_open.success_threshold"),
+        h.success_threshold.into(),
+        1,
+        u64::from(u16::MAX),
+    )?;
+    range(
+        &format!("{at}.half_open.permit_timeout_ms"),
+        h.permit_timeout_ms,
+        1,
+        86_400_000,
+    )?;
+    let f = &b.failure;
+    for (name, list) in [("status", &f.status), ("rate_limited", &f.rate_limited)] {
+        for (i, s) in list.iter().enumerate() {
+            range(&format!("{at}.failure.{name}[{i}]"), (*s).into(), 100, 599)?;
+        }
+    }
+    if let Some(s) = f.status.iter().find(|s| f.rate_limited.contains(s)) {
+        return Err(invalid(
+            format!("{at}.failure.rate_limited"),
+            format!("status {s} is also listed in `failure.status`"),
+        ));
+    }
+    Ok(BreakerConfig {
+        consecutive_failures: b.consecutive_failures,
+        failure_rate_threshold: fr.threshold,
+        minimum_calls: fr.minimum_calls,
+        window,
+        slow_ttfb_ms: b.slow_call.ttfb_ms,
+        slow_rate_threshold: b.slow_call.rate_threshold,
+        open: OpenPolicy {
+            base_ms: o.base_ms,
+            max_ms: o.max_ms,
+            multiplier: o.multiplier,
+            jitter: o.jitter,
+        },
+        half_open: HalfOpenPolicy {
+            permitted_calls: h.permitted_calls,
+            success_threshold: h.success_threshold,
+            permit_timeout_ms: h.permit_timeout_ms,
+        },
+        failure: FailurePolicy {
+            status: f.status.clone(),
+            rate_limited: f.rate_limited.clone(),
+            connect_failure: f.connect_failure,
+            reset: f.reset,
+            timeout: f.timeout,
+        },
+    })
+}
+
+fn unit_interval(field: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 && v <= 1.0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be above 0 and at most 1, got {v}"),
+        ))
+    }
+}
+
+fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be between {lo} and {hi}, got {v}"),
+        ))
+    }
+}
+
+fn check_header_name(field: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be a lowercase header name ([a-z0-9_-], 1-128 chars), got {v:?}"),
+        ))
+    }
+}
+
+fn check_name(field: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be 1-64 chars of [A-Za-z0-9_-], got {v:?}"),
+        ))
+    }
+}
+
+/// Upstream names end up in a header value, a shared-data key and metric names.
+fn check_upstream_name(field: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 200
+        && v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.|:~+".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be 1-200 chars of [A-Za-z0-9-_.|:~+] (an Envoy cluster name), got {v:?}"),
+        ))
+    }
+}

@@ -1,0 +1,22 @@
+//! llm-breaker: a proxy-wasm HTTP filter that gives each upstream LLM provider
+//! cluster a circuit breaker shared by all Envoy workers, and fails requests over
+//! along a route's chain of upstreams.
+//!
+//! The crate is a pure core (config, breaker, windows, backoff, classification,
+//! routing, shared-state encoding and CAS loop) that builds and tests natively and
+//! on `wasm32-unknown-unknown`, plus a thin host adapter ([`host`], only on
+//! `wasm32-wasip1`) that talks to Envoy through proxy-wasm.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod backoff;
+pub mod breaker;
+pub mod classify;
+pub mod codec;
+pub mod config;
+pub mod routing;
+pub mod store;
+pub mod window;
+
+#[cfg(target_os = "wasi")]
+pub mod host;

@@ -1,0 +1,212 @@
+//! Breaker state in a shared key-value store with compare-and-swap (Envoy shared
+//! data in production, [`MemoryStore`] in tests): one key per upstream, updated
+//! through a bounded read-modify-CAS loop so every worker sees one count.
+
+use crate::breaker::{Breaker, Step, Transition};
+use crate::codec::{self, DecodeError};
+use crate::config::BreakerConfig;
+use std::fmt;
+
+/// How many times an update re-reads and retries after losing a CAS race.
+pub const MAX_ATTEMPTS: u32 = 64;
+
+/// Errors of a shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// Another writer changed the key since it was read.
+    CasMismatch,
+    /// The host refused with this status code.
+    Host(u32),
+}
+
+/// A key-value store with compare-and-swap, shared by all workers.
+pub trait SharedStore {
+    /// The value and its CAS token, or `None` if the key was never written.
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
+    /// Writes `value` if the key's token is still `cas` (0 = unconditional).
+    /// Like Envoy, a key that does not exist yet is written whatever `cas` is.
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
+}
+
+/// Why an update did not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateError {
+    /// Every attempt lost a CAS race.
+    Contention,
+    /// The host refused a read or write.
+    Host(u32),
+}
+
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpdateError::Contention => write!(f, "gave up after {MAX_ATTEMPTS} CAS conflicts"),
+            UpdateError::Host(s) => write!(f, "shared data call failed with status {s}"),
+        }
+    }
+}
+
+/// The result of a successful update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Updated<T> {
+    /// What the applied function returned.
+    pub value: T,
+    /// The phase change it caused, if any.
+    pub transition: Option<Transition>,
+    /// Set when the stored bytes did not decode and the upstream was reset to closed.
+    pub reset: Option<DecodeError>,
+    /// The state after the update (or as read, if unchanged).
+    pub state: Breaker,
+}
+
+/// Shared-data key of an upstream's breaker.
+pub fn key(upstream: &str) -> String {
+    format!("llm_breaker.v{}.{upstream}", codec::VERSION)
+}
+
+/// Reads the upstream's state, applies `f`, and writes it back if `f` changed it,
+/// retrying from a fresh read on CAS conflicts.
+pub fn update<S: SharedStore + ?Sized, T>(
+    store: &S,
+    upstream: &str,
+    cfg: &BreakerConfig,
+    now_ms: u64,
+    mut f: impl FnMut(&mut Breaker) -> Step<T>,
+) -> Result<Updated<T>, UpdateError> {
+    let key = key(upstream);
+    for _ in 0..MAX_ATTEMPTS {
+        let (mut state, cas, reset) = load(store, &key, cfg, now_ms)?;
+        let conformed = state.conform(cfg);
+        let step = f(&mut state);
+        if !(step.changed || conformed || reset.is_some() || cas.is_none()) {
+            return Ok(Updated {
+                value: step.value,
+                transition: step.transition,
+                reset,
+                state,
+            });
+        }
+        match store.set(&key, &codec::encode(&state), cas.unwrap_or(0)) {
+            Ok(()) => {
+                return Ok(Updated {
+                    value: step.value,
+                    transition: step.transition,
+                    reset,
+                    state,
+                })
+            }
+            Err(StoreError::CasMismatch) => continue,
+            Err(StoreError::Host(s)) => return Err(UpdateError::Host(s)),
+        }
+    }
+    Err(UpdateError::Contention)
+}
+
+/// Reads the upstream's state without changing it (undecodable bytes read as closed).
+pub fn peek<S: SharedStore + ?Sized>(
+    store: &S,
+    upstream: &str,
+    cfg: &BreakerConfig,
+    now_ms: u64,
+) -> Result<Breaker, UpdateError> {
+    load(store, &key(upstream), cfg, now_ms).map(|(s, _, _)| s)
+}
+
+/// Writes a closed state for the upstream if its key does not exist yet. Run at
+/// configuration time, so the request path rarely meets an absent key (Envoy's
+/// `set` on an absent key ignores the CAS token, so creation is not atomic).
+pub fn seed<S: SharedStore + ?Sized>(
+    store: &S,
+    upstream: &str,
+    cfg: &BreakerConfig,
+    now_ms: u64,
+) -> Result<bool, UpdateError> {
+    let key = key(upstream);
+    match store.get(&key) {
+        Ok(Some(_)) => Ok(false),
+        Ok(None) => store
+            .set(&key, &codec::encode(&Breaker::new(cfg, now_ms)), 0)
+            .map(|()| true)
+            .map_err(|e| match e {
+                StoreError::CasMismatch => UpdateError::Contention,
+                StoreError::Host(s) => UpdateError::Host(s),
+            }),
+        Err(StoreError::Host(s)) => Err(UpdateError::Host(s)),
+        Err(StoreError::CasMismatch) => Err(UpdateError::Contention),
+    }
+}
+
+type Loaded = (Breaker, Option<u32>, Option<DecodeError>);
+
+fn load<S: SharedStore + ?Sized>(
+    store: &S,
+    key: &str,
+    cfg: &BreakerConfig,
+    now_ms: u64,
+) -> Result<Loaded, UpdateError> {
+    match store.get(key) {
+        Ok(Some((bytes, cas))) => match codec::decode(&bytes) {
+            Ok(state) => Ok((state, Some(cas), None)),
+            Err(e) => Ok((Breaker::new(cfg, now_ms), Some(cas), Some(e))),
+        },
+        Ok(None) => Ok((Breaker::new(cfg, now_ms), None, None)),
+        Err(StoreError::Host(s)) => Err(UpdateError::Host(s)),
+        Err(StoreError::CasMismatch) => Err(UpdateError::Contention),
+    }
+}
+
+/// An in-memory [`SharedStore`] with Envoy's semantics, for tests.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: std::sync::Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    next_cas: u32,
+    map: std::collections::HashMap<String, (Vec<u8>, u32)>,
+}
+
+impl MemoryStore {
+    /// Overwrites a key with arbitrary bytes (to simulate corruption).
+    pub fn put_raw(&self, key: &str, bytes: &[u8]) {
+        let _ = self.set(key, bytes, 0);
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|m| m.map.len()).unwrap_or(0)
+    }
+
+    /// Whether no key was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SharedStore for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        let m = self.inner.lock().map_err(|_| StoreError::Host(10))?;
+        Ok(m.map.get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        let mut m = self.inner.lock().map_err(|_| StoreError::Host(10))?;
+        if let Some((_, current)) = m.map.get(key) {
+            if cas != 0 && cas != *current {
+                drop(m);
+                // Real workers do other work between requests; a fake that only
+                // spins would let one thread starve the other.
+                std::thread::yield_now();
+                return Err(StoreError::CasMismatch);
+            }
+        }
+        m.next_cas = m.next_cas.wrapping_add(1).max(1);
+        let token = m.next_cas;
+        m.map.insert(key.to_string(), (value.to_vec(), token));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

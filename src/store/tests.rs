@@ -1,0 +1,164 @@
+use super::*;
+use crate::breaker::{Admission, PhaseKind, Ticket};
+use crate::classify::{FailureClass, Outcome};
+use crate::config::Config;
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+fn cfg() -> BreakerConfig {
+    Config::parse(br#"{"routes":[{"name":"r","upstreams":["a"]}]}"#)
+        .unwrap()
+        .upstreams[0]
+        .breaker
+        .clone()
+}
+
+const FAIL: Outcome = Outcome {
+    failure: Some(FailureClass::Status),
+    slow: false,
+};
+
+fn admit(s: &MemoryStore, c: &BreakerConfig, now: u64) -> Ticket {
+    match update(s, "a", c, now, |b| b.admit(c, now)).unwrap().value {
+        Admission::Admitted(t) => t,
+        d => panic!("{d:?}"),
+    }
+}
+
+fn fail(s: &MemoryStore, c: &BreakerConfig, now: u64, t: Ticket) -> Updated<()> {
+    update(s, "a", c, now, |b| b.record(c, now, t, FAIL, 0)).unwrap()
+}
+
+#[test]
+fn outcomes_accumulate_in_the_store() {
+    let s = MemoryStore::default();
+    let c = cfg();
+    for i in 0..4 {
+        let t = admit(&s, &c, 0);
+        assert!(fail(&s, &c, 0, t).transition.is_none(), "{i}");
+    }
+    let t = admit(&s, &c, 0);
+    let u = fail(&s, &c, 0, t);
+    assert_eq!(u.transition.unwrap().to, PhaseKind::Open);
+    assert_eq!(peek(&s, "a", &c, 0).unwrap().kind(), PhaseKind::Open);
+}
+
+#[test]
+fn closed_admission_writes_nothing_once_the_key_exists() {
+    let s = MemoryStore::default();
+    let c = cfg();
+    assert!(seed(&s, "a", &c, 0).unwrap());
+    assert!(!seed(&s, "a", &c, 0).unwrap());
+    let before = s.get(&key("a")).unwrap().unwrap().1;
+    admit(&s, &c, 5);
+    assert_eq!(s.get(&key("a")).unwrap().unwrap().1, before);
+}
+
+#[test]
+fn corrupt_bytes_reset_to_closed_and_are_reported() {
+    let s = MemoryStore::default();
+    let c = cfg();
+    s.put_raw(&key("a"), b"\x63garbage");
+    let u = update(&s, "a", &c, 7, |b| b.admit(&c, 7)).unwrap();
+    assert!(u.reset.is_some());
+    assert_eq!(u.state.kind(), PhaseKind::Closed);
+    // The reset was written back: the next read decodes.
+    let u = update(&s, "a", &c, 8, |b| b.admit(&c, 8)).unwrap();
+    assert!(u.reset.is_none());
+}
+
+/// A store whose first `n` writes lose a CAS race to another worker that records
+/// one failure each time.
+struct Racy {
+    inner: MemoryStore,
+    races: std::cell::Cell<u32>,
+    cfg: BreakerConfig,
+}
+
+impl SharedStore for Racy {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        if self.races.get() > 0 {
+            self.races.set(self.races.get() - 1);
+            // The other worker wins.
+            let c = self.cfg.clone();
+            update(&self.inner, "a", &c, 0, |b| {
+                let t = match b.admit(&c, 0).value {
+                    Admission::Admitted(t) => t,
+                    _ => unreachable!(),
+                };
+                b.record(&c, 0, t, FAIL, 0)
+            })
+            .unwrap();
+        }
+        self.inner.set(key, value, cas)
+    }
+}
+
+#[test]
+fn lost_cas_races_are_retried_and_no_outcome_is_lost() {
+    let c = cfg();
+    let s = Racy {
+        inner: MemoryStore::default(),
+        races: std::cell::Cell::new(3),
+        cfg: c.clone(),
+    };
+    seed(&s.inner, "a", &c, 0).unwrap();
+    let t = admit(&s.inner, &c, 0);
+    let u = update(&s, "a", &c, 0, |b| b.record(&c, 0, t, FAIL, 0)).unwrap();
+    // 3 failures by the other worker + ours.
+    assert_eq!(u.state.consecutive_failures, 4);
+    assert_eq!(peek(&s.inner, "a", &c, 0).unwrap().consecutive_failures, 4);
+}
+
+struct AlwaysLoses(MemoryStore);
+
+impl SharedStore for AlwaysLoses {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        self.0.get(key)
+    }
+    fn set(&self, _: &str, _: &[u8], _: u32) -> Result<(), StoreError> {
+        Err(StoreError::CasMismatch)
+    }
+}
+
+#[test]
+fn the_cas_loop_is_bounded() {
+    let c = cfg();
+    let s = AlwaysLoses(MemoryStore::default());
+    let t = Ticket {
+        epoch: 0,
+        permit: None,
+    };
+    let r = update(&s, "a", &c, 0, |b| b.record(&c, 0, t, FAIL, 0));
+    assert_eq!(r, Err(UpdateError::Contention));
+}
+
+#[test]
+fn threads_sharing_one_store_lose_no_outcome() {
+    let c = cfg();
+    let c = BreakerConfig {
+        consecutive_failures: 1_000_000,
+        minimum_calls: 1_000_000,
+        ..c
+    };
+    let s = std::sync::Arc::new(MemoryStore::default());
+    seed(&*s, "a", &c, 0).unwrap();
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, c) = (s.clone(), c.clone());
+            std::thread::spawn(move || {
+                for _ in 0..500 {
+                    let t = admit(&s, &c, 0);
+                    fail(&s, &c, 0, t);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(peek(&*s, "a", &c, 0).unwrap().consecutive_failures, 1000);
+}
