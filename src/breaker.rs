@@ -343,8 +343,7 @@ impl Breaker {
     }
 
     fn trip_reason(&self, cfg: &BreakerConfig, now_ms: u64) -> Option<Reason> {
-        if cfg.consecutive_failures > 0 && self.consecutive_failures >= cfg.consecutive_failures
-        {
+        if cfg.consecutive_failures > 0 && self.consecutive_failures >= cfg.consecutive_failures {
             return Some(Reason::ConsecutiveFailures);
         }
         let t = self.window.totals(now_ms);

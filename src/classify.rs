@@ -263,7 +263,10 @@ mod tests {
         ];
         for (status, completed, f, want) in table {
             let got = classify(&policy(), 1000, &facts(*status, *completed, *f));
-            assert_eq!(got, *want, "status {status:?} completed {completed} flags {f:#x}");
+            assert_eq!(
+                got, *want,
+                "status {status:?} completed {completed} flags {f:#x}"
+            );
         }
     }
 

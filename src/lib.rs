@@ -7,7 +7,10 @@
 //! on `wasm32-unknown-unknown`, plus a thin host adapter ([`host`], only on
 //! `wasm32-wasip1`) that talks to Envoy through proxy-wasm.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod backoff;
 pub mod breaker;

@@ -196,7 +196,13 @@ mod tests {
                 permit: Some(9),
             }))
         });
-        assert!(matches!(d, Decision::Send { why: Why::Probe, .. }));
+        assert!(matches!(
+            d,
+            Decision::Send {
+                why: Why::Probe,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -58,7 +58,11 @@ fn trips_after_five_consecutive_failures() {
     let t = feed(&mut b, &c, 4, FAIL).expect("fifth failure trips");
     assert_eq!(
         (t.from, t.to, t.reason),
-        (PhaseKind::Closed, PhaseKind::Open, Reason::ConsecutiveFailures)
+        (
+            PhaseKind::Closed,
+            PhaseKind::Open,
+            Reason::ConsecutiveFailures
+        )
     );
     assert_eq!(b.phase, Phase::Open { until_ms: 1004 });
     assert_eq!(b.times_opened, 1);
@@ -80,7 +84,9 @@ fn a_success_resets_the_consecutive_count() {
 
 #[test]
 fn failure_rate_trips_once_minimum_calls_are_in_the_window() {
-    let c = cfg(r#","consecutive_failures":0,"failure_rate":{"threshold":0.5,"minimum_calls":10,"window":{"calls":10}}"#);
+    let c = cfg(
+        r#","consecutive_failures":0,"failure_rate":{"threshold":0.5,"minimum_calls":10,"window":{"calls":10}}"#,
+    );
     let mut b = Breaker::new(&c, 0);
     // 5 failures, 4 successes: 9 calls, below minimum.
     for i in 0..9 {
@@ -93,7 +99,9 @@ fn failure_rate_trips_once_minimum_calls_are_in_the_window() {
 
 #[test]
 fn failure_rate_below_threshold_does_not_trip() {
-    let c = cfg(r#","consecutive_failures":0,"failure_rate":{"threshold":0.5,"minimum_calls":10,"window":{"seconds":10}}"#);
+    let c = cfg(
+        r#","consecutive_failures":0,"failure_rate":{"threshold":0.5,"minimum_calls":10,"window":{"seconds":10}}"#,
+    );
     let mut b = Breaker::new(&c, 0);
     for i in 0..100u64 {
         let o = if i % 3 == 0 { FAIL } else { OK };
@@ -103,7 +111,9 @@ fn failure_rate_below_threshold_does_not_trip() {
 
 #[test]
 fn time_window_forgets_old_failures() {
-    let c = cfg(r#","consecutive_failures":0,"failure_rate":{"threshold":0.5,"minimum_calls":4,"window":{"seconds":10}}"#);
+    let c = cfg(
+        r#","consecutive_failures":0,"failure_rate":{"threshold":0.5,"minimum_calls":4,"window":{"seconds":10}}"#,
+    );
     let mut b = Breaker::new(&c, 0);
     for _ in 0..3 {
         feed(&mut b, &c, 0, FAIL);
@@ -117,7 +127,9 @@ fn time_window_forgets_old_failures() {
 
 #[test]
 fn slow_call_rate_trips() {
-    let c = cfg(r#","failure_rate":{"minimum_calls":4,"window":{"calls":4}},"slow_call":{"ttfb_ms":100,"rate_threshold":0.75}"#);
+    let c = cfg(
+        r#","failure_rate":{"minimum_calls":4,"window":{"calls":4}},"slow_call":{"ttfb_ms":100,"rate_threshold":0.75}"#,
+    );
     let mut b = Breaker::new(&c, 0);
     for o in [SLOW, OK, SLOW] {
         assert_eq!(feed(&mut b, &c, 0, o), None);
@@ -147,7 +159,13 @@ fn open_denies_until_its_time_passes_then_half_opens_on_the_next_request() {
     assert!(step.changed);
     let t = step.transition.unwrap();
     assert_eq!((t.from, t.to), (PhaseKind::Open, PhaseKind::HalfOpen));
-    assert!(matches!(step.value, Admission::Admitted(Ticket { permit: Some(_), .. })));
+    assert!(matches!(
+        step.value,
+        Admission::Admitted(Ticket {
+            permit: Some(_),
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -170,7 +188,11 @@ fn half_open_closes_after_success_threshold_and_resets_growth() {
     let t = b.record(&c, 1002, t2, OK, 1).transition.unwrap();
     assert_eq!(
         (t.from, t.to, t.reason),
-        (PhaseKind::HalfOpen, PhaseKind::Closed, Reason::ProbesSucceeded)
+        (
+            PhaseKind::HalfOpen,
+            PhaseKind::Closed,
+            Reason::ProbesSucceeded
+        )
     );
     assert_eq!(b.reopens, 0);
     // The next trip opens for the base time again.
@@ -190,14 +212,20 @@ fn a_probe_failure_reopens_for_longer_each_time_up_to_the_cap() {
         let tr = b.record(&c, now, t, FAIL, 1).transition.unwrap();
         assert_eq!(tr.reason, Reason::ProbeFailed);
         assert_eq!(tr.open_ms, Some(want));
-        assert_eq!(b.phase, Phase::Open { until_ms: now + want });
+        assert_eq!(
+            b.phase,
+            Phase::Open {
+                until_ms: now + want
+            }
+        );
         now += want;
     }
 }
 
 #[test]
 fn expired_permits_are_handed_out_again() {
-    let c = cfg(r#","half_open":{"permitted_calls":1,"success_threshold":1,"permit_timeout_ms":500}"#);
+    let c =
+        cfg(r#","half_open":{"permitted_calls":1,"success_threshold":1,"permit_timeout_ms":500}"#);
     let mut b = tripped(&c);
     let lost = ticket(&mut b, &c, 1000);
     assert!(matches!(b.admit(&c, 1499).value, Admission::Denied { .. }));

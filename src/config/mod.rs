@@ -140,7 +140,10 @@ impl Config {
 
     /// The first route matching `path`, with its index.
     pub fn route_for(&self, path: &str) -> Option<(usize, &Route)> {
-        self.routes.iter().enumerate().find(|(_, r)| r.matches(path))
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(path))
     }
 
     /// Index of the upstream called `name`.

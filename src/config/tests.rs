@@ -87,35 +87,117 @@ fn invalid_configs_name_the_field() {
         ("[]".into(), "JSON object"),
         ("{}".into(), "missing field `routes`"),
         (format!(r#"{{{route},"bogus":1}}"#), "unknown field `bogus`"),
-        (r#"{"routes":[]}"#.into(), "`routes`: must list at least one route"),
-        (r#"{"routes":[{"name":"r","upstreams":[]}]}"#.into(), "`routes[0].upstreams`"),
-        (r#"{"routes":[{"name":"r","upstreams":["a","a"]}]}"#.into(), "`routes[0].upstreams[1]`: duplicate upstream"),
-        (r#"{"routes":[{"name":"r","upstreams":["a"]},{"name":"r","upstreams":["b"]}]}"#.into(), "`routes[1].name`: duplicate route name"),
-        (r#"{"routes":[{"name":"r","upstreams":["a b"]}]}"#.into(), "`routes[0].upstreams[0]`"),
-        (r#"{"routes":[{"name":"r","upstreams":["a"],"when_all_open":"maybe"}]}"#.into(), "routes[0].when_all_open"),
-        (r#"{"routes":[{"name":"r","match":{"path_prefix":"v1"},"upstreams":["a"]}]}"#.into(), "`routes[0].match.path_prefix`"),
-        (r#"{"routes":[{"name":"r","match":{"prefix":"/"},"upstreams":["a"]}]}"#.into(), "routes[0].match.prefix"),
-        (format!(r#"{{{route},"breaker":{{"failure_rate":{{"threshold":1.5}}}}}}"#), "`breaker.failure_rate.threshold`: must be above 0 and at most 1, got 1.5"),
-        (format!(r#"{{{route},"breaker":{{"failure_rate":{{"threshold":0}}}}}}"#), "`breaker.failure_rate.threshold`"),
-        (format!(r#"{{{route},"breaker":{{"consecutive_failures":"five"}}}}"#), "breaker.consecutive_failures"),
-        (format!(r#"{{{route},"breaker":{{"consecutive_failures":-1}}}}"#), "breaker.consecutive_failures"),
-        (format!(r#"{{{route},"breaker":{{"failure_rate":{{"window":{{"seconds":10,"calls":10}}}}}}}}"#), "`breaker.failure_rate.window`: must be exactly one"),
-        (format!(r#"{{{route},"breaker":{{"failure_rate":{{"window":{{"calls":5000}}}}}}}}"#), "`breaker.failure_rate.window.calls`"),
-        (format!(r#"{{{route},"breaker":{{"open":{{"base_ms":5000,"max_ms":1000}}}}}}"#), "`breaker.open.max_ms`"),
-        (format!(r#"{{{route},"breaker":{{"open":{{"multiplier":0.5}}}}}}"#), "`breaker.open.multiplier`"),
-        (format!(r#"{{{route},"breaker":{{"open":{{"jitter":1}}}}}}"#), "`breaker.open.jitter`"),
-        (format!(r#"{{{route},"breaker":{{"half_open":{{"permitted_calls":0}}}}}}"#), "`breaker.half_open.permitted_calls`"),
-        (format!(r#"{{{route},"breaker":{{"failure":{{"status":[700]}}}}}}"#), "`breaker.failure.status[0]`"),
-        (format!(r#"{{{route},"breaker":{{"failure":{{"rate_limited":[503]}}}}}}"#), "`breaker.failure.rate_limited`"),
-        (format!(r#"{{{route},"breaker":[]}}"#), "`breaker`: expected an object"),
-        (format!(r#"{{{route},"upstreams":{{"a":{{"breaker":{{"consecutive_failures":true}}}}}}}}"#), "upstreams.a.breaker.consecutive_failures"),
-        (format!(r#"{{{route},"upstreams":{{"zzz":{{"breaker":{{}}}}}}}}"#), "`upstreams.zzz`: is not used by any route"),
-        (format!(r#"{{{route},"route_header":"X-Upper"}}"#), "`route_header`"),
-        (format!(r#"{{{route},"response_header":"x-llm-breaker-upstream"}}"#), "`response_header`: must differ"),
+        (
+            r#"{"routes":[]}"#.into(),
+            "`routes`: must list at least one route",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":[]}]}"#.into(),
+            "`routes[0].upstreams`",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":["a","a"]}]}"#.into(),
+            "`routes[0].upstreams[1]`: duplicate upstream",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":["a"]},{"name":"r","upstreams":["b"]}]}"#.into(),
+            "`routes[1].name`: duplicate route name",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":["a b"]}]}"#.into(),
+            "`routes[0].upstreams[0]`",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":["a"],"when_all_open":"maybe"}]}"#.into(),
+            "routes[0].when_all_open",
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"path_prefix":"v1"},"upstreams":["a"]}]}"#.into(),
+            "`routes[0].match.path_prefix`",
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"prefix":"/"},"upstreams":["a"]}]}"#.into(),
+            "routes[0].match.prefix",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"failure_rate":{{"threshold":1.5}}}}}}"#),
+            "`breaker.failure_rate.threshold`: must be above 0 and at most 1, got 1.5",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"failure_rate":{{"threshold":0}}}}}}"#),
+            "`breaker.failure_rate.threshold`",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"consecutive_failures":"five"}}}}"#),
+            "breaker.consecutive_failures",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"consecutive_failures":-1}}}}"#),
+            "breaker.consecutive_failures",
+        ),
+        (
+            format!(
+                r#"{{{route},"breaker":{{"failure_rate":{{"window":{{"seconds":10,"calls":10}}}}}}}}"#
+            ),
+            "`breaker.failure_rate.window`: must be exactly one",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"failure_rate":{{"window":{{"calls":5000}}}}}}}}"#),
+            "`breaker.failure_rate.window.calls`",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"open":{{"base_ms":5000,"max_ms":1000}}}}}}"#),
+            "`breaker.open.max_ms`",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"open":{{"multiplier":0.5}}}}}}"#),
+            "`breaker.open.multiplier`",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"open":{{"jitter":1}}}}}}"#),
+            "`breaker.open.jitter`",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"half_open":{{"permitted_calls":0}}}}}}"#),
+            "`breaker.half_open.permitted_calls`",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"failure":{{"status":[700]}}}}}}"#),
+            "`breaker.failure.status[0]`",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"failure":{{"rate_limited":[503]}}}}}}"#),
+            "`breaker.failure.rate_limited`",
+        ),
+        (
+            format!(r#"{{{route},"breaker":[]}}"#),
+            "`breaker`: expected an object",
+        ),
+        (
+            format!(
+                r#"{{{route},"upstreams":{{"a":{{"breaker":{{"consecutive_failures":true}}}}}}}}"#
+            ),
+            "upstreams.a.breaker.consecutive_failures",
+        ),
+        (
+            format!(r#"{{{route},"upstreams":{{"zzz":{{"breaker":{{}}}}}}}}"#),
+            "`upstreams.zzz`: is not used by any route",
+        ),
+        (
+            format!(r#"{{{route},"route_header":"X-Upper"}}"#),
+            "`route_header`",
+        ),
+        (
+            format!(r#"{{{route},"response_header":"x-llm-breaker-upstream"}}"#),
+            "`response_header`: must differ",
+        ),
     ];
     for (json, want) in cases {
         let err = Config::parse(json.as_bytes()).expect_err(&json).to_string();
-        assert!(err.contains(want), "config {json}\n  error {err}\n  wanted {want}");
+        assert!(
+            err.contains(want),
+            "config {json}\n  error {err}\n  wanted {want}"
+        );
         assert!(err.starts_with("invalid configuration: "), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
     }

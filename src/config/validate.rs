@@ -3,8 +3,7 @@
 
 use super::raw::{RawBreaker, RawConfig};
 use super::{
-    BreakerConfig, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, Route, Upstream,
-    WindowSpec,
+    BreakerConfig, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, Route, Upstream, WindowSpec,
 };
 use std::fmt;
 
@@ -287,7 +286,13 @@ fn breaker_config(v: serde_json::Value, at: &str) -> Result<BreakerConfig, Confi
     )?;
     let o = &b.open;
     range(&format!("{at}.open.base_ms"), o.base_ms, 1, 86_400_000)?;
-    range(&format!("{at}.open.max_ms"), o.max_ms, o.base_ms, 86_400_000).map_err(|_| {
+    range(
+        &format!("{at}.open.max_ms"),
+        o.max_ms,
+        o.base_ms,
+        86_400_000,
+    )
+    .map_err(|_| {
         invalid(
             format!("{at}.open.max_ms"),
             format!(
@@ -392,8 +397,7 @@ fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
 fn check_header_name(field: &str, v: &str) -> Result<(), ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 128
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if ok {
         Ok(())
@@ -408,8 +412,7 @@ fn check_header_name(field: &str, v: &str) -> Result<(), ConfigError> {
 fn check_name(field: &str, v: &str) -> Result<(), ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 64
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
@@ -425,8 +428,7 @@ fn check_name(field: &str, v: &str) -> Result<(), ConfigError> {
 fn check_upstream_name(field: &str, v: &str) -> Result<(), ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 200
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.|:~+".contains(&b));
     if ok {
         Ok(())

@@ -136,6 +136,8 @@ fn the_cas_loop_is_bounded() {
     assert_eq!(r, Err(UpdateError::Contention));
 }
 
+// Threads are not available under wasm-bindgen-test.
+#[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn threads_sharing_one_store_lose_no_outcome() {
     let c = cfg();

@@ -1,0 +1,333 @@
+//! The proxy-wasm host calls the filter uses, declared against the raw ABI so that
+//! every status the host returns becomes a `Result` instead of the SDK's `panic!`
+//! (a panic would kill the worker's VM). Buffers the host allocates through the
+//! SDK's `proxy_on_memory_allocate` are taken back as `Vec`s, as the SDK does.
+
+#![allow(unsafe_code)]
+
+use std::ptr::{null, null_mut};
+
+/// A non-OK status from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostStatus(pub u32);
+
+/// Status codes of the ABI.
+pub mod status {
+    /// Success.
+    pub const OK: u32 = 0;
+    /// No such key, header or property.
+    pub const NOT_FOUND: u32 = 1;
+    /// A shared-data CAS conflict.
+    pub const CAS_MISMATCH: u32 = 8;
+}
+
+/// Header maps.
+#[derive(Debug, Clone, Copy)]
+pub enum Map {
+    /// Request headers.
+    Request = 0,
+    /// Response headers.
+    Response = 2,
+}
+
+/// Log levels.
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    /// Debug.
+    Debug = 1,
+    /// Info.
+    Info = 2,
+    /// Warn.
+    Warn = 3,
+    /// Error.
+    Error = 4,
+    /// Critical.
+    Critical = 5,
+}
+
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(ret: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+        ret_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_call_foreign_function(
+        name: *const u8,
+        name_size: usize,
+        args: *const u8,
+        args_size: usize,
+        ret_data: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
+    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
+    fn proxy_send_local_response(
+        status: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+fn check(code: u32) -> Result<(), HostStatus> {
+    if code == status::OK {
+        Ok(())
+    } else {
+        Err(HostStatus(code))
+    }
+}
+
+/// Takes ownership of a host-allocated buffer.
+///
+/// # Safety
+/// `data` must be null or a buffer of `size` bytes the host allocated through the
+/// SDK's allocator for this call.
+unsafe fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        None
+    } else {
+        Some(Vec::from_raw_parts(data, size, size))
+    }
+}
+
+/// Writes a log line at `level`; failures are ignored (there is nowhere to report them).
+pub fn log(level: Level, msg: &str) {
+    unsafe {
+        proxy_log(level as u32, msg.as_ptr(), msg.len());
+    }
+}
+
+/// Wall-clock time in unix milliseconds (0 if the host refuses).
+pub fn now_ms() -> u64 {
+    let mut ns = 0u64;
+    unsafe {
+        proxy_get_current_time_nanoseconds(&mut ns);
+    }
+    ns / 1_000_000
+}
+
+/// The plugin configuration bytes.
+pub fn plugin_configuration() -> Result<Vec<u8>, HostStatus> {
+    const PLUGIN_CONFIGURATION: u32 = 7;
+    let (mut data, mut size) = (null_mut(), 0usize);
+    unsafe {
+        match proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size) {
+            status::OK => Ok(take(data, size).unwrap_or_default()),
+            status::NOT_FOUND => Ok(Vec::new()),
+            s => Err(HostStatus(s)),
+        }
+    }
+}
+
+/// A header's value, `None` if absent or not readable.
+pub fn header(map: Map, name: &str) -> Option<Vec<u8>> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    unsafe {
+        match proxy_get_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        ) {
+            status::OK => take(data, size),
+            _ => None,
+        }
+    }
+}
+
+/// Sets a header, replacing any value a client sent.
+pub fn set_header(map: Map, name: &str, value: &str) -> Result<(), HostStatus> {
+    unsafe {
+        check(proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ))
+    }
+}
+
+/// Removes a header.
+pub fn remove_header(map: Map, name: &str) -> Result<(), HostStatus> {
+    unsafe {
+        check(proxy_remove_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+        ))
+    }
+}
+
+/// A property such as `response.flags`, given as path segments.
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    let serialized = path.join("\0");
+    let (mut data, mut size) = (null_mut(), 0usize);
+    unsafe {
+        match proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) {
+            status::OK => take(data, size),
+            _ => None,
+        }
+    }
+}
+
+/// A shared-data value and its CAS token; `Ok(None)` if the key does not exist.
+pub fn shared_get(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostStatus> {
+    let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+    unsafe {
+        match proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) {
+            status::OK => Ok(Some((take(data, size).unwrap_or_default(), cas))),
+            status::NOT_FOUND => Ok(None),
+            s => Err(HostStatus(s)),
+        }
+    }
+}
+
+/// Writes shared data if its CAS token is still `cas` (0: unconditionally).
+pub fn shared_set(key: &str, value: &[u8], cas: u32) -> Result<(), HostStatus> {
+    unsafe {
+        check(proxy_set_shared_data(
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+            cas,
+        ))
+    }
+}
+
+/// Calls a host foreign function without arguments.
+pub fn foreign(name: &str) -> Result<(), HostStatus> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    unsafe {
+        let code =
+            proxy_call_foreign_function(name.as_ptr(), name.len(), null(), 0, &mut data, &mut size);
+        drop(take(data, size));
+        check(code)
+    }
+}
+
+/// Metric kinds.
+#[derive(Debug, Clone, Copy)]
+pub enum MetricKind {
+    /// Monotonic counter.
+    Counter = 0,
+    /// Gauge.
+    Gauge = 1,
+}
+
+/// Defines (or looks up) a metric; `None` if the host refuses.
+pub fn define_metric(kind: MetricKind, name: &str) -> Option<u32> {
+    let mut id = 0u32;
+    unsafe {
+        match proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) {
+            status::OK => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Adds to a counter.
+pub fn increment(id: Option<u32>, by: i64) {
+    if let Some(id) = id {
+        unsafe {
+            proxy_increment_metric(id, by);
+        }
+    }
+}
+
+/// Sets a gauge.
+pub fn record(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        unsafe {
+            proxy_record_metric(id, value);
+        }
+    }
+}
+
+/// Sends a local reply instead of forwarding the request.
+pub fn send_local_response(
+    code: u32,
+    details: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> Result<(), HostStatus> {
+    let map = serialize_map(headers);
+    unsafe {
+        check(proxy_send_local_response(
+            code,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        ))
+    }
+}
+
+/// The ABI's header-map encoding: count, (key len, value len)*, then NUL-terminated
+/// keys and values.
+fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    for (k, v) in map {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in map {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}

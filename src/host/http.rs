@@ -1,0 +1,219 @@
+//! One HTTP stream: choose the upstream on request headers, note the time to first
+//! byte and status on response headers, watch for the end of the body, and record
+//! the outcome in the breaker when Envoy logs the stream (the one callback that runs
+//! however the stream ended).
+
+use super::abi::{self, Level, Map};
+use super::{EnvoyStore, Shared};
+use crate::backoff::{fnv1a, splitmix64};
+use crate::breaker::Ticket;
+use crate::classify::{self, ResponseFacts, Verdict};
+use crate::routing::{self, Decision, Why};
+use crate::store;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::rc::Rc;
+
+/// A request the filter routed and still has to account for.
+struct Routed {
+    upstream: usize,
+    ticket: Option<Ticket>,
+    why: Why,
+    skipped: Vec<usize>,
+    start_ms: u64,
+}
+
+/// Per-stream state.
+pub struct Stream {
+    shared: Option<Rc<Shared>>,
+    routed: Option<Routed>,
+    facts: ResponseFacts,
+}
+
+impl Stream {
+    pub fn new(shared: Option<Rc<Shared>>) -> Stream {
+        Stream {
+            shared,
+            routed: None,
+            facts: ResponseFacts::default(),
+        }
+    }
+}
+
+impl Context for Stream {}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let cfg = &shared.config;
+        let path = abi::header(Map::Request, ":path").unwrap_or_default();
+        let path = String::from_utf8_lossy(&path);
+        let Some((route_idx, route)) = cfg.route_for(&path) else {
+            // Clients never choose a cluster, matched or not.
+            let _ = abi::remove_header(Map::Request, &cfg.route_header);
+            return Action::Continue;
+        };
+        let now = abi::now_ms();
+        let decision = routing::choose(route, now, |u| {
+            let up = cfg.upstreams.get(u)?;
+            let result = store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| {
+                b.admit(&up.breaker, now)
+            });
+            shared.report(u, &result);
+            result.ok().map(|r| r.value)
+        });
+        match decision {
+            Decision::Send {
+                upstream,
+                ticket,
+                why,
+                skipped,
+            } => {
+                let name = cfg.upstreams.get(upstream).map_or("", |u| u.name.as_str());
+                if let Err(s) = abi::set_header(Map::Request, &cfg.route_header, name) {
+                    abi::log(
+                        Level::Warn,
+                        &format!(
+                            "llm-breaker: cannot set {} (status {})",
+                            cfg.route_header, s.0
+                        ),
+                    );
+                }
+                // Make the router see the new value (Envoy >= 1.33 no longer clears
+                // the route cache on header writes for every ABI version).
+                let _ = abi::foreign("clear_route_cache");
+                let m = &shared.metrics;
+                if let Some(um) = m.upstream(upstream) {
+                    abi::increment(um.admitted, 1);
+                    if why == Why::Probe {
+                        abi::increment(um.probes, 1);
+                    }
+                }
+                for &s in &skipped {
+                    abi::increment(m.upstream(s).and_then(|x| x.failed_over), 1);
+                }
+                if why == Why::FailOpen {
+                    abi::increment(m.route(route_idx).and_then(|r| r.fail_open), 1);
+                }
+                self.routed = Some(Routed {
+                    upstream,
+                    ticket,
+                    why,
+                    skipped,
+                    start_ms: now,
+                });
+                Action::Continue
+            }
+            Decision::Reject {
+                retry_after_s,
+                skipped,
+            } => {
+                abi::increment(shared.metrics.route(route_idx).and_then(|r| r.rejected), 1);
+                let body = routing::reject_body(&route.name, retry_after_s);
+                let retry = retry_after_s.to_string();
+                let names: Vec<&str> = skipped
+                    .iter()
+                    .filter_map(|&i| cfg.upstreams.get(i).map(|u| u.name.as_str()))
+                    .collect();
+                let info = format!(
+                    "upstream=none; reason=all_open; skipped={}",
+                    names.join(",")
+                );
+                let mut headers = vec![
+                    ("content-type", "application/json"),
+                    ("retry-after", retry.as_str()),
+                ];
+                if let Some(h) = &cfg.response_header {
+                    headers.push((h.as_str(), info.as_str()));
+                }
+                if abi::send_local_response(503, "llm_breaker_all_open", body.as_bytes(), &headers)
+                    .is_err()
+                {
+                    return Action::Continue;
+                }
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
+        let (Some(shared), Some(routed)) = (&self.shared, &self.routed) else {
+            return Action::Continue;
+        };
+        let now = abi::now_ms();
+        self.facts.ttfb_ms = Some(now.saturating_sub(routed.start_ms));
+        self.facts.status = abi::header(Map::Response, ":status")
+            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
+        self.facts.completed = eos;
+        if let Some(h) = &shared.config.response_header {
+            let cfg = &shared.config;
+            let name = |i: usize| cfg.upstreams.get(i).map_or("", |u| u.name.as_str());
+            let skipped: Vec<&str> = routed.skipped.iter().map(|&i| name(i)).collect();
+            let value = routing::describe(name(routed.upstream), routed.why, &skipped);
+            let _ = abi::set_header(Map::Response, h, &value);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, _size: usize, eos: bool) -> Action {
+        if eos {
+            self.facts.completed = true;
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _n: usize) -> Action {
+        self.facts.completed = true;
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let (Some(shared), Some(routed)) = (self.shared.take(), self.routed.take()) else {
+            return;
+        };
+        let Some(up) = shared.config.upstreams.get(routed.upstream) else {
+            return;
+        };
+        if classify::needs_flags(self.facts.status, self.facts.completed) {
+            self.facts.flags = abi::property(&["response", "flags"])
+                .and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
+                .unwrap_or(0);
+        }
+        let verdict = classify::classify(&up.breaker.failure, up.breaker.slow_ttfb_ms, &self.facts);
+        let m = shared.metrics.upstream(routed.upstream);
+        match verdict {
+            Verdict::Counted(outcome) => {
+                match outcome.failure {
+                    Some(f) => {
+                        let i = classify::FailureClass::ALL
+                            .iter()
+                            .position(|c| *c == f)
+                            .unwrap_or(0);
+                        abi::increment(m.and_then(|m| m.failures[i]), 1);
+                    }
+                    None => abi::increment(m.and_then(|m| m.successes), 1),
+                }
+                if outcome.slow {
+                    abi::increment(m.and_then(|m| m.slow_calls), 1);
+                }
+            }
+            Verdict::ClientError => abi::increment(m.and_then(|m| m.client_errors), 1),
+            Verdict::Ignored => {}
+        }
+        let Some(ticket) = routed.ticket else {
+            return;
+        };
+        if ticket.permit.is_none() && !matches!(verdict, Verdict::Counted(_)) {
+            return; // nothing to record and no probe permit to give back
+        }
+        let now = abi::now_ms();
+        let seed = splitmix64(now ^ fnv1a(&up.name));
+        let result = store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| match verdict {
+            Verdict::Counted(outcome) => b.record(&up.breaker, now, ticket, outcome, seed),
+            _ => b.release(ticket),
+        });
+        shared.report(routed.upstream, &result);
+    }
+}

@@ -1,0 +1,142 @@
+//! Envoy stats defined through proxy-wasm: per-upstream state, transitions, traffic
+//! and outcome counters, and per-route rejections. Defined once per VM at configure
+//! time (definition takes a global lock); the request path only increments.
+//!
+//! Names are `llm_breaker.upstream.<upstream>.<metric>` and
+//! `llm_breaker.route.<route>.<metric>`; Envoy prefixes them with `wasmcustom.`.
+
+use super::abi::{self, MetricKind};
+use crate::breaker::{PhaseKind, Transition};
+use crate::classify::FailureClass;
+use crate::config::Config;
+
+/// Metric ids of one upstream (`None` where the host refused the definition).
+#[derive(Debug, Default)]
+pub struct UpstreamMetrics {
+    /// Gauge: 0 closed, 1 open, 2 half-open.
+    pub state: Option<u32>,
+    /// closed→open, open→half_open, half_open→closed, half_open→open.
+    pub transitions: [Option<u32>; 4],
+    /// Requests routed to this upstream.
+    pub admitted: Option<u32>,
+    /// Of which half-open probes.
+    pub probes: Option<u32>,
+    /// Requests that skipped this upstream because its breaker did not admit them.
+    pub failed_over: Option<u32>,
+    /// Outcomes counted as successes.
+    pub successes: Option<u32>,
+    /// Failures by class, in [`FailureClass::ALL`] order.
+    pub failures: [Option<u32>; 5],
+    /// Outcomes with a slow first byte.
+    pub slow_calls: Option<u32>,
+    /// Client 4xx answers (not counted as failures).
+    pub client_errors: Option<u32>,
+    /// Shared-data bytes that did not decode and were reset.
+    pub state_resets: Option<u32>,
+    /// Updates dropped after too many CAS conflicts or a host error.
+    pub update_errors: Option<u32>,
+}
+
+/// Metric ids of one route.
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    /// Requests answered with the local 503 because every upstream was open.
+    pub rejected: Option<u32>,
+    /// Requests sent to the primary although every upstream was open.
+    pub fail_open: Option<u32>,
+}
+
+/// All metric ids, indexed like the config's upstreams and routes.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Per upstream.
+    pub upstreams: Vec<UpstreamMetrics>,
+    /// Per route.
+    pub routes: Vec<RouteMetrics>,
+}
+
+/// Makes a name safe inside a dotted stat name.
+pub fn stat_segment(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Metrics {
+    /// Defines every metric for `config`.
+    pub fn define(config: &Config) -> Metrics {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let p = format!("llm_breaker.upstream.{}.", stat_segment(&u.name));
+                let c = |n: &str| abi::define_metric(MetricKind::Counter, &format!("{p}{n}"));
+                UpstreamMetrics {
+                    state: abi::define_metric(MetricKind::Gauge, &format!("{p}state")),
+                    transitions: [
+                        c("transitions.closed_to_open"),
+                        c("transitions.open_to_half_open"),
+                        c("transitions.half_open_to_closed"),
+                        c("transitions.half_open_to_open"),
+                    ],
+                    admitted: c("requests_admitted"),
+                    probes: c("requests_probe"),
+                    failed_over: c("requests_failed_over"),
+                    successes: c("successes"),
+                    failures: FailureClass::ALL.map(|f| c(&format!("failures.{}", f.as_str()))),
+                    slow_calls: c("slow_calls"),
+                    client_errors: c("client_errors"),
+                    state_resets: c("state_resets"),
+                    update_errors: c("update_errors"),
+                }
+            })
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let p = format!("llm_breaker.route.{}.", stat_segment(&r.name));
+                let c = |n: &str| abi::define_metric(MetricKind::Counter, &format!("{p}{n}"));
+                RouteMetrics {
+                    rejected: c("requests_rejected"),
+                    fail_open: c("requests_fail_open"),
+                }
+            })
+            .collect();
+        Metrics { upstreams, routes }
+    }
+
+    /// Counts a transition and sets the state gauge.
+    pub fn transition(&self, upstream: usize, t: &Transition) {
+        let Some(m) = self.upstreams.get(upstream) else {
+            return;
+        };
+        let slot = match (t.from, t.to) {
+            (PhaseKind::Closed, PhaseKind::Open) => Some(0),
+            (PhaseKind::Open, PhaseKind::HalfOpen) => Some(1),
+            (PhaseKind::HalfOpen, PhaseKind::Closed) => Some(2),
+            (PhaseKind::HalfOpen, PhaseKind::Open) => Some(3),
+            _ => None,
+        };
+        if let Some(i) = slot {
+            abi::increment(m.transitions[i], 1);
+        }
+        abi::record(m.state, t.to.gauge());
+    }
+
+    /// The counters of one upstream.
+    pub fn upstream(&self, i: usize) -> Option<&UpstreamMetrics> {
+        self.upstreams.get(i)
+    }
+
+    /// The counters of one route.
+    pub fn route(&self, i: usize) -> Option<&RouteMetrics> {
+        self.routes.get(i)
+    }
+}

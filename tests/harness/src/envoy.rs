@@ -1,0 +1,314 @@
+//! Starts the real Envoy binary with a generated bootstrap, waits for `/ready`, and
+//! kills it when dropped. Each instance gets free ports and its own temp dir, and
+//! runs with `--disable-hot-restart`, so tests can run Envoys in parallel.
+
+use crate::client;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else the project venv's.
+pub fn envoy_bin() -> PathBuf {
+    std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"))
+}
+
+/// The built filter: `$LLM_BREAKER_WASM`, else the release build.
+pub fn filter_wasm() -> PathBuf {
+    std::env::var_os("LLM_BREAKER_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/wasm32-wasip1/release/llm_breaker.wasm"))
+}
+
+/// Fails loudly (never skips) when Envoy or the filter is missing.
+pub fn require_prerequisites() {
+    let envoy = envoy_bin();
+    assert!(
+        envoy.exists(),
+        "Envoy not found at {} — run `make envoy` (or `make test`, which installs it), or set ENVOY_BIN",
+        envoy.display()
+    );
+    let wasm = filter_wasm();
+    assert!(
+        wasm.exists(),
+        "filter not built at {} — run `make build` (or `make test`)",
+        wasm.display()
+    );
+}
+
+/// A free loopback port (bound and released; racy only against other processes).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Which HTTP filter the listener runs.
+#[derive(Debug, Clone)]
+pub enum Filter {
+    /// No wasm filter; routes go straight to `cluster`.
+    None {
+        /// Target cluster.
+        cluster: String,
+    },
+    /// A wasm module with no configuration; routes go straight to `cluster`.
+    Noop {
+        /// Module path.
+        wasm: PathBuf,
+        /// Target cluster.
+        cluster: String,
+    },
+    /// llm-breaker with this JSON configuration; routes use `cluster_header`.
+    Breaker {
+        /// Filter configuration JSON.
+        config: String,
+    },
+}
+
+/// How to start Envoy.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The HTTP filter.
+    pub filter: Filter,
+    /// Clusters: name and address.
+    pub clusters: Vec<(String, SocketAddr)>,
+    /// Route timeout.
+    pub route_timeout: Duration,
+    /// Worker threads.
+    pub concurrency: u32,
+    /// The route header name (for `cluster_header`).
+    pub route_header: String,
+}
+
+impl Options {
+    /// llm-breaker with `config`, two workers, a 5 s route timeout.
+    pub fn breaker(config: &str, clusters: &[(&str, SocketAddr)]) -> Options {
+        Options {
+            filter: Filter::Breaker {
+                config: config.to_string(),
+            },
+            clusters: clusters.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
+            route_timeout: Duration::from_secs(5),
+            concurrency: 2,
+            route_header: "x-llm-breaker-upstream".into(),
+        }
+    }
+}
+
+/// A running Envoy.
+pub struct Envoy {
+    child: Child,
+    /// Listener address.
+    pub listener: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    dir: PathBuf,
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// The bootstrap YAML for `opts`.
+pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
+    let (filter, route_action) = match &opts.filter {
+        Filter::None { cluster } => (String::new(), format!("cluster: {cluster}")),
+        Filter::Noop { wasm, cluster } => (
+            wasm_filter("noop", wasm, None),
+            format!("cluster: {cluster}"),
+        ),
+        Filter::Breaker { config } => (
+            wasm_filter("llm_breaker", &filter_wasm(), Some(config)),
+            format!("cluster_header: {}", opts.route_header),
+        ),
+    };
+    let mut clusters = String::new();
+    for (name, addr) in &opts.clusters {
+        clusters.push_str(&format!(
+            r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {ip}, port_value: {port} }}
+"#,
+            ip = addr.ip(),
+            port = addr.port()
+        ));
+    }
+    format!(
+        r#"admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
+stats_config:
+  stats_tags:
+  - tag_name: llm_breaker_upstream
+    regex: '^wasmcustom\.llm_breaker\.upstream\.((.+?)\.)'
+  - tag_name: llm_breaker_route
+    regex: '^wasmcustom\.llm_breaker\.route\.((.+?)\.)'
+static_resources:
+  listeners:
+  - name: main
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: {listen_port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route:
+                  {route_action}
+                  timeout: {timeout}s
+          http_filters:
+{filter}          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{clusters}"#,
+        timeout = opts.route_timeout.as_secs_f64(),
+    )
+}
+
+fn wasm_filter(name: &str, wasm: &Path, config: Option<&str>) -> String {
+    let configuration = config
+        .map(|c| {
+            format!(
+                r#"                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{}'
+"#,
+                c.replace('\'', "''").replace('\n', " ")
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                root_id: {name}
+                vm_config:
+                  vm_id: {name}
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: {wasm} }} }}
+{configuration}"#,
+        wasm = wasm.display()
+    )
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until it is ready; panics with Envoy's log if it is not.
+    pub fn start(opts: &Options) -> Envoy {
+        match Self::try_start(opts) {
+            Ok(e) => e,
+            Err(log) => panic!("Envoy did not become ready. Its log:\n{log}"),
+        }
+    }
+
+    /// Starts Envoy; `Err(log)` if it exits or is not ready within 30 s.
+    pub fn try_start(opts: &Options) -> Result<Envoy, String> {
+        require_prerequisites();
+        let dir = std::env::temp_dir().join(format!(
+            "llm-breaker-envoy-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let (listen_port, admin_port) = (free_port(), free_port());
+        let cfg = dir.join("envoy.yaml");
+        std::fs::write(&cfg, bootstrap(opts, listen_port, admin_port))
+            .map_err(|e| e.to_string())?;
+        let log = dir.join("envoy.log");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&cfg)
+            .args(["--concurrency", &opts.concurrency.to_string()])
+            .arg("--disable-hot-restart")
+            .args(["--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            // stderr, unlike --log-path, is written through at once.
+            .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", envoy_bin().display()))?;
+        let mut envoy = Envoy {
+            child,
+            listener: SocketAddr::from(([127, 0, 0, 1], listen_port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(_)) = envoy.child.try_wait() {
+                return Err(envoy.log());
+            }
+            if let Ok(r) = client::get(envoy.admin, "/ready") {
+                if r.status == 200 {
+                    return Ok(envoy);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready after 30 s\n{}", envoy.log()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// Value of one stat (counter or gauge) by exact name, if Envoy has it.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let r = client::get(self.admin, &format!("/stats?filter=^{name}$")).ok()?;
+        r.text().lines().find_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            (k == name).then(|| v.trim().parse().ok()).flatten()
+        })
+    }
+
+    /// A stat of llm-breaker's upstream metrics, e.g. `upstream_stat("openai", "state")`.
+    pub fn upstream_stat(&self, upstream: &str, metric: &str) -> u64 {
+        self.stat(&format!(
+            "wasmcustom.llm_breaker.upstream.{upstream}.{metric}"
+        ))
+        .unwrap_or(0)
+    }
+
+    /// The admin `/stats/prometheus` text.
+    pub fn prometheus(&self) -> String {
+        client::get(self.admin, "/stats/prometheus")
+            .map(|r| r.text())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
