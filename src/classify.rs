@@ -52,19 +52,20 @@ pub mod flags {
         | DROP_OVERLOAD;
 }
 
-/// Kinds of provider failure, as counted in metrics.
+/// Kinds of provider failure, as counted in metrics. The discriminant is the
+/// position in [`FailureClass::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
     /// A configured failure status from the upstream (5xx, 529).
-    Status,
+    Status = 0,
     /// A configured rate-limit status (429).
-    RateLimited,
+    RateLimited = 1,
     /// Envoy could not connect.
-    ConnectFailure,
+    ConnectFailure = 2,
     /// The upstream reset the stream, before or during the response.
-    Reset,
+    Reset = 3,
     /// Envoy's upstream timeout fired.
-    Timeout,
+    Timeout = 4,
 }
 
 impl FailureClass {
@@ -303,6 +304,13 @@ mod tests {
         );
         f.ttfb_ms = Some(1000);
         assert_eq!(classify(&policy(), 1000, &f), OK);
+    }
+
+    #[test]
+    fn all_lists_classes_in_discriminant_order() {
+        for (i, c) in FailureClass::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
     }
 
     #[test]

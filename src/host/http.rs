@@ -182,38 +182,39 @@ impl HttpContext for Stream {
                 .unwrap_or(0);
         }
         let verdict = classify::classify(&up.breaker.failure, up.breaker.slow_ttfb_ms, &self.facts);
-        let m = shared.metrics.upstream(routed.upstream);
-        match verdict {
-            Verdict::Counted(outcome) => {
-                match outcome.failure {
-                    Some(f) => {
-                        let i = classify::FailureClass::ALL
-                            .iter()
-                            .position(|c| *c == f)
-                            .unwrap_or(0);
-                        abi::increment(m.and_then(|m| m.failures[i]), 1);
-                    }
-                    None => abi::increment(m.and_then(|m| m.successes), 1),
-                }
-                if outcome.slow {
-                    abi::increment(m.and_then(|m| m.slow_calls), 1);
-                }
-            }
-            Verdict::ClientError => abi::increment(m.and_then(|m| m.client_errors), 1),
-            Verdict::Ignored => {}
+        let record = match (routed.ticket, verdict) {
+            (Some(t), Verdict::Counted(_)) => Some(t),
+            // A probe that says nothing about the provider gives its permit back.
+            (Some(t), _) if t.permit.is_some() => Some(t),
+            _ => None,
+        };
+        if let Some(ticket) = record {
+            let now = abi::now_ms();
+            let seed = splitmix64(now ^ fnv1a(&up.name));
+            let result = store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| match verdict {
+                Verdict::Counted(outcome) => b.record(&up.breaker, now, ticket, outcome, seed),
+                _ => b.release(ticket),
+            });
+            shared.report(routed.upstream, &result);
         }
-        let Some(ticket) = routed.ticket else {
+        // Counters last, so that a visible count implies the breaker saw the outcome.
+        let Some(m) = shared.metrics.upstream(routed.upstream) else {
             return;
         };
-        if ticket.permit.is_none() && !matches!(verdict, Verdict::Counted(_)) {
-            return; // nothing to record and no probe permit to give back
+        match verdict {
+            Verdict::Counted(outcome) => {
+                let counter = match outcome.failure {
+                    Some(f) => m.failures[f as usize],
+                    None => m.successes,
+                };
+                abi::increment(counter, 1);
+                if outcome.slow {
+                    abi::increment(m.slow_calls, 1);
+                }
+            }
+            Verdict::ClientError => abi::increment(m.client_errors, 1),
+            Verdict::Ignored => {}
         }
-        let now = abi::now_ms();
-        let seed = splitmix64(now ^ fnv1a(&up.name));
-        let result = store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| match verdict {
-            Verdict::Counted(outcome) => b.record(&up.breaker, now, ticket, outcome, seed),
-            _ => b.release(ticket),
-        });
-        shared.report(routed.upstream, &result);
+        abi::increment(m.completed, 1);
     }
 }

@@ -295,6 +295,32 @@ impl Envoy {
         .unwrap_or(0)
     }
 
+    /// Requests whose outcome llm-breaker has processed, over all upstreams.
+    pub fn completed_total(&self) -> u64 {
+        client::get(self.admin, "/stats?filter=llm_breaker\\.upstream\\..*\\.requests_completed$")
+            .map(|r| {
+                r.text()
+                    .lines()
+                    .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Waits (up to 5 s) until at least `n` outcomes were processed: the filter
+    /// records an outcome when Envoy logs the stream, which can be just after the
+    /// client has read the response. Returns the count reached.
+    pub fn wait_completed(&self, n: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.completed_total();
+            if got >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The admin `/stats/prometheus` text.
     pub fn prometheus(&self) -> String {
         client::get(self.admin, "/stats/prometheus")
