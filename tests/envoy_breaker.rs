@@ -24,7 +24,10 @@ fn chat(e: &Envoy) -> Response {
         .header("x-llm-breaker")
         .is_some_and(|h| h.starts_with("upstream=none"))
     {
-        assert!(e.wait_completed(before + 1) > before, "outcome never recorded");
+        assert!(
+            e.wait_completed(before + 1) > before,
+            "outcome never recorded"
+        );
     }
     r
 }
@@ -86,7 +89,10 @@ fn healthy_primary_takes_all_traffic_and_the_response_says_so() {
 fn trips_after_exactly_n_failures_across_both_workers_and_fails_over() {
     const N: usize = 20;
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(&["openai", "azure"], &consecutive(N as u32, 60_000), ""), &[&a, &b]);
+    let e = start(
+        &config(&["openai", "azure"], &consecutive(N as u32, 60_000), ""),
+        &[&a, &b],
+    );
     a.set(Behaviour::Status(503));
     // N-1 failures at once, each on its own connection, spread over both workers.
     let listener = e.listener;
@@ -133,7 +139,9 @@ fn trips_after_exactly_n_failures_across_both_workers_and_fails_over() {
     assert_eq!(e.upstream_stat("openai", "requests_failed_over"), 5);
     let log = e.log();
     assert!(
-        log.contains("llm-breaker: upstream=openai from=closed to=open reason=consecutive_failures"),
+        log.contains(
+            "llm-breaker: upstream=openai from=closed to=open reason=consecutive_failures"
+        ),
         "transition log line missing:\n{log}"
     );
 }
@@ -167,7 +175,10 @@ fn a_chain_of_three_skips_every_open_upstream() {
 #[test]
 fn half_open_probes_close_the_breaker_when_the_primary_recovers() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(&["openai", "azure"], &consecutive(2, 1000), ""), &[&a, &b]);
+    let e = start(
+        &config(&["openai", "azure"], &consecutive(2, 1000), ""),
+        &[&a, &b],
+    );
     a.set(Behaviour::Status(503));
     chat(&e);
     chat(&e);
@@ -177,28 +188,46 @@ fn half_open_probes_close_the_breaker_when_the_primary_recovers() {
     // Open time passed: the next request is a probe to the primary.
     let r = chat(&e);
     assert_served_by(&r, "openai");
-    assert_eq!(r.header("x-llm-breaker"), Some("upstream=openai; reason=probe"));
+    assert_eq!(
+        r.header("x-llm-breaker"),
+        Some("upstream=openai; reason=probe")
+    );
     assert_eq!(e.upstream_stat("openai", "state"), 2);
     // success_threshold is 2: one more probe closes it.
     assert_served_by(&chat(&e), "openai");
     assert_eq!(e.upstream_stat("openai", "state"), 0);
-    assert_eq!(e.upstream_stat("openai", "transitions.half_open_to_closed"), 1);
+    assert_eq!(
+        e.upstream_stat("openai", "transitions.half_open_to_closed"),
+        1
+    );
     let r = chat(&e);
-    assert_eq!(r.header("x-llm-breaker"), Some("upstream=openai; reason=primary"));
+    assert_eq!(
+        r.header("x-llm-breaker"),
+        Some("upstream=openai; reason=primary")
+    );
 }
 
 #[test]
 fn a_failed_probe_reopens_for_a_longer_time() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
     // base 1 s, multiplier 3: the re-open lasts 3 s.
-    let e = start(&config(&["openai", "azure"], &consecutive(1, 1000), ""), &[&a, &b]);
+    let e = start(
+        &config(&["openai", "azure"], &consecutive(1, 1000), ""),
+        &[&a, &b],
+    );
     a.set(Behaviour::Status(503));
     chat(&e);
     sleep(Duration::from_millis(1200));
     let probe = chat(&e);
-    assert_eq!(probe.header("x-llm-breaker"), Some("upstream=openai; reason=probe"));
+    assert_eq!(
+        probe.header("x-llm-breaker"),
+        Some("upstream=openai; reason=probe")
+    );
     let reopened = Instant::now();
-    assert_eq!(e.upstream_stat("openai", "transitions.half_open_to_open"), 1);
+    assert_eq!(
+        e.upstream_stat("openai", "transitions.half_open_to_open"),
+        1
+    );
     assert!(e
         .log()
         .contains("upstream=openai from=half_open to=open reason=probe_failed open_ms=3000"));
@@ -216,7 +245,10 @@ fn a_failed_probe_reopens_for_a_longer_time() {
 #[test]
 fn all_open_rejects_with_an_openai_error_and_retry_after() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(&["openai", "azure"], &consecutive(1, 30_000), ""), &[&a, &b]);
+    let e = start(
+        &config(&["openai", "azure"], &consecutive(1, 30_000), ""),
+        &[&a, &b],
+    );
     a.set(Behaviour::Status(503));
     b.set(Behaviour::Status(503));
     chat(&e);
@@ -299,7 +331,10 @@ fn an_upstream_timeout_counts_as_a_timeout() {
 #[test]
 fn a_stream_cut_after_the_headers_counts_as_a_reset() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(&["openai", "azure"], &consecutive(2, 60_000), ""), &[&a, &b]);
+    let e = start(
+        &config(&["openai", "azure"], &consecutive(2, 60_000), ""),
+        &[&a, &b],
+    );
     a.set(Behaviour::CutMidBody);
     for _ in 0..2 {
         // The client sees a 200 whose body never completes.
@@ -321,14 +356,19 @@ fn a_slow_first_byte_counts_as_a_slow_call() {
     assert_eq!(chat(&e).status, 200);
     assert_eq!(chat(&e).status, 200);
     assert_eq!(e.upstream_stat("openai", "slow_calls"), 2);
-    assert!(e.log().contains("upstream=openai from=closed to=open reason=slow_call_rate"));
+    assert!(e
+        .log()
+        .contains("upstream=openai from=closed to=open reason=slow_call_rate"));
     assert_served_by(&chat(&e), "azure");
 }
 
 #[test]
 fn client_errors_never_trip_the_breaker() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(&["openai", "azure"], &consecutive(2, 60_000), ""), &[&a, &b]);
+    let e = start(
+        &config(&["openai", "azure"], &consecutive(2, 60_000), ""),
+        &[&a, &b],
+    );
     for status in [400, 401, 404, 413, 422, 400, 400] {
         a.set(Behaviour::Status(status));
         let r = chat(&e);
@@ -382,7 +422,10 @@ fn requests_matching_no_route_pass_through_untouched() {
 #[test]
 fn metrics_appear_in_prometheus_with_upstream_labels() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(&["openai", "azure"], &consecutive(1, 60_000), ""), &[&a, &b]);
+    let e = start(
+        &config(&["openai", "azure"], &consecutive(1, 60_000), ""),
+        &[&a, &b],
+    );
     a.set(Behaviour::Status(529));
     chat(&e);
     chat(&e);

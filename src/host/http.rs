@@ -191,10 +191,11 @@ impl HttpContext for Stream {
         if let Some(ticket) = record {
             let now = abi::now_ms();
             let seed = splitmix64(now ^ fnv1a(&up.name));
-            let result = store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| match verdict {
-                Verdict::Counted(outcome) => b.record(&up.breaker, now, ticket, outcome, seed),
-                _ => b.release(ticket),
-            });
+            let result =
+                store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| match verdict {
+                    Verdict::Counted(outcome) => b.record(&up.breaker, now, ticket, outcome, seed),
+                    _ => b.release(ticket),
+                });
             shared.report(routed.upstream, &result);
         }
         // Counters last, so that a visible count implies the breaker saw the outcome.

@@ -1,6 +1,6 @@
 //! A minimal blocking HTTP/1.1 client (one request per connection) for tests.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 

@@ -297,14 +297,17 @@ impl Envoy {
 
     /// Requests whose outcome llm-breaker has processed, over all upstreams.
     pub fn completed_total(&self) -> u64 {
-        client::get(self.admin, "/stats?filter=llm_breaker\\.upstream\\..*\\.requests_completed$")
-            .map(|r| {
-                r.text()
-                    .lines()
-                    .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0)
+        client::get(
+            self.admin,
+            "/stats?filter=llm_breaker\\.upstream\\..*\\.requests_completed$",
+        )
+        .map(|r| {
+            r.text()
+                .lines()
+                .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
     }
 
     /// Waits (up to 5 s) until at least `n` outcomes were processed: the filter

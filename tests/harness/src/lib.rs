@@ -4,4 +4,5 @@
 
 pub mod client;
 pub mod envoy;
+pub mod load;
 pub mod upstream;

@@ -1,0 +1,142 @@
+//! `make bench`: throughput and latency of Envoy with no filter, with a no-op wasm
+//! filter, and with llm-breaker on its closed path and on its failed-over path, in
+//! one run, interleaved over several rounds; prints medians and ratios.
+//!
+//! Knobs (environment): BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS
+//! (default 3), BENCH_CONNECTIONS (default 16), BENCH_CONCURRENCY (Envoy workers,
+//! default 1).
+
+use llm_breaker_harness::envoy::{free_port, workspace_root, Envoy, Filter, Options};
+use llm_breaker_harness::load;
+use llm_breaker_harness::upstream::MockUpstream;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn main() {
+    let secs = env("BENCH_SECONDS", 5);
+    let rounds = env("BENCH_ROUNDS", 3) as usize;
+    let conns = env("BENCH_CONNECTIONS", 16) as usize;
+    let workers = env("BENCH_CONCURRENCY", 1) as u32;
+    let openai = MockUpstream::start("openai");
+    let azure = MockUpstream::start("azure");
+    let dead: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let noop = workspace_root().join("target/wasm32-wasip1/release/llm_breaker_noop.wasm");
+    assert!(
+        noop.exists(),
+        "build the no-op filter first (make bench does)"
+    );
+    let clusters = vec![
+        ("openai".to_string(), openai.addr()),
+        ("azure".to_string(), azure.addr()),
+        ("down".to_string(), dead),
+    ];
+    let breaker = |chain: &str| Filter::Breaker {
+        config: format!(
+            r#"{{"routes":[{{"name":"chat","match":{{"path_prefix":"/v1/"}},"upstreams":[{chain}]}}],
+                "breaker":{{"consecutive_failures":1,"open":{{"base_ms":86400000,"max_ms":86400000}}}}}}"#
+        ),
+    };
+    let variants: Vec<(&str, Filter)> = vec![
+        (
+            "no filter",
+            Filter::None {
+                cluster: "openai".into(),
+            },
+        ),
+        (
+            "no-op wasm filter",
+            Filter::Noop {
+                wasm: noop,
+                cluster: "openai".into(),
+            },
+        ),
+        ("llm-breaker, closed path", breaker(r#""openai","azure""#)),
+        // The primary's cluster refuses connections: the first request trips it,
+        // every later one skips it and goes to the fallback.
+        ("llm-breaker, failed over", breaker(r#""down","azure""#)),
+    ];
+    println!(
+        "Envoy --concurrency {workers}, {conns} keep-alive connections, {secs} s x {rounds} rounds per variant, {} cores",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    let mut results: Vec<Vec<load::LoadResult>> = vec![Vec::new(); variants.len()];
+    for round in 0..rounds {
+        for (i, (name, filter)) in variants.iter().enumerate() {
+            let opts = Options {
+                filter: filter.clone(),
+                clusters: clusters.clone(),
+                route_timeout: Duration::from_secs(5),
+                concurrency: workers,
+                route_header: "x-llm-breaker-upstream".into(),
+            };
+            let e = Envoy::start(&opts);
+            // Warm up (and, for the failed-over variant, trip the primary).
+            load::run(
+                e.listener,
+                "/v1/chat/completions",
+                BODY,
+                conns,
+                Duration::from_secs(1),
+            );
+            let r = load::run(
+                e.listener,
+                "/v1/chat/completions",
+                BODY,
+                conns,
+                Duration::from_secs(secs),
+            );
+            eprintln!(
+                "round {}: {name:<26} {:>9.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us  non-200 {} errors {}",
+                round + 1,
+                r.rps(),
+                r.p50.as_secs_f64() * 1e6,
+                r.p99.as_secs_f64() * 1e6,
+                r.non_200,
+                r.errors
+            );
+            results[i].push(r);
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let rows: Vec<(f64, f64, f64)> = results
+        .iter()
+        .map(|rs| {
+            (
+                median(&rs.iter().map(|r| r.rps()).collect::<Vec<_>>()),
+                median(
+                    &rs.iter()
+                        .map(|r| r.p50.as_secs_f64() * 1e6)
+                        .collect::<Vec<_>>(),
+                ),
+                median(
+                    &rs.iter()
+                        .map(|r| r.p99.as_secs_f64() * 1e6)
+                        .collect::<Vec<_>>(),
+                ),
+            )
+        })
+        .collect();
+    println!();
+    println!("| variant | req/s | p50 µs | p99 µs | throughput vs no filter | vs no-op wasm |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for ((name, _), (rps, p50, p99)) in variants.iter().zip(&rows) {
+        println!(
+            "| {name} | {rps:.0} | {p50:.0} | {p99:.0} | {:.2}x | {:.2}x |",
+            rps / rows[0].0,
+            rps / rows[1].0
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! `make demo`: three mock providers on loopback, the real Envoy with
+//! `envoy/envoy.yaml`, and a short walkthrough: healthy → primary fails → breaker
+//! opens and traffic fails over → primary recovers → probes close the breaker.
+//! Then it keeps running for your own curls until Ctrl-C (or exits with `--once`).
+
+use llm_breaker_harness::client;
+use llm_breaker_harness::envoy::{envoy_bin, require_prerequisites, workspace_root};
+use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const LISTENER: ([u8; 4], u16) = ([127, 0, 0, 1], 10000);
+const ADMIN: ([u8; 4], u16) = ([127, 0, 0, 1], 9901);
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    let once = std::env::args().any(|a| a == "--once");
+    if let Err(e) = run(once) {
+        eprintln!("demo failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(once: bool) -> Result<(), String> {
+    require_prerequisites();
+    let root = workspace_root();
+    let mut ups = Vec::new();
+    for (name, port) in [("openai", 18001), ("azure-openai", 18002), ("vllm", 18003)] {
+        ups.push(
+            MockUpstream::start_on(name, &format!("127.0.0.1:{port}"))
+                .map_err(|e| format!("cannot listen on 127.0.0.1:{port} for {name}: {e}"))?,
+        );
+    }
+    let log_path = std::env::temp_dir().join("llm-breaker-demo-envoy.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let envoy = Command::new(envoy_bin())
+        .current_dir(&root)
+        .args(["-c", "envoy/envoy.yaml", "--concurrency", "2"])
+        .arg("--disable-hot-restart")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start Envoy: {e}"))?;
+    let mut envoy = Kill(envoy);
+    let admin = SocketAddr::from(ADMIN);
+    let listener = SocketAddr::from(LISTENER);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client::get(admin, "/ready").is_ok_and(|r| r.status == 200) {
+        if Instant::now() > deadline || envoy.0.try_wait().ok().flatten().is_some() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("Envoy did not become ready:\n{log}"));
+        }
+        sleep(Duration::from_millis(100));
+    }
+    println!("Envoy is up: listener http://127.0.0.1:10000, admin http://127.0.0.1:9901");
+    println!("Mock providers: openai :18001, azure-openai :18002, vllm :18003\n");
+
+    let send = |label: &str| -> Result<String, String> {
+        let r = client::post(
+            listener,
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .map_err(|e| e.to_string())?;
+        let line = format!(
+            "{label:<28} HTTP {}  served by {:<13} x-llm-breaker: {}",
+            r.status,
+            r.upstream().unwrap_or("-"),
+            r.header("x-llm-breaker").unwrap_or("-")
+        );
+        println!("{line}");
+        // Let the filter record the outcome before the next request.
+        sleep(Duration::from_millis(30));
+        Ok(r.upstream().unwrap_or("-").to_string())
+    };
+
+    println!("1. All providers healthy: traffic goes to the primary.");
+    send("  request")?;
+    send("  request")?;
+    println!("\n2. openai starts answering 503 (3 consecutive failures trip it).");
+    ups[0].set(Behaviour::Status(503));
+    for _ in 0..3 {
+        send("  request (openai failing)")?;
+    }
+    println!("\n3. Its breaker is open: requests fail over to azure-openai.");
+    let mut served = String::new();
+    for _ in 0..3 {
+        served = send("  request")?;
+    }
+    if served != "azure-openai" {
+        return Err(format!("expected a failover to azure-openai, got {served}"));
+    }
+    println!(
+        "\n4. openai recovers; after the 5 s open time, probes test it and close the breaker."
+    );
+    ups[0].set(Behaviour::Ok);
+    sleep(Duration::from_millis(5600));
+    for _ in 0..3 {
+        served = send("  request")?;
+    }
+    if served != "openai" {
+        return Err(format!("expected traffic back on openai, got {served}"));
+    }
+    let prom = client::get(admin, "/stats/prometheus")
+        .map(|r| r.text())
+        .unwrap_or_default();
+    println!(
+        "\nMetrics (curl -s 127.0.0.1:9901/stats/prometheus | grep llm_breaker_upstream_state):"
+    );
+    for l in prom
+        .lines()
+        .filter(|l| l.starts_with("llm_breaker_upstream_state{"))
+    {
+        println!("  {l}");
+    }
+    println!("\nTransitions in Envoy's log:");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    for l in log.lines().filter(|l| l.contains("llm-breaker: upstream=")) {
+        if let Some(i) = l.find("llm-breaker: ") {
+            println!("  {}", &l[i..]);
+        }
+    }
+    if once {
+        return Ok(());
+    }
+    println!(
+        r#"
+Try it yourself (Ctrl-C to stop):
+  curl -si 127.0.0.1:10000/v1/chat/completions -d '{{"model":"gpt-4o"}}'
+  curl -s '127.0.0.1:18001/_mock/set?mode=status&status=503'   # openai fails (also: mode=ok|close|hang|cut|delay&ms=N)
+  curl -s '127.0.0.1:18002/_mock/set?mode=status&status=529'   # azure-openai overloaded
+  curl -s 127.0.0.1:9901/stats/prometheus | grep llm_breaker
+Envoy's log: {}"#,
+        log_path.display()
+    );
+    loop {
+        if envoy.0.try_wait().ok().flatten().is_some() {
+            return Err("Envoy exited".into());
+        }
+        sleep(Duration::from_secs(1));
+    }
+}
