@@ -21,9 +21,16 @@ pub struct LoadResult {
     pub p50: Duration,
     /// 99th percentile latency.
     pub p99: Duration,
+    /// Envoy's CPU time during the run (filled in by the caller).
+    pub envoy_cpu: Duration,
 }
 
 impl LoadResult {
+    /// Envoy CPU microseconds per response.
+    pub fn cpu_per_request_us(&self) -> f64 {
+        self.envoy_cpu.as_secs_f64() * 1e6 / (self.responses.max(1) as f64)
+    }
+
     /// Responses per second.
     pub fn rps(&self) -> f64 {
         self.responses as f64 / self.elapsed.as_secs_f64().max(1e-9)

@@ -68,9 +68,16 @@ fn main() {
         "Envoy --concurrency {workers}, {conns} keep-alive connections, {secs} s x {rounds} rounds per variant, {} cores",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
+    // BENCH_ONLY=1,2 runs a subset (indices into the table), for quick experiments.
+    let only: Option<Vec<usize>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect());
     let mut results: Vec<Vec<load::LoadResult>> = vec![Vec::new(); variants.len()];
     for round in 0..rounds {
         for (i, (name, filter)) in variants.iter().enumerate() {
+            if only.as_ref().is_some_and(|o| !o.contains(&i)) {
+                continue;
+            }
             let opts = Options {
                 filter: filter.clone(),
                 clusters: clusters.clone(),
@@ -87,17 +94,20 @@ fn main() {
                 conns,
                 Duration::from_secs(1),
             );
-            let r = load::run(
+            let cpu0 = e.cpu_time();
+            let mut r = load::run(
                 e.listener,
                 "/v1/chat/completions",
                 BODY,
                 conns,
                 Duration::from_secs(secs),
             );
+            r.envoy_cpu = e.cpu_time().saturating_sub(cpu0);
             eprintln!(
-                "round {}: {name:<26} {:>9.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us  non-200 {} errors {}",
+                "round {}: {name:<26} {:>9.0} req/s  Envoy CPU {:>5.1} us/req  p50 {:>6.0} us  p99 {:>6.0} us  non-200 {} errors {}",
                 round + 1,
                 r.rps(),
+                r.cpu_per_request_us(),
                 r.p50.as_secs_f64() * 1e6,
                 r.p99.as_secs_f64() * 1e6,
                 r.non_200,
@@ -109,13 +119,14 @@ fn main() {
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    let rows: Vec<(f64, f64, f64)> = results
+    let rows: Vec<(f64, f64, f64, f64)> = results
         .iter()
         .map(|rs| {
             (
                 median(&rs.iter().map(|r| r.rps()).collect::<Vec<_>>()),
+                median(&rs.iter().map(|r| r.cpu_per_request_us()).collect::<Vec<_>>()),
                 median(
                     &rs.iter()
                         .map(|r| r.p50.as_secs_f64() * 1e6)
@@ -130,13 +141,14 @@ fn main() {
         })
         .collect();
     println!();
-    println!("| variant | req/s | p50 µs | p99 µs | throughput vs no filter | vs no-op wasm |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for ((name, _), (rps, p50, p99)) in variants.iter().zip(&rows) {
+    println!("| variant | req/s | Envoy CPU µs/req | p50 µs | p99 µs | throughput vs no filter | vs no-op wasm | CPU/req vs no-op wasm |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for ((name, _), (rps, cpu, p50, p99)) in variants.iter().zip(&rows) {
         println!(
-            "| {name} | {rps:.0} | {p50:.0} | {p99:.0} | {:.2}x | {:.2}x |",
+            "| {name} | {rps:.0} | {cpu:.1} | {p50:.0} | {p99:.0} | {:.2}x | {:.2}x | {:.2}x |",
             rps / rows[0].0,
-            rps / rows[1].0
+            rps / rows[1].0,
+            cpu / rows[1].1
         );
     }
 }
