@@ -52,6 +52,22 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Requests whose outcome llm-breaker has processed, over all upstreams, read from
+/// the admin endpoint at `admin`.
+pub fn completed_total(admin: SocketAddr) -> u64 {
+    client::get(
+        admin,
+        "/stats?filter=llm_breaker\\.upstream\\..*\\.requests_completed$",
+    )
+    .map(|r| {
+        r.text()
+            .lines()
+            .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
+            .sum()
+    })
+    .unwrap_or(0)
+}
+
 /// Which HTTP filter the listener runs.
 #[derive(Debug, Clone)]
 pub enum Filter {
@@ -275,8 +291,8 @@ impl Envoy {
 
     /// CPU time (user + system) Envoy has used so far, from /proc.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are 14th and 15th.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<u64> = rest
@@ -314,17 +330,7 @@ impl Envoy {
 
     /// Requests whose outcome llm-breaker has processed, over all upstreams.
     pub fn completed_total(&self) -> u64 {
-        client::get(
-            self.admin,
-            "/stats?filter=llm_breaker\\.upstream\\..*\\.requests_completed$",
-        )
-        .map(|r| {
-            r.text()
-                .lines()
-                .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0)
+        completed_total(self.admin)
     }
 
     /// Waits (up to 5 s) until at least `n` outcomes were processed: the filter

@@ -126,7 +126,11 @@ fn main() {
         .map(|rs| {
             (
                 median(&rs.iter().map(|r| r.rps()).collect::<Vec<_>>()),
-                median(&rs.iter().map(|r| r.cpu_per_request_us()).collect::<Vec<_>>()),
+                median(
+                    &rs.iter()
+                        .map(|r| r.cpu_per_request_us())
+                        .collect::<Vec<_>>(),
+                ),
                 median(
                     &rs.iter()
                         .map(|r| r.p50.as_secs_f64() * 1e6)

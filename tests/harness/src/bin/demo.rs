@@ -4,7 +4,9 @@
 //! Then it keeps running for your own curls until Ctrl-C (or exits with `--once`).
 
 use llm_breaker_harness::client;
-use llm_breaker_harness::envoy::{envoy_bin, require_prerequisites, workspace_root};
+use llm_breaker_harness::envoy::{
+    completed_total, envoy_bin, require_prerequisites, workspace_root,
+};
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -67,6 +69,7 @@ fn run(once: bool) -> Result<(), String> {
     println!("Mock providers: openai :18001, azure-openai :18002, vllm :18003\n");
 
     let send = |label: &str| -> Result<String, String> {
+        let before = completed_total(admin);
         let r = client::post(
             listener,
             "/v1/chat/completions",
@@ -80,8 +83,12 @@ fn run(once: bool) -> Result<(), String> {
             r.header("x-llm-breaker").unwrap_or("-")
         );
         println!("{line}");
-        // Let the filter record the outcome before the next request.
-        sleep(Duration::from_millis(30));
+        // Let the filter record the outcome (it does so as Envoy logs the stream,
+        // which can be just after we read the response) before the next request.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while completed_total(admin) <= before && Instant::now() < deadline {
+            sleep(Duration::from_millis(5));
+        }
         Ok(r.upstream().unwrap_or("-").to_string())
     };
 

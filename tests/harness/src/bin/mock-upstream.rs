@@ -5,7 +5,7 @@ use llm_breaker_harness::upstream::MockUpstream;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() || args.len() % 2 != 0 {
+    if args.is_empty() || !args.len().is_multiple_of(2) {
         eprintln!("usage: mock-upstream NAME ADDR [NAME ADDR ...]   e.g. mock-upstream openai 127.0.0.1:18001");
         std::process::exit(2);
     }
