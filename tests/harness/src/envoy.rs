@@ -289,6 +289,11 @@ impl Envoy {
         }
     }
 
+    /// Envoy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU time (user + system) Envoy has used so far, from /proc.
     pub fn cpu_time(&self) -> Duration {
         let stat =

@@ -26,6 +26,19 @@ fn main() {
     let rounds = env("BENCH_ROUNDS", 3) as usize;
     let conns = env("BENCH_CONNECTIONS", 16) as usize;
     let workers = env("BENCH_CONCURRENCY", 1) as u32;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = cores >= 2 && workers == 1 && env("BENCH_PIN", 1) == 1;
+    if pin {
+        let _ = std::process::Command::new("taskset")
+            .args([
+                "-a",
+                "-p",
+                "-c",
+                &format!("1-{}", cores - 1),
+                &std::process::id().to_string(),
+            ])
+            .output();
+    }
     let openai = MockUpstream::start("openai");
     let azure = MockUpstream::start("azure");
     let dead: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -65,8 +78,8 @@ fn main() {
         ("llm-breaker, failed over", breaker(r#""down","azure""#)),
     ];
     println!(
-        "Envoy --concurrency {workers}, {conns} keep-alive connections, {secs} s x {rounds} rounds per variant, {} cores",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        "Envoy --concurrency {workers}{}, {conns} keep-alive connections, {secs} s x {rounds} rounds per variant, {cores} cores",
+        if pin { " pinned to CPU 0 (load generator and upstreams on the rest)" } else { "" }
     );
     // BENCH_ONLY=1,2 runs a subset (indices into the table), for quick experiments.
     let only: Option<Vec<usize>> = std::env::var("BENCH_ONLY")
@@ -86,6 +99,13 @@ fn main() {
                 route_header: "x-llm-breaker-upstream".into(),
             };
             let e = Envoy::start(&opts);
+            if pin {
+                // Envoy on CPU 0, the load generator and upstreams on the others, so
+                // they don't compete for the worker's core.
+                let _ = std::process::Command::new("taskset")
+                    .args(["-a", "-p", "-c", "0", &e.pid().to_string()])
+                    .output();
+            }
             // Warm up (and, for the failed-over variant, trip the primary).
             load::run(
                 e.listener,
