@@ -324,6 +324,27 @@ impl Breaker {
         }
     }
 
+    /// Adds `n` fast successes of requests admitted while closed in `epoch`, aggregated
+    /// by one worker. They only dilute the rates, so they never trip the breaker, and
+    /// they don't reset the consecutive-failure count (their order relative to other
+    /// workers' failures is unknown).
+    pub fn record_successes(&mut self, now_ms: u64, epoch: u32, n: u32) -> Step<()> {
+        if epoch != self.epoch || n == 0 || self.phase != Phase::Closed {
+            return unchanged(());
+        }
+        self.window.record_successes(now_ms, n);
+        Step {
+            value: (),
+            changed: true,
+            transition: None,
+        }
+    }
+
+    /// Whether a success admitted now could be aggregated: closed, no failure streak.
+    pub fn quiet(&self) -> bool {
+        self.phase == Phase::Closed && self.consecutive_failures == 0
+    }
+
     /// Releases a probe permit whose request ended without an outcome that counts
     /// (for example the client went away).
     pub fn release(&mut self, ticket: Ticket) -> Step<()> {

@@ -91,6 +91,19 @@ pub fn encode(b: &Breaker) -> Vec<u8> {
     out
 }
 
+/// The epoch and consecutive-failure count of a closed breaker, read from the
+/// fixed-size head of its encoding without decoding the window; `None` if the bytes
+/// are not a closed breaker of this version (decode them fully then).
+pub fn peek_closed(bytes: &[u8]) -> Option<(u32, u32)> {
+    let head = bytes.get(..26)?;
+    if head[0] != VERSION || head[1] != 0 {
+        return None;
+    }
+    let epoch = u32::from_le_bytes(head.get(2..6)?.try_into().ok()?);
+    let consecutive = u32::from_le_bytes(head.get(14..18)?.try_into().ok()?);
+    Some((epoch, consecutive))
+}
+
 /// Decodes bytes written by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Breaker, DecodeError> {
     let mut r = Reader { bytes, at: 0 };
@@ -290,6 +303,16 @@ mod tests {
             v.extend_from_slice(&bytes);
             let _ = decode(&v);
         }
+    }
+
+    #[test]
+    fn peek_closed_reads_the_head_of_a_closed_breaker_only() {
+        let b = sample(Phase::Closed, WindowSpec::Seconds(60));
+        assert_eq!(peek_closed(&encode(&b)), Some((7, 3)));
+        let open = sample(Phase::Open { until_ms: 1 }, WindowSpec::Calls(4));
+        assert_eq!(peek_closed(&encode(&open)), None);
+        assert_eq!(peek_closed(&[VERSION, 0, 1]), None);
+        assert_eq!(peek_closed(&[]), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! data in production, [`MemoryStore`] in tests): one key per upstream, updated
 //! through a bounded read-modify-CAS loop so every worker sees one count.
 
-use crate::breaker::{Breaker, Step, Transition};
+use crate::breaker::{Admission, Breaker, Step, Ticket, Transition};
 use crate::codec::{self, DecodeError};
 use crate::config::BreakerConfig;
 use std::fmt;
@@ -100,6 +100,57 @@ pub fn update<S: SharedStore + ?Sized, T>(
         }
     }
     Err(UpdateError::Contention)
+}
+
+/// The result of [`admit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admitted {
+    /// The breaker's answer.
+    pub admission: Admission,
+    /// Closed with no failure streak: a fast success of this request can be aggregated.
+    pub quiet: bool,
+    /// A phase change the admission caused (open → half-open).
+    pub transition: Option<Transition>,
+    /// Set when the stored bytes did not decode and were reset.
+    pub reset: Option<DecodeError>,
+}
+
+/// Asks the upstream's breaker whether a request may go there now. A closed
+/// breaker is answered from the head of its encoding (one read, no write); other
+/// phases go through [`update`].
+pub fn admit<S: SharedStore + ?Sized>(
+    store: &S,
+    upstream: &str,
+    cfg: &BreakerConfig,
+    now_ms: u64,
+) -> Result<Admitted, UpdateError> {
+    if let Ok(Some((bytes, _))) = store.get(&key(upstream)) {
+        if let Some((epoch, consecutive)) = codec::peek_closed(&bytes) {
+            return Ok(Admitted {
+                admission: Admission::Admitted(Ticket {
+                    epoch,
+                    permit: None,
+                }),
+                quiet: consecutive == 0,
+                transition: None,
+                reset: None,
+            });
+        }
+    }
+    update(store, upstream, cfg, now_ms, |b| {
+        let step = b.admit(cfg, now_ms);
+        Step {
+            value: (step.value, b.quiet()),
+            changed: step.changed,
+            transition: step.transition,
+        }
+    })
+    .map(|u| Admitted {
+        admission: u.value.0,
+        quiet: u.value.1,
+        transition: u.transition,
+        reset: u.reset,
+    })
 }
 
 /// Reads the upstream's state without changing it (undecodable bytes read as closed).

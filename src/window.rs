@@ -59,15 +59,14 @@ impl Window {
     pub fn new(spec: WindowSpec) -> Window {
         match spec {
             WindowSpec::Seconds(s) => {
-                let n = s.clamp(1, MAX_BUCKETS);
-                let bucket_ms = (u64::from(s) * 1000).div_ceil(u64::from(n));
+                let (n, bucket_ms) = time_shape(s);
                 Window::Time {
                     bucket_ms,
                     buckets: vec![Bucket::default(); n as usize],
                 }
             }
             WindowSpec::Calls(c) => {
-                let capacity = c.clamp(1, u32::from(MAX_CALLS)) as u16;
+                let capacity = count_shape(c);
                 let bytes = usize::from(capacity).div_ceil(8);
                 Window::Count {
                     capacity,
@@ -82,15 +81,12 @@ impl Window {
 
     /// Whether this window has the shape `spec` asks for (it may not after a config change).
     pub fn fits(&self, spec: WindowSpec) -> bool {
-        match (self, Window::new(spec)) {
-            (
-                Window::Time { bucket_ms, buckets },
-                Window::Time {
-                    bucket_ms: b,
-                    buckets: v,
-                },
-            ) => *bucket_ms == b && buckets.len() == v.len(),
-            (Window::Count { capacity, .. }, Window::Count { capacity: c, .. }) => *capacity == c,
+        match (self, spec) {
+            (Window::Time { bucket_ms, buckets }, WindowSpec::Seconds(s)) => {
+                let (n, ms) = time_shape(s);
+                *bucket_ms == ms && buckets.len() == n as usize
+            }
+            (Window::Count { capacity, .. }, WindowSpec::Calls(c)) => *capacity == count_shape(c),
             _ => false,
         }
     }
@@ -110,6 +106,31 @@ impl Window {
                 *next = 0;
                 failed.fill(0);
                 slow.fill(0);
+            }
+        }
+    }
+
+    /// Adds `n` fast successes at time `now_ms`.
+    pub fn record_successes(&mut self, now_ms: u64, n: u32) {
+        match self {
+            Window::Time { .. } => {
+                if n == 0 {
+                    return;
+                }
+                self.record(now_ms, false, false);
+                if let Window::Time { bucket_ms, buckets } = self {
+                    let len = buckets.len() as u64;
+                    let index = now_ms / (*bucket_ms).max(1);
+                    if let Some(slot) = buckets.get_mut((index % len.max(1)) as usize) {
+                        slot.totals.calls = slot.totals.calls.saturating_add(n - 1);
+                    }
+                }
+            }
+            Window::Count { capacity, .. } => {
+                // More than a full window of successes leaves only successes.
+                for _ in 0..n.min(u32::from(*capacity)) {
+                    self.record(now_ms, false, false);
+                }
             }
         }
     }
@@ -194,6 +215,17 @@ impl Window {
             }
         }
     }
+}
+
+/// Bucket count and width of a time window of `s` seconds.
+fn time_shape(s: u32) -> (u32, u64) {
+    let n = s.clamp(1, MAX_BUCKETS);
+    (n, (u64::from(s.max(1)) * 1000).div_ceil(u64::from(n)))
+}
+
+/// Capacity of a count window of `c` calls.
+fn count_shape(c: u32) -> u16 {
+    c.clamp(1, u32::from(MAX_CALLS)) as u16
 }
 
 fn set_bit(bits: &mut [u8], i: usize, on: bool) {
@@ -295,10 +327,40 @@ mod tests {
     }
 
     #[test]
+    fn batched_successes_count_like_single_ones() {
+        for spec in [WindowSpec::Seconds(10), WindowSpec::Calls(8)] {
+            let (mut one, mut many) = (Window::new(spec), Window::new(spec));
+            for w in [&mut one, &mut many] {
+                w.record(1_000, true, false);
+            }
+            for _ in 0..5 {
+                one.record(2_000, false, false);
+            }
+            many.record_successes(2_000, 5);
+            many.record_successes(2_000, 0);
+            assert_eq!(one.totals(2_000), many.totals(2_000), "{spec:?}");
+        }
+        let mut w = Window::new(WindowSpec::Calls(4));
+        w.record(0, true, true);
+        w.record_successes(0, 100);
+        assert_eq!(
+            w.totals(0),
+            Totals {
+                calls: 4,
+                failures: 0,
+                slow: 0
+            }
+        );
+    }
+
+    #[test]
     fn fits_detects_shape_changes() {
         let w = Window::new(WindowSpec::Calls(10));
         assert!(w.fits(WindowSpec::Calls(10)));
         assert!(!w.fits(WindowSpec::Calls(11)));
         assert!(!w.fits(WindowSpec::Seconds(10)));
+        let t = Window::new(WindowSpec::Seconds(60));
+        assert!(t.fits(WindowSpec::Seconds(60)));
+        assert!(!t.fits(WindowSpec::Seconds(61)));
     }
 }

@@ -478,3 +478,34 @@ fn invalid_configs_stop_envoy_with_a_message_naming_the_field() {
         }
     }
 }
+
+#[test]
+fn held_successes_reach_the_shared_window_and_dilute_the_failure_rate() {
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let breaker = r#"{"consecutive_failures":0,
+                      "failure_rate":{"threshold":0.5,"minimum_calls":10,"window":{"calls":100}},
+                      "open":{"base_ms":60000,"jitter":0}}"#;
+    let e = start(&config(&["openai", "azure"], breaker, ""), &[&a, &b]);
+    for _ in 0..6 {
+        assert_served_by(&chat(&e), "openai");
+    }
+    // Each worker writes its held successes within success_flush_ms (250 ms).
+    sleep(Duration::from_millis(600));
+    a.set(Behaviour::Status(500));
+    for _ in 0..4 {
+        assert_served_by(&chat(&e), "openai");
+    }
+    // 4 failures in 10 calls: below 50%.
+    assert_eq!(e.upstream_stat("openai", "state"), 0);
+    assert_served_by(&chat(&e), "openai");
+    assert_eq!(
+        e.upstream_stat("openai", "state"),
+        0,
+        "5 of 11 must not trip"
+    );
+    // The 12th call makes it 6 of 12 = 0.5: trips.
+    assert_served_by(&chat(&e), "openai");
+    assert_eq!(e.upstream_stat("openai", "state"), 1);
+    assert!(e.log().contains("from=closed to=open reason=failure_rate"));
+    assert_served_by(&chat(&e), "azure");
+}

@@ -270,3 +270,21 @@ fn conform_resets_a_window_of_another_shape() {
     assert!(b.conform(&c));
     assert!(!b.conform(&c));
 }
+
+#[test]
+fn aggregated_successes_dilute_the_rate_but_never_trip_or_reset_a_streak() {
+    let c = cfg(r#","failure_rate":{"threshold":0.5,"minimum_calls":4,"window":{"calls":10}}"#);
+    let mut b = Breaker::new(&c, 0);
+    feed(&mut b, &c, 0, FAIL);
+    assert!(!b.quiet());
+    assert!(b.record_successes(0, b.epoch, 3).changed);
+    assert_eq!(b.consecutive_failures, 1);
+    // 1 failure in 4 calls: below 50%.
+    assert_eq!(feed(&mut b, &c, 0, OK), None);
+    assert!(b.quiet());
+    // A stale epoch or a non-closed breaker ignores them.
+    assert!(!b.record_successes(0, b.epoch + 1, 3).changed);
+    let mut open = tripped(&cfg(""));
+    let e = open.epoch;
+    assert!(!open.record_successes(0, e, 3).changed);
+}

@@ -17,6 +17,8 @@ pub struct Config {
     pub response_header: Option<String>,
     /// Routes in match order.
     pub routes: Vec<Route>,
+    /// Aggregation period for fast successes on healthy upstreams (0 = off).
+    pub success_flush_ms: u64,
     /// Every upstream named by some route, each with its effective breaker settings.
     pub upstreams: Vec<Upstream>,
 }

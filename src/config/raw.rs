@@ -17,6 +17,10 @@ pub struct RawConfig {
     pub response_header: String,
     /// Routes: which requests get a failover chain.
     pub routes: Vec<RawRoute>,
+    /// How long a worker may hold fast successes on a healthy upstream before
+    /// writing them to shared data in one update; 0 writes each one.
+    #[serde(default = "default_success_flush_ms")]
+    pub success_flush_ms: u64,
     /// Breaker settings for every upstream, kept as JSON so per-upstream overrides
     /// can be merged into it before it is typed.
     #[serde(default)]
@@ -28,6 +32,10 @@ pub struct RawConfig {
 
 fn default_route_header() -> String {
     "x-llm-breaker-upstream".to_string()
+}
+
+fn default_success_flush_ms() -> u64 {
+    250
 }
 
 fn default_response_header() -> String {

@@ -36,6 +36,7 @@ fn one_route_is_a_complete_config_and_defaults_apply() {
     let c = Config::parse(br#"{"routes":[{"name":"r","upstreams":["a"]}]}"#).unwrap();
     let b = &c.upstreams[0].breaker;
     assert_eq!(c.route_header, "x-llm-breaker-upstream");
+    assert_eq!(c.success_flush_ms, 250);
     assert_eq!(b.consecutive_failures, 5);
     assert_eq!(b.window, WindowSpec::Seconds(60));
     assert_eq!(b.open.base_ms, 30_000);

@@ -103,6 +103,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         Some(raw.response_header.clone())
     };
 
+    range("success_flush_ms", raw.success_flush_ms, 0, 10_000)?;
     let global = object_or_empty(raw.breaker, "breaker")?;
     // Type the global block on its own first, so its errors name `breaker.*`.
     breaker_config(global.clone(), "breaker")?;
@@ -189,6 +190,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         route_header: raw.route_header,
         response_header,
         routes,
+        success_flush_ms: raw.success_flush_ms,
         upstreams,
     })
 }

@@ -50,6 +50,7 @@ pub enum Level {
 extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
     fn proxy_get_current_time_nanoseconds(ret: *mut u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -150,6 +151,11 @@ pub fn now_ms() -> u64 {
         proxy_get_current_time_nanoseconds(&mut ns);
     }
     ns / 1_000_000
+}
+
+/// Arms (or with 0 disarms) this VM's periodic `on_tick`.
+pub fn set_tick_period_ms(ms: u32) -> Result<(), HostStatus> {
+    unsafe { check(proxy_set_tick_period_milliseconds(ms)) }
 }
 
 /// The plugin configuration bytes.

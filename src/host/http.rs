@@ -6,8 +6,8 @@
 use super::abi::{self, Level, Map};
 use super::{EnvoyStore, Shared};
 use crate::backoff::{fnv1a, splitmix64};
-use crate::breaker::Ticket;
-use crate::classify::{self, ResponseFacts, Verdict};
+use crate::breaker::{Step, Ticket};
+use crate::classify::{self, Outcome, ResponseFacts, Verdict};
 use crate::routing::{self, Decision, Why};
 use crate::store;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -21,6 +21,8 @@ struct Routed {
     why: Why,
     skipped: Vec<usize>,
     start_ms: u64,
+    /// The breaker was closed without a failure streak at admission.
+    quiet: bool,
 }
 
 /// Per-stream state.
@@ -56,13 +58,20 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let now = abi::now_ms();
+        let mut quiet = false;
         let decision = routing::choose(route, now, |u| {
             let up = cfg.upstreams.get(u)?;
-            let result = store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| {
-                b.admit(&up.breaker, now)
-            });
-            shared.report(u, &result);
-            result.ok().map(|r| r.value)
+            match store::admit(&EnvoyStore, &up.name, &up.breaker, now) {
+                Ok(a) => {
+                    shared.report(u, a.transition.as_ref(), a.reset.as_ref());
+                    quiet = a.quiet;
+                    Some(a.admission)
+                }
+                Err(e) => {
+                    shared.report_error(u, e);
+                    None
+                }
+            }
         });
         match decision {
             Decision::Send {
@@ -103,6 +112,7 @@ impl HttpContext for Stream {
                     why,
                     skipped,
                     start_ms: now,
+                    quiet,
                 });
                 Action::Continue
             }
@@ -173,7 +183,8 @@ impl HttpContext for Stream {
         let (Some(shared), Some(routed)) = (self.shared.take(), self.routed.take()) else {
             return;
         };
-        let Some(up) = shared.config.upstreams.get(routed.upstream) else {
+        let u = routed.upstream;
+        let Some(up) = shared.config.upstreams.get(u) else {
             return;
         };
         if classify::needs_flags(self.facts.status, self.facts.completed) {
@@ -182,24 +193,50 @@ impl HttpContext for Stream {
                 .unwrap_or(0);
         }
         let verdict = classify::classify(&up.breaker.failure, up.breaker.slow_ttfb_ms, &self.facts);
-        let record = match (routed.ticket, verdict) {
-            (Some(t), Verdict::Counted(_)) => Some(t),
-            // A probe that says nothing about the provider gives its permit back.
-            (Some(t), _) if t.permit.is_some() => Some(t),
-            _ => None,
-        };
-        if let Some(ticket) = record {
-            let now = abi::now_ms();
-            let seed = splitmix64(now ^ fnv1a(&up.name));
-            let result =
-                store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| match verdict {
-                    Verdict::Counted(outcome) => b.record(&up.breaker, now, ticket, outcome, seed),
-                    _ => b.release(ticket),
+        let fast_success = matches!(
+            verdict,
+            Verdict::Counted(Outcome {
+                failure: None,
+                slow: false
+            })
+        );
+        match routed.ticket {
+            // A fast success on a healthy breaker changes nothing but the window's
+            // denominator: hold it and write a batch later (saves a CAS per request).
+            Some(t)
+                if fast_success
+                    && routed.quiet
+                    && t.permit.is_none()
+                    && shared.config.success_flush_ms > 0 =>
+            {
+                let at = routed.start_ms + self.facts.ttfb_ms.unwrap_or(0);
+                if let Some(batch) = shared.hold_success(u, t.epoch, at) {
+                    shared.write_successes(u, batch, abi::now_ms());
+                }
+            }
+            Some(t) if matches!(verdict, Verdict::Counted(_)) || t.permit.is_some() => {
+                // Anything held for this upstream goes in first, in the same update.
+                let held = shared.take_pending(u);
+                let now = abi::now_ms();
+                let seed = splitmix64(now ^ fnv1a(&up.name));
+                let result = store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| {
+                    let first = held.map(|p| b.record_successes(now, p.epoch, p.count));
+                    let step = match verdict {
+                        Verdict::Counted(outcome) => b.record(&up.breaker, now, t, outcome, seed),
+                        // A probe that says nothing about the provider gives its permit back.
+                        _ => b.release(t),
+                    };
+                    Step {
+                        changed: step.changed || first.is_some_and(|f| f.changed),
+                        ..step
+                    }
                 });
-            shared.report(routed.upstream, &result);
+                shared.report_update(u, &result);
+            }
+            _ => {}
         }
         // Counters last, so that a visible count implies the breaker saw the outcome.
-        let Some(m) = shared.metrics.upstream(routed.upstream) else {
+        let Some(m) = shared.metrics.upstream(u) else {
             return;
         };
         match verdict {
@@ -214,8 +251,7 @@ impl HttpContext for Stream {
                 }
             }
             Verdict::ClientError => abi::increment(m.client_errors, 1),
-            Verdict::Ignored => {}
+            Verdict::Ignored => abi::increment(m.ignored, 1),
         }
-        abi::increment(m.completed, 1);
     }
 }

@@ -31,8 +31,8 @@ pub struct UpstreamMetrics {
     pub slow_calls: Option<u32>,
     /// Client 4xx answers (not counted as failures).
     pub client_errors: Option<u32>,
-    /// Requests to this upstream whose outcome has been processed.
-    pub completed: Option<u32>,
+    /// Outcomes that say nothing about the provider (client left, Envoy's own refusal).
+    pub ignored: Option<u32>,
     /// Shared-data bytes that did not decode and were reset.
     pub state_resets: Option<u32>,
     /// Updates dropped after too many CAS conflicts or a host error.
@@ -94,7 +94,7 @@ impl Metrics {
                     failures: FailureClass::ALL.map(|f| c(&format!("failures.{}", f.as_str()))),
                     slow_calls: c("slow_calls"),
                     client_errors: c("client_errors"),
-                    completed: c("requests_completed"),
+                    ignored: c("outcomes_ignored"),
                     state_resets: c("state_resets"),
                     update_errors: c("update_errors"),
                 }

@@ -12,6 +12,7 @@ use crate::store::{self, SharedStore, StoreError, Updated};
 use abi::Level;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -38,43 +39,138 @@ impl SharedStore for EnvoyStore {
     }
 }
 
-/// What every HTTP context of one configuration shares.
+/// Fast successes one worker holds for an upstream before writing them at once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pending {
+    /// Breaker epoch the requests were admitted in.
+    pub epoch: u32,
+    /// How many.
+    pub count: u32,
+    /// When the first was added.
+    pub since_ms: u64,
+}
+
+/// Most successes held before a write, whatever their age.
+const MAX_PENDING: u32 = 256;
+
+/// What every HTTP context of one configuration (in one VM) shares.
 pub struct Shared {
     /// The validated configuration.
     pub config: Config,
     /// Metric ids.
     pub metrics: metrics::Metrics,
+    /// Per upstream: fast successes not yet written to shared data.
+    pending: RefCell<Vec<Pending>>,
 }
 
 impl Shared {
-    /// Reports what an update did: transition log line and metrics, reset warning.
-    pub fn report<T>(&self, upstream: usize, result: &Result<Updated<T>, store::UpdateError>) {
-        let name = self
-            .config
+    /// Reports what a breaker update did: transition log line and metrics, reset warning.
+    pub fn report(
+        &self,
+        upstream: usize,
+        transition: Option<&Transition>,
+        reset: Option<&crate::codec::DecodeError>,
+    ) {
+        let name = self.name(upstream);
+        if let Some(e) = reset {
+            abi::log(
+                Level::Warn,
+                &format!("llm-breaker: shared state of upstream {name} did not decode ({e}); reset to closed"),
+            );
+            let m = self.metrics.upstream(upstream);
+            abi::increment(m.and_then(|m| m.state_resets), 1);
+        }
+        if let Some(t) = transition {
+            log_transition(name, t);
+            self.metrics.transition(upstream, t);
+        }
+    }
+
+    /// Reports an update that could not be applied.
+    pub fn report_error(&self, upstream: usize, e: store::UpdateError) {
+        abi::log(
+            Level::Warn,
+            &format!(
+                "llm-breaker: breaker update for upstream {} dropped: {e}",
+                self.name(upstream)
+            ),
+        );
+        let m = self.metrics.upstream(upstream);
+        abi::increment(m.and_then(|m| m.update_errors), 1);
+    }
+
+    /// Reports the result of [`store::update`].
+    pub fn report_update<T>(&self, upstream: usize, r: &Result<Updated<T>, store::UpdateError>) {
+        match r {
+            Ok(u) => self.report(upstream, u.transition.as_ref(), u.reset.as_ref()),
+            Err(e) => self.report_error(upstream, *e),
+        }
+    }
+
+    fn name(&self, upstream: usize) -> &str {
+        self.config
             .upstreams
             .get(upstream)
-            .map_or("?", |u| u.name.as_str());
-        let m = self.metrics.upstream(upstream);
-        match result {
-            Ok(u) => {
-                if let Some(e) = &u.reset {
-                    abi::log(
-                        Level::Warn,
-                        &format!("llm-breaker: shared state of upstream {name} did not decode ({e}); reset to closed"),
-                    );
-                    abi::increment(m.and_then(|m| m.state_resets), 1);
+            .map_or("?", |u| u.name.as_str())
+    }
+
+    /// Holds one fast success; returns a batch to write now if one is due.
+    pub fn hold_success(&self, upstream: usize, epoch: u32, now_ms: u64) -> Option<Pending> {
+        let flush_ms = self.config.success_flush_ms;
+        let mut all = self.pending.try_borrow_mut().ok()?;
+        let slot = all.get_mut(upstream)?;
+        let mut due = None;
+        if slot.count > 0 && slot.epoch != epoch {
+            due = Some(std::mem::take(slot));
+        }
+        if slot.count == 0 {
+            *slot = Pending {
+                epoch,
+                count: 0,
+                since_ms: now_ms,
+            };
+        }
+        slot.count += 1;
+        if slot.count >= MAX_PENDING || now_ms.saturating_sub(slot.since_ms) >= flush_ms {
+            // An epoch change above already took one batch; that one is stale anyway.
+            due = Some(std::mem::take(slot));
+        }
+        due
+    }
+
+    /// Takes the upstream's held successes, to write them with another update.
+    pub fn take_pending(&self, upstream: usize) -> Option<Pending> {
+        let mut all = self.pending.try_borrow_mut().ok()?;
+        let p = std::mem::take(all.get_mut(upstream)?);
+        (p.count > 0).then_some(p)
+    }
+
+    /// Writes a batch of successes to shared data.
+    pub fn write_successes(&self, upstream: usize, p: Pending, now_ms: u64) {
+        let Some(up) = self.config.upstreams.get(upstream) else {
+            return;
+        };
+        let r = store::update(&EnvoyStore, &up.name, &up.breaker, now_ms, |b| {
+            b.record_successes(now_ms, p.epoch, p.count)
+        });
+        self.report_update(upstream, &r);
+    }
+
+    /// Writes every batch held longer than `success_flush_ms`.
+    pub fn flush_due(&self, now_ms: u64) {
+        for i in 0..self.config.upstreams.len() {
+            let due = self
+                .pending
+                .try_borrow()
+                .ok()
+                .and_then(|all| all.get(i).copied())
+                .is_some_and(|p| {
+                    p.count > 0 && now_ms.saturating_sub(p.since_ms) >= self.config.success_flush_ms
+                });
+            if due {
+                if let Some(p) = self.take_pending(i) {
+                    self.write_successes(i, p, now_ms);
                 }
-                if let Some(t) = &u.transition {
-                    log_transition(name, t);
-                    self.metrics.transition(upstream, t);
-                }
-            }
-            Err(e) => {
-                abi::log(
-                    Level::Warn,
-                    &format!("llm-breaker: breaker update for upstream {name} dropped: {e}"),
-                );
-                abi::increment(m.and_then(|m| m.update_errors), 1);
             }
         }
     }
@@ -152,8 +248,26 @@ impl RootContext for Root {
                 config.upstreams.len()
             ),
         );
-        self.shared = Some(Rc::new(Shared { config, metrics }));
+        let tick = u32::try_from(config.success_flush_ms).unwrap_or(u32::MAX);
+        if let Err(s) = abi::set_tick_period_ms(tick) {
+            abi::log(
+                Level::Warn,
+                &format!("llm-breaker: cannot arm the flush timer (status {})", s.0),
+            );
+        }
+        let pending = RefCell::new(vec![Pending::default(); config.upstreams.len()]);
+        self.shared = Some(Rc::new(Shared {
+            config,
+            metrics,
+            pending,
+        }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.flush_due(abi::now_ms());
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -164,3 +164,43 @@ fn threads_sharing_one_store_lose_no_outcome() {
     }
     assert_eq!(peek(&*s, "a", &c, 0).unwrap().consecutive_failures, 1000);
 }
+
+#[test]
+fn admit_answers_closed_from_the_head_and_others_through_the_state_machine() {
+    let s = MemoryStore::default();
+    let c = cfg();
+    seed(&s, "a", &c, 0).unwrap();
+    let a = super::admit(&s, "a", &c, 0).unwrap();
+    assert!(a.quiet);
+    assert!(matches!(
+        a.admission,
+        Admission::Admitted(Ticket { permit: None, .. })
+    ));
+    for _ in 0..5 {
+        let t = super::admit(&s, "a", &c, 0).unwrap();
+        assert!(!matches!(t.admission, Admission::Denied { .. }));
+        if let Admission::Admitted(t) = t.admission {
+            fail(&s, &c, 0, t);
+        }
+    }
+    assert!(matches!(
+        super::admit(&s, "a", &c, 1).unwrap().admission,
+        Admission::Denied { .. }
+    ));
+    // After the open time the next admission is a probe, through the full path.
+    let later = 10 * 60 * 1000;
+    let a = super::admit(&s, "a", &c, later).unwrap();
+    assert!(matches!(
+        a.admission,
+        Admission::Admitted(Ticket {
+            permit: Some(_),
+            ..
+        })
+    ));
+    assert_eq!(a.transition.unwrap().to, PhaseKind::HalfOpen);
+    assert!(!a.quiet);
+    // Garbage reads as closed (and is rewritten).
+    s.put_raw(&key("a"), b"junk");
+    let a = super::admit(&s, "a", &c, later).unwrap();
+    assert!(a.reset.is_some());
+}

@@ -52,12 +52,13 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Requests whose outcome llm-breaker has processed, over all upstreams, read from
-/// the admin endpoint at `admin`.
+/// Outcomes llm-breaker has processed (successes, failures, client errors, ignored),
+/// over all upstreams, read from the admin endpoint at `admin`. The filter updates
+/// these counters after the breaker, so a count seen here is a state seen there.
 pub fn completed_total(admin: SocketAddr) -> u64 {
     client::get(
         admin,
-        "/stats?filter=llm_breaker\\.upstream\\..*\\.requests_completed$",
+        "/stats?filter=llm_breaker\\.upstream\\.[^.]*\\.(successes|failures\\.[a-z_]*|client_errors|outcomes_ignored)$",
     )
     .map(|r| {
         r.text()
