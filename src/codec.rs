@@ -91,17 +91,42 @@ pub fn encode(b: &Breaker) -> Vec<u8> {
     out
 }
 
-/// The epoch and consecutive-failure count of a closed breaker, read from the
-/// fixed-size head of its encoding without decoding the window; `None` if the bytes
-/// are not a closed breaker of this version (decode them fully then).
-pub fn peek_closed(bytes: &[u8]) -> Option<(u32, u32)> {
-    let head = bytes.get(..26)?;
-    if head[0] != VERSION || head[1] != 0 {
+/// What the fixed-size head of an encoding says, read without decoding the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Closed, in this epoch, with this many consecutive failures.
+    Closed {
+        /// Breaker epoch.
+        epoch: u32,
+        /// Consecutive failures.
+        consecutive: u32,
+    },
+    /// Open until this time.
+    Open {
+        /// End of the open period.
+        until_ms: u64,
+    },
+}
+
+/// Reads the head of a closed or open breaker of this version; `None` for anything
+/// else (half-open, another version, garbage): decode those fully.
+pub fn peek(bytes: &[u8]) -> Option<Head> {
+    let field = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    if bytes.len() < 26 || bytes.first() != Some(&VERSION) {
         return None;
     }
-    let epoch = u32::from_le_bytes(head.get(2..6)?.try_into().ok()?);
-    let consecutive = u32::from_le_bytes(head.get(14..18)?.try_into().ok()?);
-    Some((epoch, consecutive))
+    match bytes.get(1)? {
+        0 => Some(Head::Closed {
+            epoch: field(2)?,
+            consecutive: field(14)?,
+        }),
+        1 => Some(Head::Open {
+            until_ms: u64::from_le_bytes(bytes.get(26..34)?.try_into().ok()?),
+        }),
+        _ => None,
+    }
 }
 
 /// Decodes bytes written by [`encode`].
@@ -306,13 +331,31 @@ mod tests {
     }
 
     #[test]
-    fn peek_closed_reads_the_head_of_a_closed_breaker_only() {
+    fn peek_reads_the_head_of_closed_and_open_breakers() {
         let b = sample(Phase::Closed, WindowSpec::Seconds(60));
-        assert_eq!(peek_closed(&encode(&b)), Some((7, 3)));
-        let open = sample(Phase::Open { until_ms: 1 }, WindowSpec::Calls(4));
-        assert_eq!(peek_closed(&encode(&open)), None);
-        assert_eq!(peek_closed(&[VERSION, 0, 1]), None);
-        assert_eq!(peek_closed(&[]), None);
+        assert_eq!(
+            peek(&encode(&b)),
+            Some(Head::Closed {
+                epoch: 7,
+                consecutive: 3
+            })
+        );
+        let open = sample(Phase::Open { until_ms: 99 }, WindowSpec::Calls(4));
+        assert_eq!(peek(&encode(&open)), Some(Head::Open { until_ms: 99 }));
+        let half = sample(
+            Phase::HalfOpen {
+                permits: vec![],
+                successes: 0,
+            },
+            WindowSpec::Calls(4),
+        );
+        assert_eq!(peek(&encode(&half)), None);
+        assert_eq!(peek(&[VERSION, 0, 1]), None);
+        assert_eq!(peek(&[VERSION, 1]), None);
+        assert_eq!(peek(&[]), None);
+        let mut bad = encode(&open);
+        bad[0] = 9;
+        assert_eq!(peek(&bad), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! through a bounded read-modify-CAS loop so every worker sees one count.
 
 use crate::breaker::{Admission, Breaker, Step, Ticket, Transition};
-use crate::codec::{self, DecodeError};
+use crate::codec::{self, DecodeError, Head};
 use crate::config::BreakerConfig;
 use std::fmt;
 
@@ -116,8 +116,8 @@ pub struct Admitted {
 }
 
 /// Asks the upstream's breaker whether a request may go there now. A closed
-/// breaker is answered from the head of its encoding (one read, no write); other
-/// phases go through [`update`].
+/// breaker, or one still inside its open period, is answered from the head of its
+/// encoding (one read, no decode, no write); the rest goes through [`update`].
 pub fn admit<S: SharedStore + ?Sized>(
     store: &S,
     upstream: &str,
@@ -125,13 +125,26 @@ pub fn admit<S: SharedStore + ?Sized>(
     now_ms: u64,
 ) -> Result<Admitted, UpdateError> {
     if let Ok(Some((bytes, _))) = store.get(&key(upstream)) {
-        if let Some((epoch, consecutive)) = codec::peek_closed(&bytes) {
-            return Ok(Admitted {
-                admission: Admission::Admitted(Ticket {
+        let admission = match codec::peek(&bytes) {
+            Some(Head::Closed { epoch, consecutive }) => Some((
+                Admission::Admitted(Ticket {
                     epoch,
                     permit: None,
                 }),
-                quiet: consecutive == 0,
+                consecutive == 0,
+            )),
+            Some(Head::Open { until_ms }) if now_ms < until_ms => Some((
+                Admission::Denied {
+                    retry_at_ms: until_ms,
+                },
+                false,
+            )),
+            _ => None,
+        };
+        if let Some((admission, quiet)) = admission {
+            return Ok(Admitted {
+                admission,
+                quiet,
                 transition: None,
                 reset: None,
             });

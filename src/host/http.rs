@@ -158,11 +158,19 @@ impl HttpContext for Stream {
             .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
         self.facts.completed = eos;
         if let Some(h) = &shared.config.response_header {
-            let cfg = &shared.config;
-            let name = |i: usize| cfg.upstreams.get(i).map_or("", |u| u.name.as_str());
-            let skipped: Vec<&str> = routed.skipped.iter().map(|&i| name(i)).collect();
-            let value = routing::describe(name(routed.upstream), routed.why, &skipped);
-            let _ = abi::set_header(Map::Response, h, &value);
+            let common = (routed.why == Why::Primary && routed.skipped.is_empty())
+                .then(|| shared.primary_header.get(routed.upstream))
+                .flatten();
+            let _ = match common {
+                Some(value) => abi::set_header(Map::Response, h, value),
+                None => {
+                    let cfg = &shared.config;
+                    let name = |i: usize| cfg.upstreams.get(i).map_or("", |u| u.name.as_str());
+                    let skipped: Vec<&str> = routed.skipped.iter().map(|&i| name(i)).collect();
+                    let value = routing::describe(name(routed.upstream), routed.why, &skipped);
+                    abi::set_header(Map::Response, h, &value)
+                }
+            };
         }
         Action::Continue
     }

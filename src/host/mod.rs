@@ -61,6 +61,9 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Per upstream: fast successes not yet written to shared data.
     pending: RefCell<Vec<Pending>>,
+    /// Per upstream: the response header value of the common case (primary, nothing
+    /// skipped), built once.
+    pub primary_header: Vec<String>,
 }
 
 impl Shared {
@@ -256,10 +259,16 @@ impl RootContext for Root {
             );
         }
         let pending = RefCell::new(vec![Pending::default(); config.upstreams.len()]);
+        let primary_header = config
+            .upstreams
+            .iter()
+            .map(|u| crate::routing::describe(&u.name, crate::routing::Why::Primary, &[]))
+            .collect();
         self.shared = Some(Rc::new(Shared {
             config,
             metrics,
             pending,
+            primary_header,
         }));
         true
     }

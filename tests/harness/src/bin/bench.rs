@@ -2,8 +2,8 @@
 //! filter, and with llm-breaker on its closed path and on its failed-over path, in
 //! one run, interleaved over several rounds; prints medians and ratios.
 //!
-//! Knobs (environment): BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS
-//! (default 3), BENCH_CONNECTIONS (default 16), BENCH_CONCURRENCY (Envoy workers,
+//! Knobs (environment): BENCH_SECONDS (per slice, default 3), BENCH_ROUNDS
+//! (default 8), BENCH_CONNECTIONS (default 16), BENCH_CONCURRENCY (Envoy workers,
 //! default 1).
 
 use llm_breaker_harness::envoy::{free_port, workspace_root, Envoy, Filter, Options};
@@ -19,11 +19,12 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+const PATH: &str = "/v1/chat/completions";
 const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 
 fn main() {
-    let secs = env("BENCH_SECONDS", 5);
-    let rounds = env("BENCH_ROUNDS", 3) as usize;
+    let secs = env("BENCH_SECONDS", 3);
+    let rounds = env("BENCH_ROUNDS", 8) as usize;
     let conns = env("BENCH_CONNECTIONS", 16) as usize;
     let workers = env("BENCH_CONCURRENCY", 1) as u32;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -78,21 +79,24 @@ fn main() {
         ("llm-breaker, failed over", breaker(r#""down","azure""#)),
     ];
     println!(
-        "Envoy --concurrency {workers}{}, {conns} keep-alive connections, {secs} s x {rounds} rounds per variant, {cores} cores",
+        "Envoy --concurrency {workers}{}, {conns} keep-alive connections, {secs} s slices x {rounds} rounds, variants alternating, {cores} cores",
         if pin { " pinned to CPU 0 (load generator and upstreams on the rest)" } else { "" }
     );
     // BENCH_ONLY=1,2 runs a subset (indices into the table), for quick experiments.
     let only: Option<Vec<usize>> = std::env::var("BENCH_ONLY")
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect());
-    let mut results: Vec<Vec<load::LoadResult>> = vec![Vec::new(); variants.len()];
-    for round in 0..rounds {
-        for (i, (name, filter)) in variants.iter().enumerate() {
-            if only.as_ref().is_some_and(|o| !o.contains(&i)) {
-                continue;
-            }
+    let chosen: Vec<usize> = (0..variants.len())
+        .filter(|i| only.as_ref().is_none_or(|o| o.contains(i)))
+        .collect();
+    // All Envoys start first and stay up; the rounds then alternate between them in
+    // short slices, so a slow spell of the machine hits every variant alike, and
+    // each round yields paired ratios.
+    let envoys: Vec<(usize, Envoy)> = chosen
+        .iter()
+        .map(|&i| {
             let opts = Options {
-                filter: filter.clone(),
+                filter: variants[i].1.clone(),
                 clusters: clusters.clone(),
                 route_timeout: Duration::from_secs(5),
                 concurrency: workers,
@@ -100,32 +104,26 @@ fn main() {
             };
             let e = Envoy::start(&opts);
             if pin {
-                // Envoy on CPU 0, the load generator and upstreams on the others, so
-                // they don't compete for the worker's core.
+                // Envoy on CPU 0, the load generator and upstreams on the others.
                 let _ = std::process::Command::new("taskset")
                     .args(["-a", "-p", "-c", "0", &e.pid().to_string()])
                     .output();
             }
             // Warm up (and, for the failed-over variant, trip the primary).
-            load::run(
-                e.listener,
-                "/v1/chat/completions",
-                BODY,
-                conns,
-                Duration::from_secs(1),
-            );
+            load::run(e.listener, PATH, BODY, conns, Duration::from_secs(2));
+            (i, e)
+        })
+        .collect();
+    let mut results: Vec<Vec<load::LoadResult>> = vec![Vec::new(); variants.len()];
+    for round in 0..rounds {
+        for (i, e) in &envoys {
             let cpu0 = e.cpu_time();
-            let mut r = load::run(
-                e.listener,
-                "/v1/chat/completions",
-                BODY,
-                conns,
-                Duration::from_secs(secs),
-            );
+            let mut r = load::run(e.listener, PATH, BODY, conns, Duration::from_secs(secs));
             r.envoy_cpu = e.cpu_time().saturating_sub(cpu0);
             eprintln!(
-                "round {}: {name:<26} {:>9.0} req/s  Envoy CPU {:>5.1} us/req  p50 {:>6.0} us  p99 {:>6.0} us  non-200 {} errors {}",
+                "round {}: {:<26} {:>9.0} req/s  Envoy CPU {:>5.1} us/req  p50 {:>6.0} us  p99 {:>6.0} us  non-200 {} errors {}",
                 round + 1,
+                variants[*i].0,
                 r.rps(),
                 r.cpu_per_request_us(),
                 r.p50.as_secs_f64() * 1e6,
@@ -133,46 +131,38 @@ fn main() {
                 r.non_200,
                 r.errors
             );
-            results[i].push(r);
+            results[*i].push(r);
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
+    let median = |mut v: Vec<f64>| {
+        v.retain(|x| x.is_finite());
         v.sort_by(|a, b| a.total_cmp(b));
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    let rows: Vec<(f64, f64, f64, f64)> = results
-        .iter()
-        .map(|rs| {
-            (
-                median(&rs.iter().map(|r| r.rps()).collect::<Vec<_>>()),
-                median(
-                    &rs.iter()
-                        .map(|r| r.cpu_per_request_us())
-                        .collect::<Vec<_>>(),
-                ),
-                median(
-                    &rs.iter()
-                        .map(|r| r.p50.as_secs_f64() * 1e6)
-                        .collect::<Vec<_>>(),
-                ),
-                median(
-                    &rs.iter()
-                        .map(|r| r.p99.as_secs_f64() * 1e6)
-                        .collect::<Vec<_>>(),
-                ),
-            )
-        })
-        .collect();
+    // Median over rounds of this variant's value divided by the reference's in the
+    // same round.
+    let paired = |i: usize, reference: usize, f: &dyn Fn(&load::LoadResult) -> f64| {
+        let (a, b) = (&results[i], &results[reference]);
+        median(a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect())
+    };
+    let rps = |r: &load::LoadResult| r.rps();
+    let cpu = |r: &load::LoadResult| r.cpu_per_request_us();
     println!();
-    println!("| variant | req/s | Envoy CPU µs/req | p50 µs | p99 µs | throughput vs no filter | vs no-op wasm | CPU/req vs no-op wasm |");
+    println!("| variant | req/s | Envoy CPU µs/req | p50 µs | p99 µs | throughput vs no filter | throughput vs no-op wasm | CPU/req vs no-op wasm |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for ((name, _), (rps, cpu, p50, p99)) in variants.iter().zip(&rows) {
+    for &i in &chosen {
+        let rs = &results[i];
         println!(
-            "| {name} | {rps:.0} | {cpu:.1} | {p50:.0} | {p99:.0} | {:.2}x | {:.2}x | {:.2}x |",
-            rps / rows[0].0,
-            rps / rows[1].0,
-            cpu / rows[1].1
+            "| {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.2}x |",
+            variants[i].0,
+            median(rs.iter().map(rps).collect()),
+            median(rs.iter().map(cpu).collect()),
+            median(rs.iter().map(|r| r.p50.as_secs_f64() * 1e6).collect()),
+            median(rs.iter().map(|r| r.p99.as_secs_f64() * 1e6).collect()),
+            paired(i, 0, &rps),
+            paired(i, 1, &rps),
+            paired(i, 1, &cpu),
         );
     }
+    println!("(ratios: median over rounds of the ratio within each round)");
 }
