@@ -48,7 +48,7 @@ test: lint unit wasm-test integration demo-check
 lint: $(TARGETS)
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -p llm-breaker $(HARNESS) -- -D warnings
-	cargo clippy --target wasm32-wasip1 -p llm-breaker -p llm-breaker-noop -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p llm-breaker -p llm-breaker-noop -p llm-breaker-corruptor -- -D warnings
 	cargo clippy --lib --tests --target wasm32-unknown-unknown -p llm-breaker -- -D warnings
 
 unit:
@@ -59,6 +59,7 @@ wasm-test: $(TARGETS) $(WBT_RUNNER)
 		cargo test --lib -p llm-breaker --target wasm32-unknown-unknown
 
 integration: build $(ENVOY)
+	cargo build --release --target wasm32-wasip1 -p llm-breaker-corruptor
 	cargo test --test envoy_breaker -p llm-breaker
 
 demo-check: build $(ENVOY)

@@ -509,3 +509,48 @@ fn held_successes_reach_the_shared_window_and_dilute_the_failure_rate() {
     assert!(e.log().contains("from=closed to=open reason=failure_rate"));
     assert_served_by(&chat(&e), "azure");
 }
+
+#[test]
+fn undecodable_shared_state_resets_to_closed_without_crashing() {
+    let corruptor = llm_breaker_harness::envoy::workspace_root()
+        .join("target/wasm32-wasip1/release/llm_breaker_corruptor.wasm");
+    assert!(
+        corruptor.exists(),
+        "build it: cargo build --release --target wasm32-wasip1 -p llm-breaker-corruptor (make integration does)"
+    );
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let mut opts = Options::breaker(
+        &config(&["openai", "azure"], &consecutive(1, 60_000), ""),
+        &[("openai", a.addr()), ("azure", b.addr())],
+    );
+    opts.before = Some(corruptor);
+    let e = Envoy::start(&opts);
+    a.set(Behaviour::Status(503));
+    chat(&e);
+    assert_served_by(&chat(&e), "azure");
+    // Another module in the same vm_id overwrites openai's state with garbage just
+    // before llm-breaker reads it for this request.
+    a.set(Behaviour::Ok);
+    let r = client::request(
+        e.listener,
+        "POST",
+        CHAT,
+        &[("x-test-corrupt", "llm_breaker.v1.openai")],
+        BODY.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_served_by(&r, "openai");
+    assert_eq!(e.upstream_stat("openai", "state_resets"), 1);
+    assert!(
+        e.log()
+            .contains("shared state of upstream openai did not decode"),
+        "{}",
+        e.log()
+    );
+    // The filter keeps working on every worker.
+    for _ in 0..10 {
+        assert_eq!(chat(&e).status, 200);
+    }
+    assert!(!e.log().contains("panic"), "{}", e.log());
+}

@@ -104,6 +104,9 @@ pub struct Options {
     pub concurrency: u32,
     /// The route header name (for `cluster_header`).
     pub route_header: String,
+    /// Another wasm module to run before the main filter, in the same `vm_id`
+    /// (so it shares llm-breaker's shared data); tests use it to corrupt state.
+    pub before: Option<PathBuf>,
 }
 
 impl Options {
@@ -117,6 +120,7 @@ impl Options {
             route_timeout: Duration::from_secs(5),
             concurrency: 2,
             route_header: "x-llm-breaker-upstream".into(),
+            before: None,
         }
     }
 }
@@ -135,14 +139,19 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// The bootstrap YAML for `opts`.
 pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
+    let before = opts
+        .before
+        .as_ref()
+        .map(|w| wasm_filter("test_before", "llm_breaker", w, None))
+        .unwrap_or_default();
     let (filter, route_action) = match &opts.filter {
         Filter::None { cluster } => (String::new(), format!("cluster: {cluster}")),
         Filter::Noop { wasm, cluster } => (
-            wasm_filter("noop", wasm, None),
+            wasm_filter("noop", "noop", wasm, None),
             format!("cluster: {cluster}"),
         ),
         Filter::Breaker { config } => (
-            wasm_filter("llm_breaker", &filter_wasm(), Some(config)),
+            wasm_filter("llm_breaker", "llm_breaker", &filter_wasm(), Some(config)),
             format!("cluster_header: {}", opts.route_header),
         ),
     };
@@ -195,7 +204,7 @@ static_resources:
                   {route_action}
                   timeout: {timeout}s
           http_filters:
-{filter}          - name: envoy.filters.http.router
+{before}{filter}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
@@ -204,7 +213,7 @@ static_resources:
     )
 }
 
-fn wasm_filter(name: &str, wasm: &Path, config: Option<&str>) -> String {
+fn wasm_filter(name: &str, vm_id: &str, wasm: &Path, config: Option<&str>) -> String {
     let configuration = config
         .map(|c| {
             format!(
@@ -224,7 +233,7 @@ fn wasm_filter(name: &str, wasm: &Path, config: Option<&str>) -> String {
                 name: {name}
                 root_id: {name}
                 vm_config:
-                  vm_id: {name}
+                  vm_id: {vm_id}
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: {wasm} }} }}
 {configuration}"#,

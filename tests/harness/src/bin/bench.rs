@@ -101,6 +101,7 @@ fn main() {
                 route_timeout: Duration::from_secs(5),
                 concurrency: workers,
                 route_header: "x-llm-breaker-upstream".into(),
+                before: None,
             };
             let e = Envoy::start(&opts);
             if pin {
