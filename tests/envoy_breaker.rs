@@ -554,3 +554,13 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
     }
     assert!(!e.log().contains("panic"), "{}", e.log());
 }
+
+#[test]
+fn the_response_header_can_be_turned_off() {
+    let a = MockUpstream::start("openai");
+    let cfg = r#"{"response_header":"","routes":[{"name":"chat","upstreams":["openai"]}]}"#;
+    let e = start(cfg, &[&a]);
+    let r = chat(&e);
+    assert_served_by(&r, "openai");
+    assert_eq!(r.header("x-llm-breaker"), None);
+}
