@@ -88,6 +88,8 @@ pub enum Filter {
     Breaker {
         /// Filter configuration JSON.
         config: String,
+        /// Another build of the filter than [`filter_wasm`] (benchmark experiments).
+        wasm: Option<PathBuf>,
     },
 }
 
@@ -115,6 +117,7 @@ impl Options {
         Options {
             filter: Filter::Breaker {
                 config: config.to_string(),
+                wasm: None,
             },
             clusters: clusters.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
             route_timeout: Duration::from_secs(5),
@@ -150,8 +153,13 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
             wasm_filter("noop", "noop", wasm, None),
             format!("cluster: {cluster}"),
         ),
-        Filter::Breaker { config } => (
-            wasm_filter("llm_breaker", "llm_breaker", &filter_wasm(), Some(config)),
+        Filter::Breaker { config, wasm } => (
+            wasm_filter(
+                "llm_breaker",
+                "llm_breaker",
+                &wasm.clone().unwrap_or_else(filter_wasm),
+                Some(config),
+            ),
             format!("cluster_header: {}", opts.route_header),
         ),
     };

@@ -54,6 +54,7 @@ fn main() {
         ("down".to_string(), dead),
     ];
     let breaker = |chain: &str| Filter::Breaker {
+        wasm: None,
         config: format!(
             r#"{{"routes":[{{"name":"chat","match":{{"path_prefix":"/v1/"}},"upstreams":[{chain}]}}],
                 "breaker":{{"consecutive_failures":1,"open":{{"base_ms":86400000,"max_ms":86400000}}}}}}"#
@@ -78,6 +79,24 @@ fn main() {
         // every later one skips it and goes to the fallback.
         ("llm-breaker, failed over", breaker(r#""down","azure""#)),
     ];
+    // BENCH_EXTRA_WASM=label=path,... adds the closed path of other builds of the
+    // filter, for experiments.
+    let extra: Vec<(String, Filter)> = std::env::var("BENCH_EXTRA_WASM")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(label, path)| {
+            let mut f = breaker(r#""openai","azure""#);
+            if let Filter::Breaker { wasm, .. } = &mut f {
+                *wasm = Some(path.into());
+            }
+            (format!("closed path, {label}"), f)
+        })
+        .collect();
+    let variants: Vec<(&str, Filter)> = variants
+        .into_iter()
+        .chain(extra.iter().map(|(l, f)| (l.as_str(), f.clone())))
+        .collect();
     println!(
         "Envoy --concurrency {workers}{}, {conns} keep-alive connections, {secs} s slices x {rounds} rounds, variants alternating, {cores} cores",
         if pin { " pinned to CPU 0 (load generator and upstreams on the rest)" } else { "" }
