@@ -7,6 +7,9 @@ use crate::classify::Outcome;
 use crate::config::BreakerConfig;
 use crate::window::Window;
 
+mod events;
+pub use events::{PhaseKind, Reason, Transition};
+
 /// Most half-open permits an upstream can hand out at once.
 pub const MAX_PERMITS: usize = 32;
 
@@ -28,81 +31,6 @@ pub enum Phase {
         /// Probe successes so far.
         successes: u32,
     },
-}
-
-/// The phase without its data, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PhaseKind {
-    /// Closed.
-    Closed,
-    /// Open.
-    Open,
-    /// Half-open.
-    HalfOpen,
-}
-
-impl PhaseKind {
-    /// Name used in logs, metrics and headers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PhaseKind::Closed => "closed",
-            PhaseKind::Open => "open",
-            PhaseKind::HalfOpen => "half_open",
-        }
-    }
-
-    /// Value of the state gauge: 0 closed, 1 open, 2 half-open.
-    pub fn gauge(self) -> u64 {
-        match self {
-            PhaseKind::Closed => 0,
-            PhaseKind::Open => 1,
-            PhaseKind::HalfOpen => 2,
-        }
-    }
-}
-
-/// Why a transition happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// `consecutive_failures` reached.
-    ConsecutiveFailures,
-    /// Failure rate over the window reached its threshold.
-    FailureRate,
-    /// Slow-call rate over the window reached its threshold.
-    SlowCallRate,
-    /// The open period passed.
-    OpenElapsed,
-    /// A half-open probe failed.
-    ProbeFailed,
-    /// Enough half-open probes succeeded.
-    ProbesSucceeded,
-}
-
-impl Reason {
-    /// Name used in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::ConsecutiveFailures => "consecutive_failures",
-            Reason::FailureRate => "failure_rate",
-            Reason::SlowCallRate => "slow_call_rate",
-            Reason::OpenElapsed => "open_elapsed",
-            Reason::ProbeFailed => "probe_failed",
-            Reason::ProbesSucceeded => "probes_succeeded",
-        }
-    }
-}
-
-/// A state change, reported to metrics and the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
-    /// Phase before.
-    pub from: PhaseKind,
-    /// Phase after.
-    pub to: PhaseKind,
-    /// Why.
-    pub reason: Reason,
-    /// For transitions to open: how long it stays open.
-    pub open_ms: Option<u64>,
 }
 
 /// What an admitted request carries until its outcome is recorded.

@@ -258,10 +258,6 @@ impl SharedStore for MemoryStore {
         let mut m = self.inner.lock().map_err(|_| StoreError::Host(10))?;
         if let Some((_, current)) = m.map.get(key) {
             if cas != 0 && cas != *current {
-                drop(m);
-                // Real workers do other work between requests; a fake that only
-                // spins would let one thread starve the other.
-                std::thread::yield_now();
                 return Err(StoreError::CasMismatch);
             }
         }

@@ -2,6 +2,7 @@
 //! structs users write; [`Config::parse`] types them, merges per-upstream overrides and
 //! checks every rule, returning a [`ConfigError`] that names the offending field.
 
+mod checks;
 pub mod raw;
 mod validate;
 

@@ -1,6 +1,9 @@
 //! Turns [`RawConfig`] into a [`Config`]: merges overrides, checks ranges and names,
 //! and reports the first problem with the path of the field that has it.
 
+use super::checks::{
+    check_header_name, check_name, check_upstream_name, invalid, range, unit_interval,
+};
 use super::raw::{RawBreaker, RawConfig};
 use super::{
     BreakerConfig, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, Route, Upstream, WindowSpec,
@@ -46,13 +49,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
 
 /// Deserializes `T` from JSON bytes or a value, reporting the path under `prefix`.
 fn typed<T: serde::de::DeserializeOwned>(
@@ -372,72 +368,4 @@ fn breaker_config(v: serde_json::Value, at: &str) -> Result<BreakerConfig, Confi
             timeout: f.timeout,
         },
     })
-}
-
-fn unit_interval(field: &str, v: f64) -> Result<(), ConfigError> {
-    if v.is_finite() && v > 0.0 && v <= 1.0 {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("must be above 0 and at most 1, got {v}"),
-        ))
-    }
-}
-
-fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
-    if (lo..=hi).contains(&v) {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("must be between {lo} and {hi}, got {v}"),
-        ))
-    }
-}
-
-fn check_header_name(field: &str, v: &str) -> Result<(), ConfigError> {
-    let ok = !v.is_empty()
-        && v.len() <= 128
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("must be a lowercase header name ([a-z0-9_-], 1-128 chars), got {v:?}"),
-        ))
-    }
-}
-
-fn check_name(field: &str, v: &str) -> Result<(), ConfigError> {
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("must be 1-64 chars of [A-Za-z0-9_-], got {v:?}"),
-        ))
-    }
-}
-
-/// Upstream names end up in a header value, a shared-data key and metric names.
-fn check_upstream_name(field: &str, v: &str) -> Result<(), ConfigError> {
-    let ok = !v.is_empty()
-        && v.len() <= 200
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.|:~+".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("must be 1-200 chars of [A-Za-z0-9-_.|:~+] (an Envoy cluster name), got {v:?}"),
-        ))
-    }
 }

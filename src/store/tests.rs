@@ -155,6 +155,9 @@ fn threads_sharing_one_store_lose_no_outcome() {
                 for _ in 0..500 {
                     let t = admit(&s, &c, 0);
                     fail(&s, &c, 0, t);
+                    // A worker handles a whole request between two updates; two
+                    // threads doing nothing but CAS in lockstep would starve one.
+                    std::thread::sleep(std::time::Duration::from_micros(20));
                 }
             })
         })

@@ -1,0 +1,80 @@
+//! Small value rules shared by the config validation: ranges, header and name syntax.
+//! Each returns a [`ConfigError`] naming the field and the bad value.
+
+use super::ConfigError;
+
+/// A rule violation on `field`.
+pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+pub(super) fn unit_interval(field: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 && v <= 1.0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be above 0 and at most 1, got {v}"),
+        ))
+    }
+}
+
+pub(super) fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be between {lo} and {hi}, got {v}"),
+        ))
+    }
+}
+
+pub(super) fn check_header_name(field: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be a lowercase header name ([a-z0-9_-], 1-128 chars), got {v:?}"),
+        ))
+    }
+}
+
+pub(super) fn check_name(field: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be 1-64 chars of [A-Za-z0-9_-], got {v:?}"),
+        ))
+    }
+}
+
+/// Upstream names end up in a header value, a shared-data key and metric names.
+pub(super) fn check_upstream_name(field: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 200
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.|:~+".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be 1-200 chars of [A-Za-z0-9-_.|:~+] (an Envoy cluster name), got {v:?}"),
+        ))
+    }
+}
