@@ -121,7 +121,9 @@ impl Breaker {
     pub fn admit(&mut self, cfg: &BreakerConfig, now_ms: u64) -> Step<Admission> {
         let mut transition = None;
         if let Phase::Open { until_ms } = self.phase {
-            if now_ms < until_ms {
+            // No open period is longer than max_ms: a later end comes from corrupt
+            // bytes or a lowered max_ms, and must not strand the upstream.
+            if now_ms < until_ms && until_ms <= now_ms.saturating_add(cfg.open.max_ms) {
                 return unchanged(Admission::Denied {
                     retry_at_ms: until_ms,
                 });
@@ -252,10 +254,10 @@ impl Breaker {
         }
     }
 
-    /// Adds `n` fast successes of requests admitted while closed in `epoch`, aggregated
-    /// by one worker. They only dilute the rates, so they never trip the breaker, and
-    /// they don't reset the consecutive-failure count (their order relative to other
-    /// workers' failures is unknown).
+    /// Adds `n` fast successes of requests admitted while closed in `epoch`, held by
+    /// one worker. They were held only because the breaker had no failure streak when
+    /// they completed ([`crate::store::quiet_now`]), so a streak that has started since
+    /// came after them: they dilute the rates but leave the streak alone, and never trip.
     pub fn record_successes(&mut self, now_ms: u64, epoch: u32, n: u32) -> Step<()> {
         if epoch != self.epoch || n == 0 || self.phase != Phase::Closed {
             return unchanged(());
@@ -266,11 +268,6 @@ impl Breaker {
             changed: true,
             transition: None,
         }
-    }
-
-    /// Whether a success admitted now could be aggregated: closed, no failure streak.
-    pub fn quiet(&self) -> bool {
-        self.phase == Phase::Closed && self.consecutive_failures == 0
     }
 
     /// Releases a probe permit whose request ended without an outcome that counts

@@ -109,23 +109,49 @@ pub enum Head {
 }
 
 /// Reads the head of a closed or open breaker of this version; `None` for anything
-/// else (half-open, another version, garbage): decode those fully.
+/// else (half-open, another version, bytes that would not decode): decode those
+/// fully. The window is checked for shape but not copied, so `peek` answers `Some`
+/// only for bytes [`decode`] accepts.
 pub fn peek(bytes: &[u8]) -> Option<Head> {
-    let field = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-    };
-    if bytes.len() < 26 || bytes.first() != Some(&VERSION) {
+    let mut r = Reader { bytes, at: 0 };
+    if r.u8().ok()? != VERSION {
         return None;
     }
-    match bytes.get(1)? {
-        0 => Some(Head::Closed {
-            epoch: field(2)?,
-            consecutive: field(14)?,
-        }),
-        1 => Some(Head::Open {
-            until_ms: u64::from_le_bytes(bytes.get(26..34)?.try_into().ok()?),
-        }),
-        _ => None,
+    let tag = r.u8().ok()?;
+    let epoch = r.u32().ok()?;
+    r.take(8).ok()?; // since_ms
+    let consecutive = r.u32().ok()?;
+    r.take(8).ok()?; // reopens, times_opened
+    let head = match tag {
+        0 => Head::Closed { epoch, consecutive },
+        1 => Head::Open {
+            until_ms: r.u64().ok()?,
+        },
+        _ => return None,
+    };
+    skip_window(&mut r).ok()?;
+    (r.at == bytes.len()).then_some(head)
+}
+
+/// Checks a window's layout, as [`decode`] does, without copying it.
+fn skip_window(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+    match r.u8()? {
+        0 => {
+            let bucket_ms = r.u64()?;
+            let n = r.u8()?;
+            if bucket_ms == 0 || n == 0 || u32::from(n) > MAX_BUCKETS {
+                return Err(DecodeError::Invalid("time window"));
+            }
+            r.take(usize::from(n) * 20).map(|_| ())
+        }
+        1 => {
+            let (capacity, len, next) = (r.u16()?, r.u16()?, r.u16()?);
+            if capacity == 0 || capacity > MAX_CALLS || len > capacity || next >= capacity {
+                return Err(DecodeError::Invalid("count window"));
+            }
+            r.take(usize::from(capacity).div_ceil(8) * 2).map(|_| ())
+        }
+        _ => Err(DecodeError::Invalid("window kind")),
     }
 }
 
@@ -356,6 +382,49 @@ mod tests {
         let mut bad = encode(&open);
         bad[0] = 9;
         assert_eq!(peek(&bad), None);
+    }
+
+    #[test]
+    fn peek_answers_only_for_bytes_that_decode_and_agrees_with_them() {
+        let mut x = 7u64;
+        let mut rand = move || {
+            x = crate::backoff::splitmix64(x);
+            x
+        };
+        let goods = [
+            encode(&sample(Phase::Closed, WindowSpec::Seconds(60))),
+            encode(&sample(Phase::Open { until_ms: 5 }, WindowSpec::Calls(16))),
+            encode(&sample(Phase::Closed, WindowSpec::Calls(3))),
+        ];
+        for good in &goods {
+            for _ in 0..3000 {
+                let mut b = good.clone();
+                match rand() % 4 {
+                    0 => {
+                        let i = rand() as usize % b.len();
+                        b[i] = rand() as u8;
+                    }
+                    1 => b.truncate(rand() as usize % b.len()),
+                    2 => b.push(rand() as u8),
+                    _ => {
+                        let i = 26 + rand() as usize % (b.len() - 26);
+                        b[i] = rand() as u8;
+                    }
+                }
+                if let Some(head) = peek(&b) {
+                    let d = decode(&b).unwrap_or_else(|e| panic!("peek Some, decode {e}"));
+                    match (head, d.phase) {
+                        (Head::Closed { epoch, consecutive }, Phase::Closed) => {
+                            assert_eq!((epoch, consecutive), (d.epoch, d.consecutive_failures))
+                        }
+                        (Head::Open { until_ms }, Phase::Open { until_ms: u }) => {
+                            assert_eq!(until_ms, u)
+                        }
+                        other => panic!("peek and decode disagree: {other:?}"),
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -107,8 +107,6 @@ pub fn update<S: SharedStore + ?Sized, T>(
 pub struct Admitted {
     /// The breaker's answer.
     pub admission: Admission,
-    /// Closed with no failure streak: a fast success of this request can be aggregated.
-    pub quiet: bool,
     /// A phase change the admission caused (open → half-open).
     pub transition: Option<Transition>,
     /// Set when the stored bytes did not decode and were reset.
@@ -126,44 +124,42 @@ pub fn admit<S: SharedStore + ?Sized>(
 ) -> Result<Admitted, UpdateError> {
     if let Ok(Some((bytes, _))) = store.get(&key(upstream)) {
         let admission = match codec::peek(&bytes) {
-            Some(Head::Closed { epoch, consecutive }) => Some((
-                Admission::Admitted(Ticket {
-                    epoch,
-                    permit: None,
-                }),
-                consecutive == 0,
-            )),
-            Some(Head::Open { until_ms }) if now_ms < until_ms => Some((
-                Admission::Denied {
+            Some(Head::Closed { epoch, .. }) => Some(Admission::Admitted(Ticket {
+                epoch,
+                permit: None,
+            })),
+            Some(Head::Open { until_ms })
+                if now_ms < until_ms && until_ms <= now_ms.saturating_add(cfg.open.max_ms) =>
+            {
+                Some(Admission::Denied {
                     retry_at_ms: until_ms,
-                },
-                false,
-            )),
+                })
+            }
             _ => None,
         };
-        if let Some((admission, quiet)) = admission {
+        if let Some(admission) = admission {
             return Ok(Admitted {
                 admission,
-                quiet,
                 transition: None,
                 reset: None,
             });
         }
     }
-    update(store, upstream, cfg, now_ms, |b| {
-        let step = b.admit(cfg, now_ms);
-        Step {
-            value: (step.value, b.quiet()),
-            changed: step.changed,
-            transition: step.transition,
-        }
-    })
-    .map(|u| Admitted {
-        admission: u.value.0,
-        quiet: u.value.1,
+    update(store, upstream, cfg, now_ms, |b| b.admit(cfg, now_ms)).map(|u| Admitted {
+        admission: u.value,
         transition: u.transition,
         reset: u.reset,
     })
+}
+
+/// Whether the upstream's breaker is, right now, closed in `epoch` with no failure
+/// streak: then a fast success changes nothing but the window's call count and may
+/// be held and written later in a batch. One read, no decode.
+pub fn quiet_now<S: SharedStore + ?Sized>(store: &S, upstream: &str, epoch: u32) -> bool {
+    matches!(
+        store.get(&key(upstream)).ok().flatten().and_then(|(b, _)| codec::peek(&b)),
+        Some(Head::Closed { epoch: e, consecutive: 0 }) if e == epoch
+    )
 }
 
 /// Reads the upstream's state without changing it (undecodable bytes read as closed).

@@ -292,6 +292,16 @@ fn fail_open_sends_to_the_primary_when_all_are_open() {
         r.header("x-llm-breaker"),
         Some("upstream=openai; reason=fail_open; skipped=openai,azure")
     );
+    // The fail-open success is not a probe: the breaker stays open.
+    e.wait_completed(3);
+    assert_eq!(e.upstream_stat("openai", "state"), 1);
+    assert_eq!(
+        e.upstream_stat("openai", "transitions.open_to_half_open"),
+        0
+    );
+    // It counts as neither a failover nor a rejection for the primary it went to.
+    assert_eq!(e.upstream_stat("openai", "requests_failed_over"), 1);
+    assert_eq!(e.upstream_stat("openai", "requests_rejected"), 0);
     assert_eq!(
         e.stat("wasmcustom.llm_breaker.route.chat.requests_fail_open"),
         Some(1)
@@ -387,10 +397,6 @@ fn clients_cannot_choose_the_cluster() {
     let spoof = [("x-llm-breaker-upstream", "azure")];
     let r = client::request(e.listener, "POST", CHAT, &spoof, BODY.as_bytes()).unwrap();
     assert_served_by(&r, "openai");
-    // On a path no route matches, the header is removed rather than obeyed.
-    let r = client::request(e.listener, "GET", "/other", &spoof, b"").unwrap();
-    assert_ne!(r.upstream(), Some("azure"));
-    assert_eq!(b.requests(), 0);
     // The upstream saw the filter's value, not the client's.
     let seen = a.last_headers();
     let v: Vec<&str> = seen
@@ -399,24 +405,36 @@ fn clients_cannot_choose_the_cluster() {
         .map(|(_, v)| v.as_str())
         .collect();
     assert_eq!(v, ["openai"]);
+    // On a path no filter route matches, the header is removed rather than obeyed.
+    let r = client::request(e.listener, "GET", "/other", &spoof, b"").unwrap();
+    assert_ne!(r.upstream(), Some("azure"));
+    assert_eq!(b.requests(), 0);
 }
 
 #[test]
 fn requests_matching_no_route_pass_through_untouched() {
-    let a = MockUpstream::start("openai");
-    let e = start(&config(&["openai"], "{}", ""), &[&a]);
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    // The filter routes only /v1/; Envoy sends everything else to a fixed cluster.
+    let e = start(&config(&["azure", "openai"], "{}", ""), &[&a, &b]);
     let r = client::request(
         e.listener,
         "GET",
         "/healthz",
-        &[("x-llm-breaker-upstream", "openai")],
+        &[("x-llm-breaker-upstream", "azure"), ("x-other", "kept")],
         b"",
     )
     .unwrap();
-    // The route header was stripped, so Envoy's cluster_header route finds no cluster.
-    assert_eq!(r.upstream(), None);
+    assert_eq!(r.status, 200);
+    assert_served_by(&r, "openai");
     assert_eq!(r.header("x-llm-breaker"), None);
-    assert_eq!(e.upstream_stat("openai", "requests_admitted"), 0);
+    let seen = a.last_headers();
+    assert!(seen.iter().any(|(k, v)| k == "x-other" && v == "kept"));
+    // Only the client's routing header is taken away.
+    assert!(!seen.iter().any(|(k, _)| k == "x-llm-breaker-upstream"));
+    assert_eq!(b.requests(), 0);
+    for up in ["openai", "azure"] {
+        assert_eq!(e.upstream_stat(up, "requests_admitted"), 0);
+    }
 }
 
 #[test]
@@ -548,6 +566,25 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
         "{}",
         e.log()
     );
+    // Bytes of the right version whose head says "open" but whose body is garbage.
+    a.set(Behaviour::Status(503));
+    chat(&e);
+    assert_served_by(&chat(&e), "azure");
+    a.set(Behaviour::Ok);
+    let garbage = format!("0101{}", "ff".repeat(40));
+    let r = client::request(
+        e.listener,
+        "POST",
+        CHAT,
+        &[
+            ("x-test-corrupt", "llm_breaker.v1.openai"),
+            ("x-test-corrupt-hex", &garbage),
+        ],
+        BODY.as_bytes(),
+    )
+    .unwrap();
+    assert_served_by(&r, "openai");
+    assert_eq!(e.upstream_stat("openai", "state_resets"), 2);
     // The filter keeps working on every worker.
     for _ in 0..10 {
         assert_eq!(chat(&e).status, 200);
@@ -563,4 +600,57 @@ fn the_response_header_can_be_turned_off() {
     let r = chat(&e);
     assert_served_by(&r, "openai");
     assert_eq!(r.header("x-llm-breaker"), None);
+}
+
+#[test]
+fn a_success_that_completes_after_a_failure_ends_the_streak() {
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let e = start(
+        &config(&["openai", "azure"], &consecutive(3, 60_000), ""),
+        &[&a, &b],
+    );
+    // A slow success is admitted while the breaker is quiet...
+    a.set(Behaviour::Delay(Duration::from_millis(700)));
+    let listener = e.listener;
+    let slow = std::thread::spawn(move || client::post(listener, CHAT, BODY).unwrap());
+    sleep(Duration::from_millis(150));
+    // ...two failures start a streak while it is in flight...
+    a.set(Behaviour::Status(500));
+    chat(&e);
+    chat(&e);
+    // ...and its completion ends the streak (it must not be held back in a batch).
+    assert_eq!(slow.join().unwrap().status, 200);
+    assert_eq!(e.wait_completed(3), 3);
+    chat(&e);
+    chat(&e);
+    // Two failures since the success: below 3, still closed.
+    assert_eq!(e.upstream_stat("openai", "state"), 0);
+    assert_served_by(&chat(&e), "openai");
+    assert_eq!(e.upstream_stat("openai", "state"), 1);
+}
+
+#[test]
+fn half_open_admits_at_most_permitted_calls_across_workers() {
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let breaker = r#"{"consecutive_failures":1,"failure_rate":{"minimum_calls":1000000},
+                      "open":{"base_ms":1000,"jitter":0},
+                      "half_open":{"permitted_calls":2,"success_threshold":10}}"#;
+    let e = start(&config(&["openai", "azure"], breaker, ""), &[&a, &b]);
+    a.set(Behaviour::Status(503));
+    chat(&e);
+    a.set(Behaviour::Delay(Duration::from_millis(800)));
+    sleep(Duration::from_millis(1200));
+    // Eight at once, each on its own connection (so on both workers): two probes.
+    let listener = e.listener;
+    let handles: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || client::post(listener, CHAT, BODY).unwrap()))
+        .collect();
+    let served: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().upstream().unwrap_or("").to_string())
+        .collect();
+    let probes = served.iter().filter(|u| *u == "openai").count();
+    assert_eq!(probes, 2, "served by {served:?}");
+    assert_eq!(served.iter().filter(|u| *u == "azure").count(), 6);
+    assert_eq!(e.upstream_stat("openai", "requests_probe"), 2);
 }

@@ -276,15 +276,29 @@ fn aggregated_successes_dilute_the_rate_but_never_trip_or_reset_a_streak() {
     let c = cfg(r#","failure_rate":{"threshold":0.5,"minimum_calls":4,"window":{"calls":10}}"#);
     let mut b = Breaker::new(&c, 0);
     feed(&mut b, &c, 0, FAIL);
-    assert!(!b.quiet());
     assert!(b.record_successes(0, b.epoch, 3).changed);
     assert_eq!(b.consecutive_failures, 1);
     // 1 failure in 4 calls: below 50%.
     assert_eq!(feed(&mut b, &c, 0, OK), None);
-    assert!(b.quiet());
     // A stale epoch or a non-closed breaker ignores them.
     assert!(!b.record_successes(0, b.epoch + 1, 3).changed);
     let mut open = tripped(&cfg(""));
     let e = open.epoch;
     assert!(!open.record_successes(0, e, 3).changed);
+}
+
+#[test]
+fn an_open_period_beyond_max_ms_is_not_trusted() {
+    let c = cfg("");
+    let mut b = tripped(&c);
+    b.phase = Phase::Open { until_ms: u64::MAX };
+    let step = b.admit(&c, 2000);
+    assert!(matches!(
+        step.value,
+        Admission::Admitted(Ticket {
+            permit: Some(_),
+            ..
+        })
+    ));
+    assert_eq!(step.transition.unwrap().to, PhaseKind::HalfOpen);
 }

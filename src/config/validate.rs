@@ -69,6 +69,9 @@ fn typed<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Statuses that are the client's own mistake, never a provider failure.
+const CLIENT_ERRORS: [u16; 6] = [400, 401, 403, 404, 413, 422];
+
 pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ConfigError::Empty);
@@ -333,7 +336,14 @@ fn breaker_config(v: serde_json::Value, at: &str) -> Result<BreakerConfig, Confi
     let f = &b.failure;
     for (name, list) in [("status", &f.status), ("rate_limited", &f.rate_limited)] {
         for (i, s) in list.iter().enumerate() {
-            range(&format!("{at}.failure.{name}[{i}]"), (*s).into(), 100, 599)?;
+            let field = format!("{at}.failure.{name}[{i}]");
+            range(&field, (*s).into(), 100, 599)?;
+            if CLIENT_ERRORS.contains(s) {
+                return Err(invalid(
+                    field,
+                    format!("{s} is the client's own error and never counts as a provider failure"),
+                ));
+            }
         }
     }
     if let Some(s) = f.status.iter().find(|s| f.rate_limited.contains(s)) {

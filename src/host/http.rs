@@ -8,6 +8,7 @@ use super::{EnvoyStore, Shared};
 use crate::backoff::{fnv1a, splitmix64};
 use crate::breaker::{Step, Ticket};
 use crate::classify::{self, Outcome, ResponseFacts, Verdict};
+use crate::config::WindowSpec;
 use crate::routing::{self, Decision, Why};
 use crate::store;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -20,9 +21,9 @@ struct Routed {
     ticket: Option<Ticket>,
     why: Why,
     skipped: Vec<usize>,
+    /// When the request was complete (headers, or the end of its body): the
+    /// provider's time to first byte counts from here, not from a slow upload.
     start_ms: u64,
-    /// The breaker was closed without a failure streak at admission.
-    quiet: bool,
 }
 
 /// Per-stream state.
@@ -58,13 +59,11 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let now = abi::now_ms();
-        let mut quiet = false;
         let decision = routing::choose(route, now, |u| {
             let up = cfg.upstreams.get(u)?;
             match store::admit(&EnvoyStore, &up.name, &up.breaker, now) {
                 Ok(a) => {
                     shared.report(u, a.transition.as_ref(), a.reset.as_ref());
-                    quiet = a.quiet;
                     Some(a.admission)
                 }
                 Err(e) => {
@@ -100,8 +99,10 @@ impl HttpContext for Stream {
                         abi::increment(um.probes, 1);
                     }
                 }
-                for &s in &skipped {
-                    abi::increment(m.upstream(s).and_then(|x| x.failed_over), 1);
+                if matches!(why, Why::Failover | Why::Probe) {
+                    for &s in &skipped {
+                        abi::increment(m.upstream(s).and_then(|x| x.failed_over), 1);
+                    }
                 }
                 if why == Why::FailOpen {
                     abi::increment(m.route(route_idx).and_then(|r| r.fail_open), 1);
@@ -112,7 +113,6 @@ impl HttpContext for Stream {
                     why,
                     skipped,
                     start_ms: now,
-                    quiet,
                 });
                 Action::Continue
             }
@@ -121,6 +121,9 @@ impl HttpContext for Stream {
                 skipped,
             } => {
                 abi::increment(shared.metrics.route(route_idx).and_then(|r| r.rejected), 1);
+                for &s in &skipped {
+                    abi::increment(shared.metrics.upstream(s).and_then(|x| x.rejected), 1);
+                }
                 let body = routing::reject_body(&route.name, retry_after_s);
                 let retry = retry_after_s.to_string();
                 let names: Vec<&str> = skipped
@@ -146,6 +149,15 @@ impl HttpContext for Stream {
                 Action::Pause
             }
         }
+    }
+
+    fn on_http_request_body(&mut self, _size: usize, eos: bool) -> Action {
+        if eos {
+            if let Some(r) = &mut self.routed {
+                r.start_ms = abi::now_ms();
+            }
+        }
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
@@ -201,21 +213,24 @@ impl HttpContext for Stream {
                 .unwrap_or(0);
         }
         let verdict = classify::classify(&up.breaker.failure, up.breaker.slow_ttfb_ms, &self.facts);
-        let fast_success = matches!(
-            verdict,
-            Verdict::Counted(Outcome {
-                failure: None,
-                slow: false
-            })
-        );
+        let holdable = shared.config.success_flush_ms > 0
+            && matches!(up.breaker.window, WindowSpec::Seconds(_))
+            && matches!(
+                verdict,
+                Verdict::Counted(Outcome {
+                    failure: None,
+                    slow: false
+                })
+            );
         match routed.ticket {
-            // A fast success on a healthy breaker changes nothing but the window's
-            // denominator: hold it and write a batch later (saves a CAS per request).
+            // A fast success on a breaker that is closed with no failure streak right
+            // now changes nothing but the window's call count: hold it and write a
+            // batch later (saves a CAS write per request). Not for count windows,
+            // where a late batch would push out failures that came after it.
             Some(t)
-                if fast_success
-                    && routed.quiet
+                if holdable
                     && t.permit.is_none()
-                    && shared.config.success_flush_ms > 0 =>
+                    && store::quiet_now(&EnvoyStore, &up.name, t.epoch) =>
             {
                 let at = routed.start_ms + self.facts.ttfb_ms.unwrap_or(0);
                 if let Some(batch) = shared.hold_success(u, t.epoch, at) {
@@ -239,6 +254,9 @@ impl HttpContext for Stream {
                         ..step
                     }
                 });
+                if let (Err(_), Some(p)) = (&result, held) {
+                    shared.restore_pending(u, p);
+                }
                 shared.report_update(u, &result);
             }
             _ => {}

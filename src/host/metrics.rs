@@ -21,8 +21,10 @@ pub struct UpstreamMetrics {
     pub admitted: Option<u32>,
     /// Of which half-open probes.
     pub probes: Option<u32>,
-    /// Requests that skipped this upstream because its breaker did not admit them.
+    /// Requests that skipped this upstream (breaker refused) and went to a later one.
     pub failed_over: Option<u32>,
+    /// Requests that skipped this upstream and got the local 503 (all open).
+    pub rejected: Option<u32>,
     /// Outcomes counted as successes.
     pub successes: Option<u32>,
     /// Failures by class, in [`FailureClass::ALL`] order.
@@ -90,6 +92,7 @@ impl Metrics {
                     admitted: c("requests_admitted"),
                     probes: c("requests_probe"),
                     failed_over: c("requests_failed_over"),
+                    rejected: c("requests_rejected"),
                     successes: c("successes"),
                     failures: FailureClass::ALL.map(|f| c(&format!("failures.{}", f.as_str()))),
                     slow_calls: c("slow_calls"),

@@ -148,7 +148,22 @@ impl Shared {
         (p.count > 0).then_some(p)
     }
 
-    /// Writes a batch of successes to shared data.
+    /// Puts back a batch whose write failed, so its successes are not lost.
+    pub fn restore_pending(&self, upstream: usize, p: Pending) {
+        let Ok(mut all) = self.pending.try_borrow_mut() else {
+            return;
+        };
+        if let Some(slot) = all.get_mut(upstream) {
+            if slot.count == 0 || slot.epoch != p.epoch {
+                *slot = p;
+            } else {
+                slot.count = slot.count.saturating_add(p.count);
+                slot.since_ms = slot.since_ms.min(p.since_ms);
+            }
+        }
+    }
+
+    /// Writes a batch of successes to shared data (keeping it if the write fails).
     pub fn write_successes(&self, upstream: usize, p: Pending, now_ms: u64) {
         let Some(up) = self.config.upstreams.get(upstream) else {
             return;
@@ -156,6 +171,9 @@ impl Shared {
         let r = store::update(&EnvoyStore, &up.name, &up.breaker, now_ms, |b| {
             b.record_successes(now_ms, p.epoch, p.count)
         });
+        if r.is_err() {
+            self.restore_pending(upstream, p);
+        }
         self.report_update(upstream, &r);
     }
 

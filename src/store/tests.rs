@@ -174,7 +174,6 @@ fn admit_answers_closed_from_the_head_and_others_through_the_state_machine() {
     let c = cfg();
     seed(&s, "a", &c, 0).unwrap();
     let a = super::admit(&s, "a", &c, 0).unwrap();
-    assert!(a.quiet);
     assert!(matches!(
         a.admission,
         Admission::Admitted(Ticket { permit: None, .. })
@@ -201,9 +200,40 @@ fn admit_answers_closed_from_the_head_and_others_through_the_state_machine() {
         })
     ));
     assert_eq!(a.transition.unwrap().to, PhaseKind::HalfOpen);
-    assert!(!a.quiet);
     // Garbage reads as closed (and is rewritten).
     s.put_raw(&key("a"), b"junk");
     let a = super::admit(&s, "a", &c, later).unwrap();
     assert!(a.reset.is_some());
+}
+
+#[test]
+fn a_valid_looking_open_state_with_an_absurd_end_is_not_answered_from_the_head() {
+    let s = MemoryStore::default();
+    let c = cfg();
+    let mut b = crate::breaker::Breaker::new(&c, 0);
+    b.phase = crate::breaker::Phase::Open { until_ms: u64::MAX };
+    s.put_raw(&key("a"), &crate::codec::encode(&b));
+    let a = super::admit(&s, "a", &c, 1000).unwrap();
+    assert!(matches!(
+        a.admission,
+        Admission::Admitted(Ticket {
+            permit: Some(_),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn quiet_now_is_true_only_for_a_closed_breaker_without_a_streak_in_the_same_epoch() {
+    let s = MemoryStore::default();
+    let c = cfg();
+    seed(&s, "a", &c, 0).unwrap();
+    assert!(quiet_now(&s, "a", 0));
+    assert!(!quiet_now(&s, "a", 1));
+    assert!(!quiet_now(&s, "missing", 0));
+    let t = admit(&s, &c, 0);
+    fail(&s, &c, 0, t);
+    assert!(!quiet_now(&s, "a", 0), "a failure streak");
+    s.put_raw(&key("a"), b"junk");
+    assert!(!quiet_now(&s, "a", 0));
 }

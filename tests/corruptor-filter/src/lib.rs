@@ -1,6 +1,7 @@
 //! Test-only filter: a request carrying `x-test-corrupt: <key>` makes it overwrite that
-//! shared-data key with bytes llm-breaker cannot decode. Loaded with llm-breaker's
-//! `vm_id`, so both see the same shared data.
+//! shared-data key with bytes llm-breaker cannot decode (those of
+//! `x-test-corrupt-hex`, or a default). Loaded with llm-breaker's `vm_id`, so both
+//! see the same shared data.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -31,7 +32,15 @@ impl Context for Corruptor {}
 impl HttpContext for Corruptor {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         if let Some(key) = self.get_http_request_header("x-test-corrupt") {
-            let _ = hostcalls::set_shared_data(&key, Some(b"\x07not a breaker state"), None);
+            let bytes = self
+                .get_http_request_header("x-test-corrupt-hex")
+                .map(|h| {
+                    (0..h.len() / 2)
+                        .filter_map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok())
+                        .collect()
+                })
+                .unwrap_or_else(|| b"\x07not a breaker state".to_vec());
+            let _ = hostcalls::set_shared_data(&key, Some(&bytes), None);
         }
         Action::Continue
     }

@@ -207,9 +207,13 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
-              - match: {{ prefix: "/" }}
+              - match: {{ prefix: "/v1/" }}
                 route:
                   {route_action}
+                  timeout: {timeout}s
+              - match: {{ prefix: "/" }}
+                route:
+                  cluster: {first}
                   timeout: {timeout}s
           http_filters:
 {before}{filter}          - name: envoy.filters.http.router
@@ -218,6 +222,7 @@ static_resources:
   clusters:
 {clusters}"#,
         timeout = opts.route_timeout.as_secs_f64(),
+        first = opts.clusters.first().map_or("none", |(n, _)| n.as_str()),
     )
 }
 
