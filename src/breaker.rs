@@ -270,6 +270,12 @@ impl Breaker {
         }
     }
 
+    /// Closed with no failure streak: a fast success now changes nothing but the
+    /// window's call count.
+    pub fn is_quiet(&self) -> bool {
+        self.phase == Phase::Closed && self.consecutive_failures == 0
+    }
+
     /// Releases a probe permit whose request ended without an outcome that counts
     /// (for example the client went away).
     pub fn release(&mut self, ticket: Ticket) -> Step<()> {

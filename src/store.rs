@@ -107,6 +107,8 @@ pub fn update<S: SharedStore + ?Sized, T>(
 pub struct Admitted {
     /// The breaker's answer.
     pub admission: Admission,
+    /// The breaker was closed with no failure streak when read.
+    pub quiet: bool,
     /// A phase change the admission caused (open → half-open).
     pub transition: Option<Transition>,
     /// Set when the stored bytes did not decode and were reset.
@@ -124,22 +126,29 @@ pub fn admit<S: SharedStore + ?Sized>(
 ) -> Result<Admitted, UpdateError> {
     if let Ok(Some((bytes, _))) = store.get(&key(upstream)) {
         let admission = match codec::peek(&bytes) {
-            Some(Head::Closed { epoch, .. }) => Some(Admission::Admitted(Ticket {
-                epoch,
-                permit: None,
-            })),
+            Some(Head::Closed { epoch, consecutive }) => Some((
+                Admission::Admitted(Ticket {
+                    epoch,
+                    permit: None,
+                }),
+                consecutive == 0,
+            )),
             Some(Head::Open { until_ms })
                 if now_ms < until_ms && until_ms <= now_ms.saturating_add(cfg.open.max_ms) =>
             {
-                Some(Admission::Denied {
-                    retry_at_ms: until_ms,
-                })
+                Some((
+                    Admission::Denied {
+                        retry_at_ms: until_ms,
+                    },
+                    false,
+                ))
             }
             _ => None,
         };
-        if let Some(admission) = admission {
+        if let Some((admission, quiet)) = admission {
             return Ok(Admitted {
                 admission,
+                quiet,
                 transition: None,
                 reset: None,
             });
@@ -147,6 +156,7 @@ pub fn admit<S: SharedStore + ?Sized>(
     }
     update(store, upstream, cfg, now_ms, |b| b.admit(cfg, now_ms)).map(|u| Admitted {
         admission: u.value,
+        quiet: u.state.is_quiet(),
         transition: u.transition,
         reset: u.reset,
     })

@@ -6,7 +6,7 @@
 use super::abi::{self, Level, Map};
 use super::{EnvoyStore, Shared};
 use crate::backoff::{fnv1a, splitmix64};
-use crate::breaker::{Step, Ticket};
+use crate::breaker::{Admission, Step, Ticket};
 use crate::classify::{self, Outcome, ResponseFacts, Verdict};
 use crate::config::WindowSpec;
 use crate::routing::{self, Decision, Why};
@@ -64,6 +64,9 @@ impl HttpContext for Stream {
             match store::admit(&EnvoyStore, &up.name, &up.breaker, now) {
                 Ok(a) => {
                     shared.report(u, a.transition.as_ref(), a.reset.as_ref());
+                    if let Admission::Admitted(t) = a.admission {
+                        shared.saw(u, t.epoch, a.quiet, now);
+                    }
                     Some(a.admission)
                 }
                 Err(e) => {
@@ -213,6 +216,7 @@ impl HttpContext for Stream {
                 .unwrap_or(0);
         }
         let verdict = classify::classify(&up.breaker.failure, up.breaker.slow_ttfb_ms, &self.facts);
+        let now = abi::now_ms();
         let holdable = shared.config.success_flush_ms > 0
             && matches!(up.breaker.window, WindowSpec::Seconds(_))
             && matches!(
@@ -228,19 +232,15 @@ impl HttpContext for Stream {
             // batch later (saves a CAS write per request). Not for count windows,
             // where a late batch would push out failures that came after it.
             Some(t)
-                if holdable
-                    && t.permit.is_none()
-                    && store::quiet_now(&EnvoyStore, &up.name, t.epoch) =>
+                if holdable && t.permit.is_none() && shared.quiet(u, &up.name, t.epoch, now) =>
             {
-                let at = routed.start_ms + self.facts.ttfb_ms.unwrap_or(0);
-                if let Some(batch) = shared.hold_success(u, t.epoch, at) {
-                    shared.write_successes(u, batch, abi::now_ms());
+                if let Some(batch) = shared.hold_success(u, t.epoch, now) {
+                    shared.write_successes(u, batch, now);
                 }
             }
             Some(t) if matches!(verdict, Verdict::Counted(_)) || t.permit.is_some() => {
                 // Anything held for this upstream goes in first, in the same update.
                 let held = shared.take_pending(u);
-                let now = abi::now_ms();
                 let seed = splitmix64(now ^ fnv1a(&up.name));
                 let result = store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| {
                     let first = held.map(|p| b.record_successes(now, p.epoch, p.count));
@@ -254,8 +254,13 @@ impl HttpContext for Stream {
                         ..step
                     }
                 });
-                if let (Err(_), Some(p)) = (&result, held) {
-                    shared.restore_pending(u, p);
+                match &result {
+                    Ok(r) => shared.saw(u, r.state.epoch, r.state.is_quiet(), now),
+                    Err(_) => {
+                        if let Some(p) = held {
+                            shared.restore_pending(u, p);
+                        }
+                    }
                 }
                 shared.report_update(u, &result);
             }

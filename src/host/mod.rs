@@ -53,6 +53,21 @@ pub struct Pending {
 /// Most successes held before a write, whatever their age.
 const MAX_PENDING: u32 = 256;
 
+/// How recent this worker's last read of a breaker must be to decide from it, without
+/// another read, that a completing success may be held (see [`Shared::quiet`]).
+const SEEN_FRESH_MS: u64 = 20;
+
+/// What this worker last read of an upstream's breaker.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seen {
+    /// Breaker epoch.
+    pub epoch: u32,
+    /// Closed with no failure streak.
+    pub quiet: bool,
+    /// When it was read.
+    pub at_ms: u64,
+}
+
 /// What every HTTP context of one configuration (in one VM) shares.
 pub struct Shared {
     /// The validated configuration.
@@ -61,6 +76,8 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Per upstream: fast successes not yet written to shared data.
     pending: RefCell<Vec<Pending>>,
+    /// Per upstream: this worker's last read of the breaker.
+    seen: RefCell<Vec<Seen>>,
     /// Per upstream: the response header value of the common case (primary, nothing
     /// skipped), built once.
     pub primary_header: Vec<String>,
@@ -115,6 +132,41 @@ impl Shared {
             .upstreams
             .get(upstream)
             .map_or("?", |u| u.name.as_str())
+    }
+
+    /// Notes what this worker just read or wrote of an upstream's breaker.
+    pub fn saw(&self, upstream: usize, epoch: u32, quiet: bool, at_ms: u64) {
+        if let Some(s) = self
+            .seen
+            .try_borrow_mut()
+            .ok()
+            .as_deref_mut()
+            .and_then(|v| v.get_mut(upstream))
+        {
+            *s = Seen {
+                epoch,
+                quiet,
+                at_ms,
+            };
+        }
+    }
+
+    /// Whether the breaker is closed in `epoch` with no failure streak now, so that a
+    /// completing fast success may be held. Under load this worker read the breaker
+    /// moments ago for another request, and that read answers; otherwise it reads
+    /// again. (A streak another worker started within the last `SEEN_FRESH_MS` can
+    /// thus miss being ended by this success.)
+    pub fn quiet(&self, upstream: usize, name: &str, epoch: u32, now_ms: u64) -> bool {
+        let seen = self
+            .seen
+            .try_borrow()
+            .ok()
+            .and_then(|v| v.get(upstream).copied())
+            .filter(|s| s.epoch == epoch && s.at_ms.saturating_add(SEEN_FRESH_MS) >= now_ms);
+        match seen {
+            Some(s) => s.quiet,
+            None => store::quiet_now(&EnvoyStore, name, epoch),
+        }
     }
 
     /// Holds one fast success; returns a batch to write now if one is due.
@@ -277,6 +329,7 @@ impl RootContext for Root {
             );
         }
         let pending = RefCell::new(vec![Pending::default(); config.upstreams.len()]);
+        let seen = RefCell::new(vec![Seen::default(); config.upstreams.len()]);
         let primary_header = config
             .upstreams
             .iter()
@@ -286,6 +339,7 @@ impl RootContext for Root {
             config,
             metrics,
             pending,
+            seen,
             primary_header,
         }));
         true
