@@ -121,9 +121,7 @@ impl Breaker {
     pub fn admit(&mut self, cfg: &BreakerConfig, now_ms: u64) -> Step<Admission> {
         let mut transition = None;
         if let Phase::Open { until_ms } = self.phase {
-            // No open period is longer than max_ms: a later end comes from corrupt
-            // bytes or a lowered max_ms, and must not strand the upstream.
-            if now_ms < until_ms && until_ms <= now_ms.saturating_add(cfg.open.max_ms) {
+            if now_ms < until_ms && open_end_plausible(cfg, self.since_ms, until_ms, now_ms) {
                 return unchanged(Admission::Denied {
                     retry_at_ms: until_ms,
                 });
@@ -339,6 +337,19 @@ impl Breaker {
             open_ms,
         }
     }
+}
+
+/// Slack for clocks of different workers (and a clock step) when judging an open
+/// period against the reader's own time.
+const CLOCK_SLACK_MS: u64 = 60_000;
+
+/// Whether an open period ending at `until_ms` can be genuine: no open period is
+/// longer than `max_ms`, so a later end comes from corrupt bytes or a lowered
+/// `max_ms`, and must not strand the upstream. Measured from when it opened, with
+/// the reader's clock only as a loose bound.
+pub fn open_end_plausible(cfg: &BreakerConfig, since_ms: u64, until_ms: u64, now_ms: u64) -> bool {
+    until_ms <= since_ms.saturating_add(cfg.open.max_ms)
+        && until_ms <= now_ms.saturating_add(cfg.open.max_ms + CLOCK_SLACK_MS)
 }
 
 fn unchanged<T>(value: T) -> Step<T> {

@@ -120,7 +120,7 @@ pub struct ResponseFacts {
     pub completed: bool,
     /// Envoy's response flags (0 when not read).
     pub flags: u64,
-    /// Time from request headers to response headers.
+    /// Time from the end of the request (headers, body or trailers) to the response headers.
     pub ttfb_ms: Option<u64>,
 }
 

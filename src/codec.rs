@@ -101,8 +101,10 @@ pub enum Head {
         /// Consecutive failures.
         consecutive: u32,
     },
-    /// Open until this time.
+    /// Open since `since_ms` until `until_ms`.
     Open {
+        /// When it opened.
+        since_ms: u64,
         /// End of the open period.
         until_ms: u64,
     },
@@ -119,12 +121,13 @@ pub fn peek(bytes: &[u8]) -> Option<Head> {
     }
     let tag = r.u8().ok()?;
     let epoch = r.u32().ok()?;
-    r.take(8).ok()?; // since_ms
+    let since_ms = r.u64().ok()?;
     let consecutive = r.u32().ok()?;
     r.take(8).ok()?; // reopens, times_opened
     let head = match tag {
         0 => Head::Closed { epoch, consecutive },
         1 => Head::Open {
+            since_ms,
             until_ms: r.u64().ok()?,
         },
         _ => return None,
@@ -367,7 +370,13 @@ mod tests {
             })
         );
         let open = sample(Phase::Open { until_ms: 99 }, WindowSpec::Calls(4));
-        assert_eq!(peek(&encode(&open)), Some(Head::Open { until_ms: 99 }));
+        assert_eq!(
+            peek(&encode(&open)),
+            Some(Head::Open {
+                since_ms: 1_700_000_000_000,
+                until_ms: 99
+            })
+        );
         let half = sample(
             Phase::HalfOpen {
                 permits: vec![],
@@ -417,8 +426,8 @@ mod tests {
                         (Head::Closed { epoch, consecutive }, Phase::Closed) => {
                             assert_eq!((epoch, consecutive), (d.epoch, d.consecutive_failures))
                         }
-                        (Head::Open { until_ms }, Phase::Open { until_ms: u }) => {
-                            assert_eq!(until_ms, u)
+                        (Head::Open { since_ms, until_ms }, Phase::Open { until_ms: u }) => {
+                            assert_eq!((since_ms, until_ms), (d.since_ms, u))
                         }
                         other => panic!("peek and decode disagree: {other:?}"),
                     }

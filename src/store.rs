@@ -133,8 +133,9 @@ pub fn admit<S: SharedStore + ?Sized>(
                 }),
                 consecutive == 0,
             )),
-            Some(Head::Open { until_ms })
-                if now_ms < until_ms && until_ms <= now_ms.saturating_add(cfg.open.max_ms) =>
+            Some(Head::Open { since_ms, until_ms })
+                if now_ms < until_ms
+                    && crate::breaker::open_end_plausible(cfg, since_ms, until_ms, now_ms) =>
             {
                 Some((
                     Admission::Denied {

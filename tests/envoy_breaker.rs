@@ -299,7 +299,8 @@ fn fail_open_sends_to_the_primary_when_all_are_open() {
         e.upstream_stat("openai", "transitions.open_to_half_open"),
         0
     );
-    // It counts as neither a failover nor a rejection for the primary it went to.
+    // Not a failover or a rejection for the primary it went to (the 1 is from the
+    // second request above, which failed over to azure).
     assert_eq!(e.upstream_stat("openai", "requests_failed_over"), 1);
     assert_eq!(e.upstream_stat("openai", "requests_rejected"), 0);
     assert_eq!(
@@ -566,12 +567,23 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
         "{}",
         e.log()
     );
-    // Bytes of the right version whose head says "open" but whose body is garbage.
+    // Bytes of the right version whose head says "open" (with a plausible end) but
+    // whose window is garbage: the fast path must not trust the head.
     a.set(Behaviour::Status(503));
     chat(&e);
     assert_served_by(&chat(&e), "azure");
     a.set(Behaviour::Ok);
-    let garbage = format!("0101{}", "ff".repeat(40));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut head = vec![1u8, 1];
+    head.extend_from_slice(&0u32.to_le_bytes()); // epoch
+    head.extend_from_slice(&now.to_le_bytes()); // since
+    head.extend_from_slice(&[0; 12]); // consecutive, reopens, times_opened
+    head.extend_from_slice(&(now + 30_000).to_le_bytes()); // until
+    head.extend_from_slice(&[0xff; 8]); // no such window kind
+    let garbage: String = head.iter().map(|b| format!("{b:02x}")).collect();
     let r = client::request(
         e.listener,
         "POST",
@@ -584,6 +596,41 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
     )
     .unwrap();
     assert_served_by(&r, "openai");
+    assert_eq!(e.upstream_stat("openai", "state_resets"), 2);
+    // A well-formed open state whose end lies beyond any possible open period (max_ms
+    // is 600 s here) is not trusted either: the upstream gets probed, not stranded.
+    a.set(Behaviour::Status(503));
+    chat(&e);
+    assert_served_by(&chat(&e), "azure");
+    a.set(Behaviour::Ok);
+    let c = llm_breaker::config::Config::parse(
+        br#"{"routes":[{"name":"r","upstreams":["openai"]}],"breaker":{"open":{"max_ms":600000}}}"#,
+    )
+    .unwrap();
+    let mut stranded = llm_breaker::breaker::Breaker::new(&c.upstreams[0].breaker, now);
+    stranded.phase = llm_breaker::breaker::Phase::Open {
+        until_ms: now + 10 * 86_400_000,
+    };
+    let hex: String = llm_breaker::codec::encode(&stranded)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let r = client::request(
+        e.listener,
+        "POST",
+        CHAT,
+        &[
+            ("x-test-corrupt", "llm_breaker.v1.openai"),
+            ("x-test-corrupt-hex", &hex),
+        ],
+        BODY.as_bytes(),
+    )
+    .unwrap();
+    assert_served_by(&r, "openai");
+    assert_eq!(
+        r.header("x-llm-breaker"),
+        Some("upstream=openai; reason=probe")
+    );
     assert_eq!(e.upstream_stat("openai", "state_resets"), 2);
     // The filter keeps working on every worker.
     for _ in 0..10 {

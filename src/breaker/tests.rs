@@ -302,3 +302,22 @@ fn an_open_period_beyond_max_ms_is_not_trusted() {
     ));
     assert_eq!(step.transition.unwrap().to, PhaseKind::HalfOpen);
 }
+
+#[test]
+fn an_open_period_written_by_a_worker_with_a_later_clock_is_trusted() {
+    // base == max: the period is exactly max_ms; another worker's clock is 1 ms ahead.
+    let c = cfg(r#","open":{"base_ms":8000,"max_ms":8000,"jitter":0}"#);
+    let mut b = Breaker::new(&c, 0);
+    for _ in 0..5 {
+        feed(&mut b, &c, 10_001, FAIL);
+    }
+    assert_eq!(b.phase, Phase::Open { until_ms: 18_001 });
+    assert!(matches!(
+        b.admit(&c, 10_000).value,
+        Admission::Denied { .. }
+    ));
+    assert!(matches!(
+        b.admit(&c, 18_000).value,
+        Admission::Denied { .. }
+    ));
+}

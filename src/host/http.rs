@@ -21,7 +21,7 @@ struct Routed {
     ticket: Option<Ticket>,
     why: Why,
     skipped: Vec<usize>,
-    /// When the request was complete (headers, or the end of its body): the
+    /// When the request was complete (headers, end of body, or trailers): the
     /// provider's time to first byte counts from here, not from a slow upload.
     start_ms: u64,
 }
@@ -163,6 +163,13 @@ impl HttpContext for Stream {
         Action::Continue
     }
 
+    fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        if let Some(r) = &mut self.routed {
+            r.start_ms = abi::now_ms();
+        }
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
         let (Some(shared), Some(routed)) = (&self.shared, &self.routed) else {
             return Action::Continue;
@@ -258,7 +265,7 @@ impl HttpContext for Stream {
                     Ok(r) => shared.saw(u, r.state.epoch, r.state.is_quiet(), now),
                     Err(_) => {
                         if let Some(p) = held {
-                            shared.restore_pending(u, p);
+                            shared.restore_pending(u, p, now);
                         }
                     }
                 }

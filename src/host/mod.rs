@@ -111,7 +111,7 @@ impl Shared {
         abi::log(
             Level::Warn,
             &format!(
-                "llm-breaker: breaker update for upstream {} dropped: {e}",
+                "llm-breaker: breaker update for upstream {} not applied: {e}",
                 self.name(upstream)
             ),
         );
@@ -200,18 +200,24 @@ impl Shared {
         (p.count > 0).then_some(p)
     }
 
-    /// Puts back a batch whose write failed, so its successes are not lost.
-    pub fn restore_pending(&self, upstream: usize, p: Pending) {
+    /// Puts back a batch whose write failed, so its successes are not lost: it is
+    /// retried one flush period from now (not on the next success), and a batch of
+    /// an older epoch than the one held is dropped (the breaker would ignore it).
+    pub fn restore_pending(&self, upstream: usize, p: Pending, now_ms: u64) {
         let Ok(mut all) = self.pending.try_borrow_mut() else {
             return;
         };
-        if let Some(slot) = all.get_mut(upstream) {
-            if slot.count == 0 || slot.epoch != p.epoch {
-                *slot = p;
-            } else {
-                slot.count = slot.count.saturating_add(p.count);
-                slot.since_ms = slot.since_ms.min(p.since_ms);
-            }
+        let Some(slot) = all.get_mut(upstream) else {
+            return;
+        };
+        if slot.count == 0 {
+            *slot = Pending {
+                since_ms: now_ms,
+                ..p
+            };
+        } else if slot.epoch == p.epoch {
+            slot.count = slot.count.saturating_add(p.count).min(MAX_PENDING);
+            slot.since_ms = now_ms;
         }
     }
 
@@ -224,7 +230,7 @@ impl Shared {
             b.record_successes(now_ms, p.epoch, p.count)
         });
         if r.is_err() {
-            self.restore_pending(upstream, p);
+            self.restore_pending(upstream, p, now_ms);
         }
         self.report_update(upstream, &r);
     }
