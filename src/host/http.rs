@@ -274,22 +274,6 @@ impl HttpContext for Stream {
             _ => {}
         }
         // Counters last, so that a visible count implies the breaker saw the outcome.
-        let Some(m) = shared.metrics.upstream(u) else {
-            return;
-        };
-        match verdict {
-            Verdict::Counted(outcome) => {
-                let counter = match outcome.failure {
-                    Some(f) => m.failures[f as usize],
-                    None => m.successes,
-                };
-                abi::increment(counter, 1);
-                if outcome.slow {
-                    abi::increment(m.slow_calls, 1);
-                }
-            }
-            Verdict::ClientError => abi::increment(m.client_errors, 1),
-            Verdict::Ignored => abi::increment(m.ignored, 1),
-        }
+        shared.metrics.outcome(u, &verdict);
     }
 }

@@ -7,7 +7,7 @@
 
 use super::abi::{self, MetricKind};
 use crate::breaker::{PhaseKind, Transition};
-use crate::classify::FailureClass;
+use crate::classify::{FailureClass, Verdict};
 use crate::config::Config;
 
 /// Metric ids of one upstream (`None` where the host refused the definition).
@@ -134,6 +134,27 @@ impl Metrics {
             abi::increment(m.transitions[i], 1);
         }
         abi::record(m.state, t.to.gauge());
+    }
+
+    /// Counts a classified outcome of one upstream.
+    pub fn outcome(&self, upstream: usize, verdict: &Verdict) {
+        let Some(m) = self.upstreams.get(upstream) else {
+            return;
+        };
+        match verdict {
+            Verdict::Counted(outcome) => {
+                let counter = match outcome.failure {
+                    Some(f) => m.failures[f as usize],
+                    None => m.successes,
+                };
+                abi::increment(counter, 1);
+                if outcome.slow {
+                    abi::increment(m.slow_calls, 1);
+                }
+            }
+            Verdict::ClientError => abi::increment(m.client_errors, 1),
+            Verdict::Ignored => abi::increment(m.ignored, 1),
+        }
     }
 
     /// The counters of one upstream.
