@@ -14,6 +14,8 @@ use std::time::Duration;
 pub enum Behaviour {
     /// 200 with a small JSON body naming the upstream.
     Ok,
+    /// 200 with a JSON completion of about this many bytes.
+    OkSized(usize),
     /// This status with a JSON error body.
     Status(u16),
     /// Wait this long, then answer 200.
@@ -188,6 +190,14 @@ fn serve(conn: TcpStream, s: &State) {
         );
         let result = match behaviour {
             Behaviour::Ok => respond(&mut out, 200, &s.name, &ok_body),
+            Behaviour::OkSized(n) => {
+                let body = format!(
+                    "{{\"upstream\":\"{}\",\"object\":\"chat.completion\",\"choices\":[{{\"message\":{{\"content\":\"{}\"}}}}]}}\n",
+                    s.name,
+                    "x".repeat(n.saturating_sub(100))
+                );
+                respond(&mut out, 200, &s.name, &body)
+            }
             Behaviour::Status(code) => {
                 let body = format!(
                     "{{\"error\":{{\"type\":\"server_error\",\"code\":{code},\"message\":\"mock {} failing\"}}}}\n",

@@ -2,13 +2,16 @@
 //! filter, and with llm-breaker on its closed path and on its failed-over path, in
 //! one run, interleaved over several rounds; prints medians and ratios.
 //!
+//! BENCH_PAYLOAD=llm sends a 4 KB chat request and answers with a 2 KB completion,
+//! closer to real LLM traffic than the default 60-byte request and 80-byte answer.
+//!
 //! Knobs (environment): BENCH_SECONDS (per slice, default 3), BENCH_ROUNDS
 //! (default 8), BENCH_CONNECTIONS (default 16), BENCH_CONCURRENCY (Envoy workers,
 //! default 1).
 
 use llm_breaker_harness::envoy::{free_port, workspace_root, Envoy, Filter, Options};
 use llm_breaker_harness::load;
-use llm_breaker_harness::upstream::MockUpstream;
+use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -42,6 +45,17 @@ fn main() {
     }
     let openai = MockUpstream::start("openai");
     let azure = MockUpstream::start("azure");
+    let llm_payload = std::env::var("BENCH_PAYLOAD").is_ok_and(|v| v == "llm");
+    let body = if llm_payload {
+        openai.set(Behaviour::OkSized(2048));
+        azure.set(Behaviour::OkSized(2048));
+        format!(
+            r#"{{"model":"gpt-4o","messages":[{{"role":"system","content":"{}"}},{{"role":"user","content":"hi"}}]}}"#,
+            "s".repeat(4000)
+        )
+    } else {
+        BODY.to_string()
+    };
     let dead: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let noop = workspace_root().join("target/wasm32-wasip1/release/llm_breaker_noop.wasm");
     assert!(
@@ -98,7 +112,8 @@ fn main() {
         .chain(extra.iter().map(|(l, f)| (l.as_str(), f.clone())))
         .collect();
     println!(
-        "Envoy --concurrency {workers}{}, {conns} keep-alive connections, {secs} s slices x {rounds} rounds, variants alternating, {cores} cores",
+        "{} payload, Envoy --concurrency {workers}{}, {conns} keep-alive connections, {secs} s slices x {rounds} rounds, variants alternating, {cores} cores",
+        if llm_payload { "LLM-sized (4 KB request, 2 KB response)" } else { "Tiny (60 B request, 80 B response)" },
         if pin { " pinned to CPU 0 (load generator and upstreams on the rest)" } else { "" }
     );
     // BENCH_ONLY=1,2 runs a subset (indices into the table), for quick experiments.
@@ -130,7 +145,7 @@ fn main() {
                     .output();
             }
             // Warm up (and, for the failed-over variant, trip the primary).
-            load::run(e.listener, PATH, BODY, conns, Duration::from_secs(2));
+            load::run(e.listener, PATH, &body, conns, Duration::from_secs(2));
             (i, e)
         })
         .collect();
@@ -138,7 +153,7 @@ fn main() {
     for round in 0..rounds {
         for (i, e) in &envoys {
             let cpu0 = e.cpu_time();
-            let mut r = load::run(e.listener, PATH, BODY, conns, Duration::from_secs(secs));
+            let mut r = load::run(e.listener, PATH, &body, conns, Duration::from_secs(secs));
             r.envoy_cpu = e.cpu_time().saturating_sub(cpu0);
             eprintln!(
                 "round {}: {:<26} {:>9.0} req/s  Envoy CPU {:>5.1} us/req  p50 {:>6.0} us  p99 {:>6.0} us  non-200 {} errors {}",
