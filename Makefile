@@ -42,7 +42,7 @@ $(WBT_RUNNER):
 	cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)
 
 ## test: lint, native unit tests, the same tests in a wasm engine, Envoy integration tests, the demo
-test: lint unit wasm-test integration demo-check
+test: lint unit wasm-test demo-check integration
 
 ## lint: rustfmt check and clippy -D warnings, native and wasm
 lint: $(TARGETS)
