@@ -657,10 +657,18 @@ fn a_success_that_completes_after_a_failure_ends_the_streak() {
         &[&a, &b],
     );
     // A slow success is admitted while the breaker is quiet...
-    a.set(Behaviour::Delay(Duration::from_millis(700)));
+    a.set(Behaviour::Delay(Duration::from_millis(1000)));
     let listener = e.listener;
     let slow = std::thread::spawn(move || client::post(listener, CHAT, BODY).unwrap());
-    sleep(Duration::from_millis(150));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.requests() == 0 && Instant::now() < deadline {
+        sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        a.requests(),
+        1,
+        "the slow request never reached the upstream"
+    );
     // ...two failures start a streak while it is in flight...
     a.set(Behaviour::Status(500));
     chat(&e);
@@ -685,7 +693,8 @@ fn half_open_admits_at_most_permitted_calls_across_workers() {
     let e = start(&config(&["openai", "azure"], breaker, ""), &[&a, &b]);
     a.set(Behaviour::Status(503));
     chat(&e);
-    a.set(Behaviour::Delay(Duration::from_millis(800)));
+    // Probes hold their permits for 2 s, longer than the eight requests take to arrive.
+    a.set(Behaviour::Delay(Duration::from_millis(2000)));
     sleep(Duration::from_millis(1200));
     // Eight at once, each on its own connection (so on both workers): two probes.
     let listener = e.listener;
