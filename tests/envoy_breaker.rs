@@ -509,7 +509,7 @@ fn held_successes_reach_the_shared_window_and_dilute_the_failure_rate() {
         assert_served_by(&chat(&e), "openai");
     }
     // Each worker writes its held successes within success_flush_ms (250 ms).
-    sleep(Duration::from_millis(600));
+    sleep(Duration::from_millis(1000));
     a.set(Behaviour::Status(500));
     for _ in 0..4 {
         assert_served_by(&chat(&e), "openai");
