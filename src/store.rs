@@ -59,7 +59,8 @@ pub struct Updated<T> {
     pub state: Breaker,
 }
 
-/// Shared-data key of an upstream's breaker.
+/// Shared-data key of an upstream's breaker (built once per configuration: the
+/// functions below take the key, so the request path doesn't format it again).
 pub fn key(upstream: &str) -> String {
     format!("llm_breaker.v{}.{upstream}", codec::VERSION)
 }
@@ -68,14 +69,13 @@ pub fn key(upstream: &str) -> String {
 /// retrying from a fresh read on CAS conflicts.
 pub fn update<S: SharedStore + ?Sized, T>(
     store: &S,
-    upstream: &str,
+    key: &str,
     cfg: &BreakerConfig,
     now_ms: u64,
     mut f: impl FnMut(&mut Breaker) -> Step<T>,
 ) -> Result<Updated<T>, UpdateError> {
-    let key = key(upstream);
     for _ in 0..MAX_ATTEMPTS {
-        let (mut state, cas, reset) = load(store, &key, cfg, now_ms)?;
+        let (mut state, cas, reset) = load(store, key, cfg, now_ms)?;
         let conformed = state.conform(cfg);
         let step = f(&mut state);
         if !(step.changed || conformed || reset.is_some() || cas.is_none()) {
@@ -86,7 +86,7 @@ pub fn update<S: SharedStore + ?Sized, T>(
                 state,
             });
         }
-        match store.set(&key, &codec::encode(&state), cas.unwrap_or(0)) {
+        match store.set(key, &codec::encode(&state), cas.unwrap_or(0)) {
             Ok(()) => {
                 return Ok(Updated {
                     value: step.value,
@@ -120,11 +120,11 @@ pub struct Admitted {
 /// encoding (one read, no decode, no write); the rest goes through [`update`].
 pub fn admit<S: SharedStore + ?Sized>(
     store: &S,
-    upstream: &str,
+    key: &str,
     cfg: &BreakerConfig,
     now_ms: u64,
 ) -> Result<Admitted, UpdateError> {
-    if let Ok(Some((bytes, _))) = store.get(&key(upstream)) {
+    if let Ok(Some((bytes, _))) = store.get(key) {
         let admission = match codec::peek(&bytes) {
             Some(Head::Closed { epoch, consecutive }) => Some((
                 Admission::Admitted(Ticket {
@@ -155,7 +155,7 @@ pub fn admit<S: SharedStore + ?Sized>(
             });
         }
     }
-    update(store, upstream, cfg, now_ms, |b| b.admit(cfg, now_ms)).map(|u| Admitted {
+    update(store, key, cfg, now_ms, |b| b.admit(cfg, now_ms)).map(|u| Admitted {
         admission: u.value,
         quiet: u.state.is_quiet(),
         transition: u.transition,
@@ -166,9 +166,9 @@ pub fn admit<S: SharedStore + ?Sized>(
 /// Whether the upstream's breaker is, right now, closed in `epoch` with no failure
 /// streak: then a fast success changes nothing but the window's call count and may
 /// be held and written later in a batch. One read, no decode.
-pub fn quiet_now<S: SharedStore + ?Sized>(store: &S, upstream: &str, epoch: u32) -> bool {
+pub fn quiet_now<S: SharedStore + ?Sized>(store: &S, key: &str, epoch: u32) -> bool {
     matches!(
-        store.get(&key(upstream)).ok().flatten().and_then(|(b, _)| codec::peek(&b)),
+        store.get(key).ok().flatten().and_then(|(b, _)| codec::peek(&b)),
         Some(Head::Closed { epoch: e, consecutive: 0 }) if e == epoch
     )
 }
@@ -176,11 +176,11 @@ pub fn quiet_now<S: SharedStore + ?Sized>(store: &S, upstream: &str, epoch: u32)
 /// Reads the upstream's state without changing it (undecodable bytes read as closed).
 pub fn peek<S: SharedStore + ?Sized>(
     store: &S,
-    upstream: &str,
+    key: &str,
     cfg: &BreakerConfig,
     now_ms: u64,
 ) -> Result<Breaker, UpdateError> {
-    load(store, &key(upstream), cfg, now_ms).map(|(s, _, _)| s)
+    load(store, key, cfg, now_ms).map(|(s, _, _)| s)
 }
 
 /// Writes a closed state for the upstream if its key does not exist yet. Run at
@@ -188,15 +188,14 @@ pub fn peek<S: SharedStore + ?Sized>(
 /// `set` on an absent key ignores the CAS token, so creation is not atomic).
 pub fn seed<S: SharedStore + ?Sized>(
     store: &S,
-    upstream: &str,
+    key: &str,
     cfg: &BreakerConfig,
     now_ms: u64,
 ) -> Result<bool, UpdateError> {
-    let key = key(upstream);
-    match store.get(&key) {
+    match store.get(key) {
         Ok(Some(_)) => Ok(false),
         Ok(None) => store
-            .set(&key, &codec::encode(&Breaker::new(cfg, now_ms)), 0)
+            .set(key, &codec::encode(&Breaker::new(cfg, now_ms)), 0)
             .map(|()| true)
             .map_err(|e| match e {
                 StoreError::CasMismatch => UpdateError::Contention,
@@ -242,16 +241,6 @@ impl MemoryStore {
     /// Overwrites a key with arbitrary bytes (to simulate corruption).
     pub fn put_raw(&self, key: &str, bytes: &[u8]) {
         let _ = self.set(key, bytes, 0);
-    }
-
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.inner.lock().map(|m| m.map.len()).unwrap_or(0)
-    }
-
-    /// Whether no key was written.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -113,19 +113,16 @@ impl Window {
     /// Adds `n` fast successes at time `now_ms`.
     pub fn record_successes(&mut self, now_ms: u64, n: u32) {
         match self {
-            Window::Time { .. } => {
-                if n == 0 {
-                    return;
-                }
-                self.record(now_ms, false, false);
-                if let Window::Time { bucket_ms, buckets } = self {
-                    let len = buckets.len() as u64;
-                    let index = now_ms / (*bucket_ms).max(1);
-                    if let Some(slot) = buckets.get_mut((index % len.max(1)) as usize) {
-                        slot.totals.calls = slot.totals.calls.saturating_add(n - 1);
-                    }
-                }
-            }
+            Window::Time { bucket_ms, buckets } => add_to_bucket(
+                *bucket_ms,
+                buckets,
+                now_ms,
+                Totals {
+                    calls: n,
+                    failures: 0,
+                    slow: 0,
+                },
+            ),
             Window::Count { capacity, .. } => {
                 // More than a full window of successes leaves only successes.
                 for _ in 0..n.min(u32::from(*capacity)) {
@@ -138,24 +135,16 @@ impl Window {
     /// Adds one outcome at time `now_ms`.
     pub fn record(&mut self, now_ms: u64, failed: bool, slow: bool) {
         match self {
-            Window::Time { bucket_ms, buckets } => {
-                let n = buckets.len() as u64;
-                if n == 0 || *bucket_ms == 0 {
-                    return;
-                }
-                let index = now_ms / *bucket_ms;
-                let slot = &mut buckets[(index % n) as usize];
-                if slot.index != index {
-                    *slot = Bucket {
-                        index,
-                        totals: Totals::default(),
-                    };
-                }
-                let t = &mut slot.totals;
-                t.calls = t.calls.saturating_add(1);
-                t.failures = t.failures.saturating_add(u32::from(failed));
-                t.slow = t.slow.saturating_add(u32::from(slow));
-            }
+            Window::Time { bucket_ms, buckets } => add_to_bucket(
+                *bucket_ms,
+                buckets,
+                now_ms,
+                Totals {
+                    calls: 1,
+                    failures: u32::from(failed),
+                    slow: u32::from(slow),
+                },
+            ),
             Window::Count {
                 capacity,
                 len,
@@ -215,6 +204,29 @@ impl Window {
             }
         }
     }
+}
+
+/// Adds `t` to the bucket of `now_ms`, starting that bucket afresh if it still
+/// holds an older period.
+fn add_to_bucket(bucket_ms: u64, buckets: &mut [Bucket], now_ms: u64, t: Totals) {
+    let n = buckets.len() as u64;
+    if n == 0 || bucket_ms == 0 || t.calls == 0 {
+        return;
+    }
+    let index = now_ms / bucket_ms;
+    let Some(slot) = buckets.get_mut((index % n) as usize) else {
+        return;
+    };
+    if slot.index != index {
+        *slot = Bucket {
+            index,
+            totals: Totals::default(),
+        };
+    }
+    let s = &mut slot.totals;
+    s.calls = s.calls.saturating_add(t.calls);
+    s.failures = s.failures.saturating_add(t.failures);
+    s.slow = s.slow.saturating_add(t.slow);
 }
 
 /// Bucket count and width of a time window of `s` seconds.

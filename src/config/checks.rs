@@ -33,48 +33,48 @@ pub(super) fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigE
     }
 }
 
-pub(super) fn check_header_name(field: &str, v: &str) -> Result<(), ConfigError> {
-    let ok = !v.is_empty()
-        && v.len() <= 128
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
+/// `v` is 1 to `max` bytes, each allowed by `ok`; else an error saying `what` it must be.
+fn check_chars(
+    field: &str,
+    v: &str,
+    max: usize,
+    ok: impl Fn(u8) -> bool,
+    what: &str,
+) -> Result<(), ConfigError> {
+    if !v.is_empty() && v.len() <= max && v.bytes().all(ok) {
         Ok(())
     } else {
-        Err(invalid(
-            field,
-            format!("must be a lowercase header name ([a-z0-9_-], 1-128 chars), got {v:?}"),
-        ))
+        Err(invalid(field, format!("must be {what}, got {v:?}")))
     }
 }
 
+pub(super) fn check_header_name(field: &str, v: &str) -> Result<(), ConfigError> {
+    check_chars(
+        field,
+        v,
+        128,
+        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_',
+        "a lowercase header name ([a-z0-9_-], 1-128 chars)",
+    )
+}
+
 pub(super) fn check_name(field: &str, v: &str) -> Result<(), ConfigError> {
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("must be 1-64 chars of [A-Za-z0-9_-], got {v:?}"),
-        ))
-    }
+    check_chars(
+        field,
+        v,
+        64,
+        |b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_',
+        "1-64 chars of [A-Za-z0-9_-]",
+    )
 }
 
 /// Upstream names end up in a header value, a shared-data key and metric names.
 pub(super) fn check_upstream_name(field: &str, v: &str) -> Result<(), ConfigError> {
-    let ok = !v.is_empty()
-        && v.len() <= 200
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.|:~+".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("must be 1-200 chars of [A-Za-z0-9-_.|:~+] (an Envoy cluster name), got {v:?}"),
-        ))
-    }
+    check_chars(
+        field,
+        v,
+        200,
+        |b| b.is_ascii_alphanumeric() || b"-_.|:~+".contains(&b),
+        "1-200 chars of [A-Za-z0-9-_.|:~+] (an Envoy cluster name)",
+    )
 }

@@ -148,11 +148,6 @@ impl Config {
             .enumerate()
             .find(|(_, r)| r.matches(path))
     }
-
-    /// Index of the upstream called `name`.
-    pub fn upstream_index(&self, name: &str) -> Option<usize> {
-        self.upstreams.iter().position(|u| u.name == name)
-    }
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ impl HttpContext for Stream {
         let now = abi::now_ms();
         let decision = routing::choose(route, now, |u| {
             let up = cfg.upstreams.get(u)?;
-            match store::admit(&EnvoyStore, &up.name, &up.breaker, now) {
+            match store::admit(&EnvoyStore, shared.key(u), &up.breaker, now) {
                 Ok(a) => {
                     shared.report(u, a.transition.as_ref(), a.reset.as_ref());
                     if let Admission::Admitted(t) = a.admission {
@@ -238,9 +238,7 @@ impl HttpContext for Stream {
             // now changes nothing but the window's call count: hold it and write a
             // batch later (saves a CAS write per request). Not for count windows,
             // where a late batch would push out failures that came after it.
-            Some(t)
-                if holdable && t.permit.is_none() && shared.quiet(u, &up.name, t.epoch, now) =>
-            {
+            Some(t) if holdable && t.permit.is_none() && shared.quiet(u, t.epoch, now) => {
                 if let Some(batch) = shared.hold_success(u, t.epoch, now) {
                     shared.write_successes(u, batch, now);
                 }
@@ -249,7 +247,7 @@ impl HttpContext for Stream {
                 // Anything held for this upstream goes in first, in the same update.
                 let held = shared.take_pending(u);
                 let seed = splitmix64(now ^ fnv1a(&up.name));
-                let result = store::update(&EnvoyStore, &up.name, &up.breaker, now, |b| {
+                let result = store::update(&EnvoyStore, shared.key(u), &up.breaker, now, |b| {
                     let first = held.map(|p| b.record_successes(now, p.epoch, p.count));
                     let step = match verdict {
                         Verdict::Counted(outcome) => b.record(&up.breaker, now, t, outcome, seed),

@@ -81,6 +81,8 @@ pub struct Shared {
     /// Per upstream: the response header value of the common case (primary, nothing
     /// skipped), built once.
     pub primary_header: Vec<String>,
+    /// Per upstream: its shared-data key, built once.
+    pub keys: Vec<String>,
 }
 
 impl Shared {
@@ -127,6 +129,11 @@ impl Shared {
         }
     }
 
+    /// The upstream's shared-data key.
+    pub fn key(&self, upstream: usize) -> &str {
+        self.keys.get(upstream).map_or("", String::as_str)
+    }
+
     fn name(&self, upstream: usize) -> &str {
         self.config
             .upstreams
@@ -156,7 +163,7 @@ impl Shared {
     /// moments ago for another request, and that read answers; otherwise it reads
     /// again. (A streak another worker started within the last `SEEN_FRESH_MS` can
     /// thus miss being ended by this success.)
-    pub fn quiet(&self, upstream: usize, name: &str, epoch: u32, now_ms: u64) -> bool {
+    pub fn quiet(&self, upstream: usize, epoch: u32, now_ms: u64) -> bool {
         let seen = self
             .seen
             .try_borrow()
@@ -165,7 +172,7 @@ impl Shared {
             .filter(|s| s.epoch == epoch && s.at_ms.saturating_add(SEEN_FRESH_MS) >= now_ms);
         match seen {
             Some(s) => s.quiet,
-            None => store::quiet_now(&EnvoyStore, name, epoch),
+            None => store::quiet_now(&EnvoyStore, self.key(upstream), epoch),
         }
     }
 
@@ -226,7 +233,7 @@ impl Shared {
         let Some(up) = self.config.upstreams.get(upstream) else {
             return;
         };
-        let r = store::update(&EnvoyStore, &up.name, &up.breaker, now_ms, |b| {
+        let r = store::update(&EnvoyStore, self.key(upstream), &up.breaker, now_ms, |b| {
             b.record_successes(now_ms, p.epoch, p.count)
         });
         if r.is_err() {
@@ -303,16 +310,21 @@ impl RootContext for Root {
         };
         let now = abi::now_ms();
         let metrics = metrics::Metrics::define(&config);
-        for (i, u) in config.upstreams.iter().enumerate() {
+        let keys: Vec<String> = config
+            .upstreams
+            .iter()
+            .map(|u| store::key(&u.name))
+            .collect();
+        for ((i, u), key) in config.upstreams.iter().enumerate().zip(&keys) {
             // Creating keys here keeps the request path away from the non-atomic
             // "create if absent"; idempotent, so the canary VM may run it too.
-            if let Err(e) = store::seed(&EnvoyStore, &u.name, &u.breaker, now) {
+            if let Err(e) = store::seed(&EnvoyStore, key, &u.breaker, now) {
                 abi::log(
                     Level::Warn,
                     &format!("llm-breaker: cannot seed shared state of {}: {e}", u.name),
                 );
             }
-            if let Ok(state) = store::peek(&EnvoyStore, &u.name, &u.breaker, now) {
+            if let Ok(state) = store::peek(&EnvoyStore, key, &u.breaker, now) {
                 abi::record(
                     metrics.upstream(i).and_then(|m| m.state),
                     state.kind().gauge(),
@@ -347,6 +359,7 @@ impl RootContext for Root {
             pending,
             seen,
             primary_header,
+            keys,
         }));
         true
     }

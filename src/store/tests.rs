@@ -19,14 +19,17 @@ const FAIL: Outcome = Outcome {
 };
 
 fn admit(s: &MemoryStore, c: &BreakerConfig, now: u64) -> Ticket {
-    match update(s, "a", c, now, |b| b.admit(c, now)).unwrap().value {
+    match update(s, &key("a"), c, now, |b| b.admit(c, now))
+        .unwrap()
+        .value
+    {
         Admission::Admitted(t) => t,
         d => panic!("{d:?}"),
     }
 }
 
 fn fail(s: &MemoryStore, c: &BreakerConfig, now: u64, t: Ticket) -> Updated<()> {
-    update(s, "a", c, now, |b| b.record(c, now, t, FAIL, 0)).unwrap()
+    update(s, &key("a"), c, now, |b| b.record(c, now, t, FAIL, 0)).unwrap()
 }
 
 #[test]
@@ -40,15 +43,15 @@ fn outcomes_accumulate_in_the_store() {
     let t = admit(&s, &c, 0);
     let u = fail(&s, &c, 0, t);
     assert_eq!(u.transition.unwrap().to, PhaseKind::Open);
-    assert_eq!(peek(&s, "a", &c, 0).unwrap().kind(), PhaseKind::Open);
+    assert_eq!(peek(&s, &key("a"), &c, 0).unwrap().kind(), PhaseKind::Open);
 }
 
 #[test]
 fn closed_admission_writes_nothing_once_the_key_exists() {
     let s = MemoryStore::default();
     let c = cfg();
-    assert!(seed(&s, "a", &c, 0).unwrap());
-    assert!(!seed(&s, "a", &c, 0).unwrap());
+    assert!(seed(&s, &key("a"), &c, 0).unwrap());
+    assert!(!seed(&s, &key("a"), &c, 0).unwrap());
     let before = s.get(&key("a")).unwrap().unwrap().1;
     admit(&s, &c, 5);
     assert_eq!(s.get(&key("a")).unwrap().unwrap().1, before);
@@ -59,11 +62,11 @@ fn corrupt_bytes_reset_to_closed_and_are_reported() {
     let s = MemoryStore::default();
     let c = cfg();
     s.put_raw(&key("a"), b"\x63garbage");
-    let u = update(&s, "a", &c, 7, |b| b.admit(&c, 7)).unwrap();
+    let u = update(&s, &key("a"), &c, 7, |b| b.admit(&c, 7)).unwrap();
     assert!(u.reset.is_some());
     assert_eq!(u.state.kind(), PhaseKind::Closed);
     // The reset was written back: the next read decodes.
-    let u = update(&s, "a", &c, 8, |b| b.admit(&c, 8)).unwrap();
+    let u = update(&s, &key("a"), &c, 8, |b| b.admit(&c, 8)).unwrap();
     assert!(u.reset.is_none());
 }
 
@@ -84,7 +87,7 @@ impl SharedStore for Racy {
             self.races.set(self.races.get() - 1);
             // The other worker wins.
             let c = self.cfg.clone();
-            update(&self.inner, "a", &c, 0, |b| {
+            update(&self.inner, key, &c, 0, |b| {
                 let t = match b.admit(&c, 0).value {
                     Admission::Admitted(t) => t,
                     _ => unreachable!(),
@@ -105,12 +108,17 @@ fn lost_cas_races_are_retried_and_no_outcome_is_lost() {
         races: std::cell::Cell::new(3),
         cfg: c.clone(),
     };
-    seed(&s.inner, "a", &c, 0).unwrap();
+    seed(&s.inner, &key("a"), &c, 0).unwrap();
     let t = admit(&s.inner, &c, 0);
-    let u = update(&s, "a", &c, 0, |b| b.record(&c, 0, t, FAIL, 0)).unwrap();
+    let u = update(&s, &key("a"), &c, 0, |b| b.record(&c, 0, t, FAIL, 0)).unwrap();
     // 3 failures by the other worker + ours.
     assert_eq!(u.state.consecutive_failures, 4);
-    assert_eq!(peek(&s.inner, "a", &c, 0).unwrap().consecutive_failures, 4);
+    assert_eq!(
+        peek(&s.inner, &key("a"), &c, 0)
+            .unwrap()
+            .consecutive_failures,
+        4
+    );
 }
 
 struct AlwaysLoses(MemoryStore);
@@ -132,7 +140,7 @@ fn the_cas_loop_is_bounded() {
         epoch: 0,
         permit: None,
     };
-    let r = update(&s, "a", &c, 0, |b| b.record(&c, 0, t, FAIL, 0));
+    let r = update(&s, &key("a"), &c, 0, |b| b.record(&c, 0, t, FAIL, 0));
     assert_eq!(r, Err(UpdateError::Contention));
 }
 
@@ -147,7 +155,7 @@ fn threads_sharing_one_store_lose_no_outcome() {
         ..c
     };
     let s = std::sync::Arc::new(MemoryStore::default());
-    seed(&*s, "a", &c, 0).unwrap();
+    seed(&*s, &key("a"), &c, 0).unwrap();
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let (s, c) = (s.clone(), c.clone());
@@ -165,33 +173,36 @@ fn threads_sharing_one_store_lose_no_outcome() {
     for h in handles {
         h.join().unwrap();
     }
-    assert_eq!(peek(&*s, "a", &c, 0).unwrap().consecutive_failures, 1000);
+    assert_eq!(
+        peek(&*s, &key("a"), &c, 0).unwrap().consecutive_failures,
+        1000
+    );
 }
 
 #[test]
 fn admit_answers_closed_from_the_head_and_others_through_the_state_machine() {
     let s = MemoryStore::default();
     let c = cfg();
-    seed(&s, "a", &c, 0).unwrap();
-    let a = super::admit(&s, "a", &c, 0).unwrap();
+    seed(&s, &key("a"), &c, 0).unwrap();
+    let a = super::admit(&s, &key("a"), &c, 0).unwrap();
     assert!(matches!(
         a.admission,
         Admission::Admitted(Ticket { permit: None, .. })
     ));
     for _ in 0..5 {
-        let t = super::admit(&s, "a", &c, 0).unwrap();
+        let t = super::admit(&s, &key("a"), &c, 0).unwrap();
         assert!(!matches!(t.admission, Admission::Denied { .. }));
         if let Admission::Admitted(t) = t.admission {
             fail(&s, &c, 0, t);
         }
     }
     assert!(matches!(
-        super::admit(&s, "a", &c, 1).unwrap().admission,
+        super::admit(&s, &key("a"), &c, 1).unwrap().admission,
         Admission::Denied { .. }
     ));
     // After the open time the next admission is a probe, through the full path.
     let later = 10 * 60 * 1000;
-    let a = super::admit(&s, "a", &c, later).unwrap();
+    let a = super::admit(&s, &key("a"), &c, later).unwrap();
     assert!(matches!(
         a.admission,
         Admission::Admitted(Ticket {
@@ -202,7 +213,7 @@ fn admit_answers_closed_from_the_head_and_others_through_the_state_machine() {
     assert_eq!(a.transition.unwrap().to, PhaseKind::HalfOpen);
     // Garbage reads as closed (and is rewritten).
     s.put_raw(&key("a"), b"junk");
-    let a = super::admit(&s, "a", &c, later).unwrap();
+    let a = super::admit(&s, &key("a"), &c, later).unwrap();
     assert!(a.reset.is_some());
 }
 
@@ -213,7 +224,7 @@ fn a_valid_looking_open_state_with_an_absurd_end_is_not_answered_from_the_head()
     let mut b = crate::breaker::Breaker::new(&c, 0);
     b.phase = crate::breaker::Phase::Open { until_ms: u64::MAX };
     s.put_raw(&key("a"), &crate::codec::encode(&b));
-    let a = super::admit(&s, "a", &c, 1000).unwrap();
+    let a = super::admit(&s, &key("a"), &c, 1000).unwrap();
     assert!(matches!(
         a.admission,
         Admission::Admitted(Ticket {
@@ -227,13 +238,13 @@ fn a_valid_looking_open_state_with_an_absurd_end_is_not_answered_from_the_head()
 fn quiet_now_is_true_only_for_a_closed_breaker_without_a_streak_in_the_same_epoch() {
     let s = MemoryStore::default();
     let c = cfg();
-    seed(&s, "a", &c, 0).unwrap();
-    assert!(quiet_now(&s, "a", 0));
-    assert!(!quiet_now(&s, "a", 1));
-    assert!(!quiet_now(&s, "missing", 0));
+    seed(&s, &key("a"), &c, 0).unwrap();
+    assert!(quiet_now(&s, &key("a"), 0));
+    assert!(!quiet_now(&s, &key("a"), 1));
+    assert!(!quiet_now(&s, &key("missing"), 0));
     let t = admit(&s, &c, 0);
     fail(&s, &c, 0, t);
-    assert!(!quiet_now(&s, "a", 0), "a failure streak");
+    assert!(!quiet_now(&s, &key("a"), 0), "a failure streak");
     s.put_raw(&key("a"), b"junk");
-    assert!(!quiet_now(&s, "a", 0));
+    assert!(!quiet_now(&s, &key("a"), 0));
 }
