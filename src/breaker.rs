@@ -200,8 +200,13 @@ impl Breaker {
                 } else {
                     0
                 };
-                let transition = self.trip_reason(cfg, now_ms).map(|reason| {
-                    let ms = open_duration_ms(&cfg.open, 0, seed);
+                let hinted = hinted_open_ms(cfg, &outcome);
+                let reason = match hinted {
+                    Some(_) => Some(Reason::RateLimitReset),
+                    None => self.trip_reason(cfg, now_ms),
+                };
+                let transition = reason.map(|reason| {
+                    let ms = hinted.unwrap_or_else(|| open_duration_ms(&cfg.open, 0, seed));
                     self.reopens = 1;
                     self.enter(
                         Phase::Open {
@@ -224,7 +229,8 @@ impl Breaker {
                     permits.retain(|&p| p != token);
                 }
                 let transition = if failed {
-                    let ms = open_duration_ms(&cfg.open, self.reopens, seed);
+                    let ms = hinted_open_ms(cfg, &outcome)
+                        .unwrap_or_else(|| open_duration_ms(&cfg.open, self.reopens, seed));
                     self.reopens = self.reopens.saturating_add(1);
                     Some(self.enter(
                         Phase::Open {
@@ -339,17 +345,33 @@ impl Breaker {
     }
 }
 
+/// The open period a rate-limited outcome asks for: the provider's reset hint,
+/// capped, when the config honours hints; `None` to follow the normal rules (no
+/// hint, a zero hint, or hints turned off).
+fn hinted_open_ms(cfg: &BreakerConfig, outcome: &Outcome) -> Option<u64> {
+    if outcome.failure != Some(crate::classify::FailureClass::RateLimited)
+        || !cfg.rate_limit.trip_on_reset_hint
+    {
+        return None;
+    }
+    outcome
+        .reset_in_ms
+        .filter(|&ms| ms > 0)
+        .map(|ms| ms.min(cfg.rate_limit.max_open_ms))
+}
+
 /// Slack for clocks of different workers (and a clock step) when judging an open
 /// period against the reader's own time.
 const CLOCK_SLACK_MS: u64 = 60_000;
 
 /// Whether an open period ending at `until_ms` can be genuine: no open period is
-/// longer than `max_ms`, so a later end comes from corrupt bytes or a lowered
-/// `max_ms`, and must not strand the upstream. Measured from when it opened, with
+/// longer than `max_ms` (or the rate-limit cap), so a later end comes from corrupt
+/// bytes or a lowered cap, and must not strand the upstream. Measured from when it opened, with
 /// the reader's clock only as a loose bound.
 pub fn open_end_plausible(cfg: &BreakerConfig, since_ms: u64, until_ms: u64, now_ms: u64) -> bool {
-    until_ms <= since_ms.saturating_add(cfg.open.max_ms)
-        && until_ms <= now_ms.saturating_add(cfg.open.max_ms + CLOCK_SLACK_MS)
+    let longest = cfg.longest_open_ms();
+    until_ms <= since_ms.saturating_add(longest)
+        && until_ms <= now_ms.saturating_add(longest + CLOCK_SLACK_MS)
 }
 
 fn unchanged<T>(value: T) -> Step<T> {

@@ -66,16 +66,22 @@ pub enum FailureClass {
     Reset = 3,
     /// Envoy's upstream timeout fired.
     Timeout = 4,
+    /// An error inside a 200 response (SSE error event, JSON error body).
+    InBandError = 5,
+    /// An SSE stream that ended without its terminal event.
+    StreamTruncated = 6,
 }
 
 impl FailureClass {
     /// All classes, in metric order.
-    pub const ALL: [FailureClass; 5] = [
+    pub const ALL: [FailureClass; 7] = [
         FailureClass::Status,
         FailureClass::RateLimited,
         FailureClass::ConnectFailure,
         FailureClass::Reset,
         FailureClass::Timeout,
+        FailureClass::InBandError,
+        FailureClass::StreamTruncated,
     ];
 
     /// Name used in metrics and logs.
@@ -86,6 +92,8 @@ impl FailureClass {
             FailureClass::ConnectFailure => "connect_failure",
             FailureClass::Reset => "reset",
             FailureClass::Timeout => "timeout",
+            FailureClass::InBandError => "in_band_error",
+            FailureClass::StreamTruncated => "stream_truncated",
         }
     }
 }
@@ -97,6 +105,9 @@ pub struct Outcome {
     pub failure: Option<FailureClass>,
     /// The first byte came later than the slow-call threshold.
     pub slow: bool,
+    /// For a rate-limited failure: when the provider said the limit resets (ms from
+    /// the response).
+    pub reset_in_ms: Option<u64>,
 }
 
 /// What a finished request means for its upstream.
@@ -104,8 +115,9 @@ pub struct Outcome {
 pub enum Verdict {
     /// Counts in the breaker.
     Counted(Outcome),
-    /// The client's own 4xx: never a provider failure, but shown in metrics.
-    ClientError,
+    /// The client's own 4xx (the status): never a provider failure, but shown in
+    /// metrics.
+    ClientError(u16),
     /// Says nothing about the provider (client went away, Envoy's own limit, a
     /// failure class that is turned off).
     Ignored,
@@ -120,8 +132,22 @@ pub struct ResponseFacts {
     pub completed: bool,
     /// Envoy's response flags (0 when not read).
     pub flags: u64,
-    /// Time from the end of the request (headers, body or trailers) to the response headers.
+    /// Time from the end of the request (headers, body or trailers) to the first
+    /// response byte.
     pub ttfb_ms: Option<u64>,
+    /// What scanning the response body found, if it found anything.
+    pub in_band: Option<InBandFinding>,
+    /// For a rate-limited status: the provider's reset hint in ms.
+    pub reset_in_ms: Option<u64>,
+}
+
+/// A provider failure found inside a response that looked successful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InBandFinding {
+    /// An error event or error object in the body.
+    Error,
+    /// An event stream that ended without its terminal event.
+    Truncated,
 }
 
 /// Whether the classification needs Envoy's response flags (a host call); for a
@@ -149,10 +175,7 @@ pub fn classify(policy: &FailurePolicy, slow_ttfb_ms: u64, facts: &ResponseFacts
     };
     if let Some((class, enabled)) = class {
         return if enabled {
-            Verdict::Counted(Outcome {
-                failure: Some(class),
-                slow,
-            })
+            failure(class, slow)
         } else {
             Verdict::Ignored
         };
@@ -160,14 +183,27 @@ pub fn classify(policy: &FailurePolicy, slow_ttfb_ms: u64, facts: &ResponseFacts
     let Some(status) = facts.status else {
         return Verdict::Ignored;
     };
-    if policy.status.contains(&status) {
+    if policy.status.contains(&status) || policy.client_errors_as_failures.contains(&status) {
         return failure(FailureClass::Status, slow);
     }
     if policy.rate_limited.contains(&status) {
-        return failure(FailureClass::RateLimited, slow);
+        return Verdict::Counted(Outcome {
+            failure: Some(FailureClass::RateLimited),
+            slow,
+            reset_in_ms: facts.reset_in_ms,
+        });
     }
     if (400..500).contains(&status) {
-        return Verdict::ClientError;
+        return Verdict::ClientError(status);
+    }
+    match facts.in_band {
+        Some(InBandFinding::Error) if policy.in_band_error => {
+            return failure(FailureClass::InBandError, slow)
+        }
+        Some(InBandFinding::Truncated) if policy.stream_truncated && facts.completed => {
+            return failure(FailureClass::StreamTruncated, slow)
+        }
+        _ => {}
     }
     if !facts.completed {
         // Cut short without an upstream flag: the client left, or Envoy reset it.
@@ -180,6 +216,7 @@ pub fn classify(policy: &FailurePolicy, slow_ttfb_ms: u64, facts: &ResponseFacts
     Verdict::Counted(Outcome {
         failure: None,
         slow,
+        reset_in_ms: None,
     })
 }
 
@@ -187,6 +224,7 @@ fn failure(class: FailureClass, slow: bool) -> Verdict {
     Verdict::Counted(Outcome {
         failure: Some(class),
         slow,
+        reset_in_ms: None,
     })
 }
 
@@ -204,6 +242,9 @@ mod tests {
             connect_failure: true,
             reset: true,
             timeout: true,
+            in_band_error: true,
+            stream_truncated: true,
+            client_errors_as_failures: vec![],
         }
     }
 
@@ -213,6 +254,8 @@ mod tests {
             completed,
             flags,
             ttfb_ms: Some(10),
+            in_band: None,
+            reset_in_ms: None,
         }
     }
 
@@ -220,12 +263,14 @@ mod tests {
         Verdict::Counted(Outcome {
             failure: Some(c),
             slow: false,
+            reset_in_ms: None,
         })
     }
 
     const OK: Verdict = Verdict::Counted(Outcome {
         failure: None,
         slow: false,
+        reset_in_ms: None,
     });
 
     #[test]
@@ -248,11 +293,11 @@ mod tests {
             (Some(503), true, UPSTREAM_OVERFLOW, Verdict::Ignored),
             (Some(429), true, RATE_LIMITED, Verdict::Ignored),
             // The client's own errors.
-            (Some(400), true, 0, Verdict::ClientError),
-            (Some(401), true, 0, Verdict::ClientError),
-            (Some(404), true, 0, Verdict::ClientError),
-            (Some(413), true, 0, Verdict::ClientError),
-            (Some(422), true, 0, Verdict::ClientError),
+            (Some(400), true, 0, Verdict::ClientError(400)),
+            (Some(401), true, 0, Verdict::ClientError(401)),
+            (Some(404), true, 0, Verdict::ClientError(404)),
+            (Some(413), true, 0, Verdict::ClientError(413)),
+            (Some(422), true, 0, Verdict::ClientError(422)),
             // A stream that dies after the headers.
             (Some(200), false, UPSTREAM_RESET, fail(Reset)),
             (Some(200), false, UPSTREAM_TERMINATION, fail(Reset)),
@@ -299,7 +344,8 @@ mod tests {
             classify(&policy(), 1000, &f),
             Verdict::Counted(Outcome {
                 failure: None,
-                slow: true
+                slow: true,
+                reset_in_ms: None,
             })
         );
         f.ttfb_ms = Some(1000);
@@ -321,5 +367,63 @@ mod tests {
         assert!(needs_flags(Some(503), true));
         assert!(needs_flags(Some(200), false));
         assert!(needs_flags(None, false));
+    }
+
+    #[test]
+    fn in_band_findings_count_only_on_otherwise_good_responses() {
+        let mut f = facts(Some(200), true, 0);
+        f.in_band = Some(InBandFinding::Error);
+        assert_eq!(classify(&policy(), 1000, &f), fail(FailureClass::InBandError));
+        f.in_band = Some(InBandFinding::Truncated);
+        assert_eq!(
+            classify(&policy(), 1000, &f),
+            fail(FailureClass::StreamTruncated)
+        );
+        // A stream cut by the upstream is a reset, whatever the body said so far.
+        let mut cut = facts(Some(200), false, UPSTREAM_RESET);
+        cut.in_band = Some(InBandFinding::Truncated);
+        assert_eq!(classify(&policy(), 1000, &cut), fail(FailureClass::Reset));
+        // Turned off: a plain success.
+        let off = FailurePolicy {
+            in_band_error: false,
+            stream_truncated: false,
+            ..policy()
+        };
+        f.in_band = Some(InBandFinding::Error);
+        assert_eq!(classify(&off, 1000, &f), OK);
+        // A client error stays a client error.
+        let mut bad = facts(Some(400), true, 0);
+        bad.in_band = Some(InBandFinding::Error);
+        assert_eq!(classify(&policy(), 1000, &bad), Verdict::ClientError(400));
+    }
+
+    #[test]
+    fn chosen_client_errors_count_as_failures() {
+        let p = FailurePolicy {
+            client_errors_as_failures: vec![403],
+            ..policy()
+        };
+        assert_eq!(
+            classify(&p, 1000, &facts(Some(403), true, 0)),
+            fail(FailureClass::Status)
+        );
+        assert_eq!(
+            classify(&p, 1000, &facts(Some(401), true, 0)),
+            Verdict::ClientError(401)
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_carries_its_reset_hint() {
+        let mut f = facts(Some(429), true, 0);
+        f.reset_in_ms = Some(2000);
+        assert_eq!(
+            classify(&policy(), 1000, &f),
+            Verdict::Counted(Outcome {
+                failure: Some(FailureClass::RateLimited),
+                slow: false,
+                reset_in_ms: Some(2000),
+            })
+        );
     }
 }

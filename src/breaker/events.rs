@@ -41,6 +41,8 @@ pub enum Reason {
     FailureRate,
     /// Slow-call rate over the window reached its threshold.
     SlowCallRate,
+    /// The provider rate-limited and said when the limit resets.
+    RateLimitReset,
     /// The open period passed.
     OpenElapsed,
     /// A half-open probe failed.
@@ -56,6 +58,7 @@ impl Reason {
             Reason::ConsecutiveFailures => "consecutive_failures",
             Reason::FailureRate => "failure_rate",
             Reason::SlowCallRate => "slow_call_rate",
+            Reason::RateLimitReset => "rate_limit_reset",
             Reason::OpenElapsed => "open_elapsed",
             Reason::ProbeFailed => "probe_failed",
             Reason::ProbesSucceeded => "probes_succeeded",

@@ -17,14 +17,17 @@ fn cfg(extra: &str) -> BreakerConfig {
 const OK: Outcome = Outcome {
     failure: None,
     slow: false,
+    reset_in_ms: None,
 };
 const FAIL: Outcome = Outcome {
     failure: Some(FailureClass::Status),
     slow: false,
+    reset_in_ms: None,
 };
 const SLOW: Outcome = Outcome {
     failure: None,
     slow: true,
+    reset_in_ms: None,
 };
 
 fn ticket(b: &mut Breaker, c: &BreakerConfig, now: u64) -> Ticket {
@@ -320,4 +323,68 @@ fn an_open_period_written_by_a_worker_with_a_later_clock_is_trusted() {
         b.admit(&c, 18_000).value,
         Admission::Denied { .. }
     ));
+}
+
+fn rate_limited(reset_in_ms: Option<u64>) -> Outcome {
+    Outcome {
+        failure: Some(FailureClass::RateLimited),
+        slow: false,
+        reset_in_ms,
+    }
+}
+
+fn open_until(b: &Breaker) -> u64 {
+    match b.phase {
+        Phase::Open { until_ms } => until_ms,
+        ref p => panic!("expected open, got {p:?}"),
+    }
+}
+
+#[test]
+fn a_rate_limit_with_a_reset_hint_opens_at_once_for_exactly_that_long() {
+    let c = cfg("");
+    let mut b = Breaker::new(&c, 0);
+    let t = feed(&mut b, &c, 100, rate_limited(Some(2000))).expect("trips");
+    assert_eq!(t.reason, Reason::RateLimitReset);
+    assert_eq!(t.open_ms, Some(2000));
+    assert_eq!(open_until(&b), 2100);
+    // Exactly: denied just before, half-open at the end.
+    assert!(matches!(b.admit(&c, 2099).value, Admission::Denied { .. }));
+    assert!(matches!(b.admit(&c, 2100).value, Admission::Admitted(_)));
+}
+
+#[test]
+fn a_reset_hint_is_capped_by_max_open_ms_and_trusted_beyond_open_max() {
+    // open.max_ms is 8000 here; the rate-limit cap is higher and still trusted.
+    let c = cfg(r#","rate_limit":{"max_open_ms":20000}"#);
+    let mut b = Breaker::new(&c, 0);
+    feed(&mut b, &c, 0, rate_limited(Some(600_000)));
+    assert_eq!(open_until(&b), 20_000);
+    assert!(matches!(b.admit(&c, 19_999).value, Admission::Denied { .. }));
+}
+
+#[test]
+fn rate_limits_without_a_hint_or_with_hints_off_count_like_other_failures() {
+    for (extra, hint) in [("", None), ("", Some(0)), (r#","rate_limit":{"trip_on_reset_hint":false}"#, Some(2000))] {
+        let c = cfg(extra);
+        let mut b = Breaker::new(&c, 0);
+        for i in 0..4 {
+            assert_eq!(feed(&mut b, &c, i, rate_limited(hint)), None, "{extra} {hint:?}");
+        }
+        let t = feed(&mut b, &c, 4, rate_limited(hint)).expect("fifth trips");
+        assert_eq!(t.reason, Reason::ConsecutiveFailures);
+        assert_eq!(open_until(&b), 1004, "backoff schedule, not the hint");
+    }
+}
+
+#[test]
+fn a_probe_rate_limited_with_a_hint_reopens_for_the_hint() {
+    let c = cfg("");
+    let mut b = tripped(&c);
+    let now = open_until(&b);
+    let t = ticket(&mut b, &c, now);
+    let step = b.record(&c, now, t, rate_limited(Some(1500)), 1);
+    let tr = step.transition.expect("re-opens");
+    assert_eq!(tr.reason, Reason::ProbeFailed);
+    assert_eq!(open_until(&b), now + 1500);
 }

@@ -22,6 +22,8 @@ pub struct Config {
     pub success_flush_ms: u64,
     /// Every upstream named by some route, each with its effective breaker settings.
     pub upstreams: Vec<Upstream>,
+    /// Bytes of a response body parsed for in-band errors.
+    pub max_scan_bytes: usize,
 }
 
 /// A validated route.
@@ -85,6 +87,28 @@ pub struct BreakerConfig {
     pub half_open: HalfOpenPolicy,
     /// What counts as a failure.
     pub failure: FailurePolicy,
+    /// Rate limits with a reset hint.
+    pub rate_limit: RateLimitPolicy,
+}
+
+impl BreakerConfig {
+    /// The longest open period this breaker can set (backoff or reset hint).
+    pub fn longest_open_ms(&self) -> u64 {
+        if self.rate_limit.trip_on_reset_hint {
+            self.open.max_ms.max(self.rate_limit.max_open_ms)
+        } else {
+            self.open.max_ms
+        }
+    }
+}
+
+/// What a rate-limited response with a reset hint does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitPolicy {
+    /// Open at once for the hinted time (capped), instead of counting.
+    pub trip_on_reset_hint: bool,
+    /// Cap on a hinted open period, in ms.
+    pub max_open_ms: u64,
 }
 
 /// Shape of the sliding window.
@@ -133,6 +157,19 @@ pub struct FailurePolicy {
     pub reset: bool,
     /// Count upstream timeouts.
     pub timeout: bool,
+    /// Count in-band errors in 200 responses.
+    pub in_band_error: bool,
+    /// Count SSE streams that end without their terminal event.
+    pub stream_truncated: bool,
+    /// Client 4xx statuses that count as `status` failures after all.
+    pub client_errors_as_failures: Vec<u16>,
+}
+
+impl FailurePolicy {
+    /// Whether response bodies need scanning for this policy.
+    pub fn scans_bodies(&self) -> bool {
+        self.in_band_error || self.stream_truncated
+    }
 }
 
 impl Config {

@@ -28,6 +28,31 @@ pub struct RawConfig {
     /// Per-upstream overrides.
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
+    /// In-band error detection on response bodies.
+    #[serde(default)]
+    pub in_band: RawInBand,
+}
+
+/// How much of each response body the filter scans for in-band errors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInBand {
+    /// Bytes of one response body parsed for error events; past it only the last
+    /// bytes of each chunk are looked at (for the stream's terminal event).
+    #[serde(default = "default_max_scan_bytes")]
+    pub max_scan_bytes: u64,
+}
+
+impl Default for RawInBand {
+    fn default() -> Self {
+        Self {
+            max_scan_bytes: default_max_scan_bytes(),
+        }
+    }
+}
+
+fn default_max_scan_bytes() -> u64 {
+    65_536
 }
 
 fn default_route_header() -> String {
@@ -110,6 +135,31 @@ pub struct RawBreaker {
     /// What counts as a failure.
     #[serde(default)]
     pub failure: RawFailure,
+    /// Rate limits that say when they reset.
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+}
+
+/// Rate-limit handling.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// A rate-limited response that says when the limit resets opens the breaker at
+    /// once, for exactly that long; false counts it like any other failure.
+    #[serde(default = "yes")]
+    pub trip_on_reset_hint: bool,
+    /// Cap on an open period taken from a provider's reset hint.
+    #[serde(default = "default_max_ms")]
+    pub max_open_ms: u64,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self {
+            trip_on_reset_hint: true,
+            max_open_ms: default_max_ms(),
+        }
+    }
 }
 
 fn default_consecutive() -> u32 {
@@ -298,6 +348,18 @@ pub struct RawFailure {
     /// Count upstream timeouts (flag UT).
     #[serde(default = "yes")]
     pub timeout: bool,
+    /// Count an error inside a 200 response: an SSE error event, a `data:` error
+    /// object, a JSON body that is an error object.
+    #[serde(default = "yes")]
+    pub in_band_error: bool,
+    /// Count an SSE stream that ends without its terminal event (`[DONE]`,
+    /// `message_stop`).
+    #[serde(default = "yes")]
+    pub stream_truncated: bool,
+    /// Client 4xx statuses that count as provider failures after all (for example
+    /// 403 from a provider that disabled the key). Empty by default.
+    #[serde(default)]
+    pub client_errors_as_failures: Vec<u16>,
 }
 
 impl Default for RawFailure {
@@ -308,6 +370,9 @@ impl Default for RawFailure {
             connect_failure: true,
             reset: true,
             timeout: true,
+            in_band_error: true,
+            stream_truncated: true,
+            client_errors_as_failures: Vec::new(),
         }
     }
 }

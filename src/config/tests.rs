@@ -192,6 +192,22 @@ fn invalid_configs_name_the_field() {
             format!(r#"{{{route},"response_header":"x-llm-breaker-upstream"}}"#),
             "`response_header`: must differ",
         ),
+        (
+            format!(r#"{{{route},"breaker":{{"failure":{{"client_errors_as_failures":[503]}}}}}}"#),
+            "`breaker.failure.client_errors_as_failures[0]`: must be a 4xx status, got 503",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"rate_limit":{{"max_open_ms":0}}}}}}"#),
+            "`breaker.rate_limit.max_open_ms`: must be between 1 and 86400000, got 0",
+        ),
+        (
+            format!(r#"{{{route},"breaker":{{"rate_limit":{{"trip":true}}}}}}"#),
+            "`breaker.rate_limit.trip`: unknown field `trip`",
+        ),
+        (
+            format!(r#"{{{route},"in_band":{{"max_scan_bytes":99999999999}}}}"#),
+            "`in_band.max_scan_bytes`: must be between 0 and 16777216",
+        ),
     ];
     for (json, want) in cases {
         let err = Config::parse(json.as_bytes()).expect_err(&json).to_string();

@@ -6,7 +6,8 @@ use super::checks::{
 };
 use super::raw::{RawBreaker, RawConfig};
 use super::{
-    BreakerConfig, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, Route, Upstream, WindowSpec,
+    BreakerConfig, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, RateLimitPolicy, Route, Upstream,
+    WindowSpec,
 };
 use std::fmt;
 
@@ -103,6 +104,12 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     };
 
     range("success_flush_ms", raw.success_flush_ms, 0, 10_000)?;
+    range(
+        "in_band.max_scan_bytes",
+        raw.in_band.max_scan_bytes,
+        0,
+        16 * 1024 * 1024,
+    )?;
     let global = object_or_empty(raw.breaker, "breaker")?;
     // Type the global block on its own first, so its errors name `breaker.*`.
     breaker_config(global.clone(), "breaker")?;
@@ -191,6 +198,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         routes,
         success_flush_ms: raw.success_flush_ms,
         upstreams,
+        max_scan_bytes: usize::try_from(raw.in_band.max_scan_bytes).unwrap_or(usize::MAX),
     })
 }
 
@@ -346,6 +354,20 @@ fn breaker_config(v: serde_json::Value, at: &str) -> Result<BreakerConfig, Confi
             }
         }
     }
+    for (i, s) in f.client_errors_as_failures.iter().enumerate() {
+        if !(400..500).contains(s) {
+            return Err(invalid(
+                format!("{at}.failure.client_errors_as_failures[{i}]"),
+                format!("must be a 4xx status, got {s}"),
+            ));
+        }
+    }
+    range(
+        &format!("{at}.rate_limit.max_open_ms"),
+        b.rate_limit.max_open_ms,
+        1,
+        86_400_000,
+    )?;
     if let Some(s) = f.status.iter().find(|s| f.rate_limited.contains(s)) {
         return Err(invalid(
             format!("{at}.failure.rate_limited"),
@@ -376,6 +398,13 @@ fn breaker_config(v: serde_json::Value, at: &str) -> Result<BreakerConfig, Confi
             connect_failure: f.connect_failure,
             reset: f.reset,
             timeout: f.timeout,
+            in_band_error: f.in_band_error,
+            stream_truncated: f.stream_truncated,
+            client_errors_as_failures: f.client_errors_as_failures.clone(),
+        },
+        rate_limit: RateLimitPolicy {
+            trip_on_reset_hint: b.rate_limit.trip_on_reset_hint,
+            max_open_ms: b.rate_limit.max_open_ms,
         },
     })
 }

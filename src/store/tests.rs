@@ -16,6 +16,7 @@ fn cfg() -> BreakerConfig {
 const FAIL: Outcome = Outcome {
     failure: Some(FailureClass::Status),
     slow: false,
+    reset_in_ms: None,
 };
 
 fn admit(s: &MemoryStore, c: &BreakerConfig, now: u64) -> Ticket {
