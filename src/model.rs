@@ -8,6 +8,7 @@
 use std::fmt;
 
 mod pattern;
+mod plain;
 mod scan;
 
 pub use pattern::ModelPattern;

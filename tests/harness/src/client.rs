@@ -1,6 +1,8 @@
-//! A minimal blocking HTTP/1.1 client (one request per connection) for tests.
+//! A minimal blocking HTTP/1.1 client (one request per connection) for tests:
+//! whole responses ([`request`]) or bodies read chunk by chunk as they arrive
+//! ([`open`]), which is how a test sees a stream stall or get cut.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -60,6 +62,116 @@ pub fn request(
     read_response(&mut r)
 }
 
+/// Sends one request and reads only the status and headers; the body is then read
+/// with [`StreamingResponse::next_chunk`].
+pub fn open(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<StreamingResponse> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let _ = s.set_nodelay(true);
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut reader = BufReader::new(s);
+    let (status, headers) = read_head(&mut reader)?;
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    Ok(StreamingResponse {
+        status,
+        headers,
+        reader,
+        chunked,
+        done: false,
+    })
+}
+
+/// A response whose body is read as it arrives.
+#[derive(Debug)]
+pub struct StreamingResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    reader: BufReader<TcpStream>,
+    chunked: bool,
+    done: bool,
+}
+
+impl StreamingResponse {
+    /// First value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// How long [`Self::next_chunk`] may wait (30 s by default).
+    pub fn set_read_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.reader.get_ref().set_read_timeout(Some(d))
+    }
+
+    /// The next piece of body: one chunk of a chunked body, or whatever arrived of
+    /// another. `Ok(None)` once the body ended properly (terminating chunk, or EOF
+    /// for a body that is not chunked). An `UnexpectedEof` error means the
+    /// connection closed mid-body; `WouldBlock`/`TimedOut` means nothing arrived in
+    /// time.
+    pub fn next_chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if self.done {
+            return Ok(None);
+        }
+        if !self.chunked {
+            let mut buf = vec![0; 16 * 1024];
+            let n = self.reader.read(&mut buf)?;
+            buf.truncate(n);
+            self.done = n == 0;
+            return Ok((n > 0).then_some(buf));
+        }
+        let mut size = String::new();
+        if self.reader.read_line(&mut size)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| bad("bad chunk size"))?;
+        if n == 0 {
+            let mut end = String::new();
+            self.reader.read_line(&mut end)?;
+            self.done = true;
+            return Ok(None);
+        }
+        let mut chunk = vec![0; n + 2];
+        self.reader.read_exact(&mut chunk)?;
+        chunk.truncate(n);
+        Ok(Some(chunk))
+    }
+
+    /// Reads chunks until the body ends or fails: the chunks received, and how it
+    /// ended (`Ok` for a proper end).
+    pub fn read_all(&mut self) -> (Vec<Vec<u8>>, std::io::Result<()>) {
+        let mut chunks = Vec::new();
+        loop {
+            match self.next_chunk() {
+                Ok(Some(c)) => chunks.push(c),
+                Ok(None) => return (chunks, Ok(())),
+                Err(e) => return (chunks, Err(e)),
+            }
+        }
+    }
+}
+
 /// GET shortcut.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     request(addr, "GET", path, &[], b"")
@@ -76,9 +188,8 @@ pub fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<Respons
     )
 }
 
-/// Reads one response from a buffered stream.
-pub fn read_response<R: BufRead>(r: &mut R) -> std::io::Result<Response> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+/// Reads a status line and headers (names lowercased).
+fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<(u16, Vec<(String, String)>)> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let status: u16 = line
@@ -100,6 +211,16 @@ pub fn read_response<R: BufRead>(r: &mut R) -> std::io::Result<Response> {
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
+    Ok((status, headers))
+}
+
+fn bad(m: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string())
+}
+
+/// Reads one response from a buffered stream.
+pub fn read_response<R: BufRead>(r: &mut R) -> std::io::Result<Response> {
+    let (status, headers) = read_head(r)?;
     let find = |n: &str| {
         headers
             .iter()

@@ -1,8 +1,11 @@
-//! Test support for llm-breaker: a controllable mock upstream, a minimal HTTP
-//! client, and a guard that runs the real Envoy with the built filter. Used by the
-//! integration tests in `tests/`, the demo and the benchmark.
+//! Test support for llm-breaker: a mock LLM provider that fails like the real ones,
+//! a minimal HTTP client, SSE and JSON helpers, a guard that runs the real Envoy
+//! with the built filter, and a load generator. Used by the integration tests in
+//! `tests/`, the demo, the benchmark and the docker-compose harness.
 
 pub mod client;
 pub mod envoy;
+pub mod json;
 pub mod load;
+pub mod sse;
 pub mod upstream;

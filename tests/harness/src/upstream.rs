@@ -1,69 +1,78 @@
-//! A controllable HTTP/1.1 upstream on loopback: answers every request according to
-//! its current [`Behaviour`], counts what it received, and can be switched at run
-//! time from the test (or over HTTP at `/_mock/set?mode=...` for the demo).
+//! A mock LLM provider that fails like the real ones: an HTTP/1.1 server on
+//! loopback that answers OpenAI `POST /v1/chat/completions` and Anthropic
+//! `POST /v1/messages` (JSON, or SSE when the body says `"stream": true`), echoing
+//! the request's `model`, according to a [`Behaviour`] switched at run time. It
+//! counts what it received (per path, per model, and the last request in full).
+//! Each provider a test needs is its own [`MockUpstream`] on its own port.
+//!
+//! Any other path gets a small generic JSON body (`{"upstream":NAME,…}`); every
+//! answer carries `x-upstream: NAME`.
+//!
+//! # Control endpoints (not counted as traffic)
+//!
+//! - `GET|POST /_mock/set?QUERY` (or the query as a POST body): switch behaviour;
+//!   answers `200` with the resulting behaviour, or `400` naming the bad key.
+//! - `GET /_mock/stats`: `{"name","behaviour","total","paths":{path:n},
+//!   "models":{model:n},"last":{"method","path","model","content_length",
+//!   "transfer_encoding","body_len"}|null}`.
+//! - `GET /_mock/reset`: healthy again, no chunk delay, counts cleared.
+//!
+//! # Control query
+//!
+//! | query | behaviour |
+//! |---|---|
+//! | `mode=ok` | [`Behaviour::Ok`] |
+//! | `mode=sized&bytes=2048` | [`Behaviour::OkSized`] |
+//! | `mode=status&status=529` | [`Behaviour::Status`], provider's error body |
+//! | `mode=ratelimit&form=F&seconds=2` (or `ms=1500`; `status=429` default) | [`Behaviour::RateLimited`]; `F` is `retry-after` (default), `http-date`, `retry-after-ms`, `openai`, `anthropic`, `garbage` or `none` |
+//! | `mode=json-error[&status=529]` | [`Behaviour::JsonError`]: 200 with an error object |
+//! | `mode=delay&ms=500` | [`Behaviour::Delay`] |
+//! | `mode=close`, `mode=hang`, `mode=cut` | [`Behaviour::Close`], [`Behaviour::Hang`], [`Behaviour::CutMidBody`] |
+//! | `mode=sse-error&chunks=3` | [`Behaviour::SseError`] |
+//! | `mode=sse-cut&chunks=2` | [`Behaviour::SseCut`] |
+//! | `mode=sse-no-terminal&chunks=2` | [`Behaviour::SseNoTerminal`] |
+//! | `mode=sse-stall&chunks=1` | [`Behaviour::SseStall`] |
+//! | `mode=fail-every&n=2&status=503` (or `fail=MODE` plus that mode's keys) | [`Behaviour::FailEvery`] |
+//! | `mode=sequence&steps=ok,503,sse-cut;chunks=1,ratelimit;form=openai` | [`Behaviour::Sequence`]: a step is a status or a mode with `;`-separated keys |
+//!
+//! `chunks` defaults to 2 and counts content events; each provider's opening
+//! events (OpenAI's role chunk; Anthropic's `message_start`, `content_block_start`,
+//! `ping`) come first. The `sse-*` modes stream whatever the request asked for.
+//! Two keys combine with any mode: `model=NAME` scopes the behaviour to requests
+//! whose body names that model (others keep theirs: [`Behaviour::ByModel`]), and
+//! `chunk_ms=N` pauses N ms between SSE events (also valid alone). Values may be
+//! percent-encoded. Unknown keys are rejected.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::Duration;
+mod behaviour;
+mod clock;
+mod control;
+mod http;
+mod provider;
+mod server;
+mod stats;
+mod stream;
+#[cfg(test)]
+mod tests;
 
-/// How the upstream answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Behaviour {
-    /// 200 with a small JSON body naming the upstream.
-    Ok,
-    /// 200 with a JSON completion of about this many bytes.
-    OkSized(usize),
-    /// This status with a JSON error body.
-    Status(u16),
-    /// Wait this long, then answer 200.
-    Delay(Duration),
-    /// Read the request, then close the connection without answering.
-    Close,
-    /// Read the request and never answer (until the client gives up).
-    Hang,
-    /// Send 200 headers and part of the body, then close the connection.
-    CutMidBody,
-}
+pub use behaviour::{Behaviour, ResetForm};
+pub use clock::{http_date, openai_duration, rfc3339};
+pub use control::Control;
+pub use http::RecordedRequest;
+pub use provider::Provider;
 
-impl Behaviour {
-    /// Parses the control endpoint's query (`mode=ok|status|delay|close|hang|cut`,
-    /// `status=N`, `ms=N`).
-    pub fn from_query(q: &str) -> Option<Behaviour> {
-        let get = |k: &str| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(key, _)| *key == k)
-                .map(|(_, v)| v.to_string())
-        };
-        match get("mode")?.as_str() {
-            "ok" => Some(Behaviour::Ok),
-            "status" => Some(Behaviour::Status(get("status")?.parse().ok()?)),
-            "delay" => Some(Behaviour::Delay(Duration::from_millis(
-                get("ms")?.parse().ok()?,
-            ))),
-            "close" => Some(Behaviour::Close),
-            "hang" => Some(Behaviour::Hang),
-            "cut" => Some(Behaviour::CutMidBody),
-            _ => None,
-        }
-    }
-}
+use server::{lock, State};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-struct State {
-    name: String,
-    behaviour: Mutex<Behaviour>,
-    requests: AtomicUsize,
-    stop: AtomicBool,
-    last_headers: Mutex<Vec<(String, String)>>,
-}
-
-/// A running mock upstream. Stops accepting when dropped.
+/// A running mock upstream. Stops accepting, and shuts down every open
+/// connection, when dropped.
 pub struct MockUpstream {
     addr: SocketAddr,
     state: Arc<State>,
+    acceptor: Option<JoinHandle<()>>,
 }
 
 impl MockUpstream {
@@ -76,26 +85,16 @@ impl MockUpstream {
     pub fn start_on(name: &str, addr: &str) -> std::io::Result<MockUpstream> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State {
-            name: name.to_string(),
-            behaviour: Mutex::new(Behaviour::Ok),
-            requests: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
-            last_headers: Mutex::new(Vec::new()),
-        });
+        let state = Arc::new(State::new(name));
         let s = state.clone();
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(conn) = conn {
-                    let s = s.clone();
-                    thread::spawn(move || serve(conn, &s));
-                }
-            }
-        });
-        Ok(MockUpstream { addr, state })
+        let acceptor = thread::Builder::new()
+            .name(format!("mock-{name}"))
+            .spawn(move || server::accept_loop(listener, s))?;
+        Ok(MockUpstream {
+            addr,
+            state,
+            acceptor: Some(acceptor),
+        })
     }
 
     /// Where it listens.
@@ -108,155 +107,112 @@ impl MockUpstream {
         &self.state.name
     }
 
-    /// Switches how it answers.
+    /// Switches how it answers, for every model, and restarts sequences.
     pub fn set(&self, b: Behaviour) {
-        *self.state.behaviour.lock().unwrap() = b;
+        self.state.set(b);
+    }
+
+    /// Switches how it answers requests for `model` only (see [`Behaviour::ByModel`]).
+    pub fn set_for_model(&self, model: &str, b: Behaviour) {
+        self.state.set_for_model(model, b);
+    }
+
+    /// Applies a control query, exactly as `/_mock/set?QUERY` would.
+    pub fn apply(&self, query: &str) -> Result<Behaviour, String> {
+        self.state.apply(query)
+    }
+
+    /// The current behaviour.
+    pub fn behaviour(&self) -> Behaviour {
+        lock(&self.state.plan).behaviour.clone()
+    }
+
+    /// Pauses this long between SSE events (zero by default).
+    pub fn set_chunk_delay(&self, d: Duration) {
+        *lock(&self.state.chunk_delay) = d;
     }
 
     /// Requests received so far (control requests excluded).
     pub fn requests(&self) -> usize {
-        self.state.requests.load(Ordering::SeqCst)
+        lock(&self.state.stats).total
+    }
+
+    /// Requests whose body named `model`.
+    pub fn requests_for_model(&self, model: &str) -> usize {
+        lock(&self.state.stats)
+            .models
+            .get(model)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Requests per body `model`, sorted by model.
+    pub fn model_counts(&self) -> Vec<(String, usize)> {
+        let stats = lock(&self.state.stats);
+        stats.models.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Requests per path (query stripped), sorted by path.
+    pub fn path_counts(&self) -> Vec<(String, usize)> {
+        let stats = lock(&self.state.stats);
+        stats.paths.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Headers of the last request received.
     pub fn last_headers(&self) -> Vec<(String, String)> {
-        self.state.last_headers.lock().unwrap().clone()
+        self.last_request().map(|r| r.headers).unwrap_or_default()
+    }
+
+    /// The last request received, in full (body de-chunked).
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        lock(&self.state.stats)
+            .last
+            .as_ref()
+            .map(|(r, _)| r.clone())
+    }
+
+    /// The `/_mock/stats` document.
+    pub fn stats_json(&self) -> String {
+        let behaviour = format!("{:?}", self.behaviour());
+        lock(&self.state.stats).to_json(self.name(), &behaviour)
+    }
+
+    /// Healthy again, no chunk delay, counts cleared (as `/_mock/reset`).
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+
+    /// Waits until at least `n` requests have arrived; false on timeout.
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.requests() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 }
 
 impl Drop for MockUpstream {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-fn serve(conn: TcpStream, s: &State) {
-    let _ = conn.set_nodelay(true);
-    let Ok(write_half) = conn.try_clone() else {
-        return;
-    };
-    let mut out = write_half;
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        for c in lock(&self.state.conns).values() {
+            let _ = c.shutdown(Shutdown::Both);
         }
-        let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-        let mut headers = Vec::new();
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-                if k == "content-length" {
-                    len = v.parse().unwrap_or(0);
-                }
-                headers.push((k, v));
+        // Wake the acceptor so it sees the flag and closes the listener.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
+            if let Some(h) = self.acceptor.take() {
+                let _ = h.join();
             }
         }
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        if let Some(q) = target.strip_prefix("/_mock/set?") {
-            let (status, msg) = match Behaviour::from_query(q) {
-                Some(b) => {
-                    *s.behaviour.lock().unwrap() = b.clone();
-                    (200, format!("{b:?}\n"))
-                }
-                None => (400, "bad mode\n".to_string()),
-            };
-            if respond(&mut out, status, &s.name, &msg).is_err() {
-                return;
-            }
-            continue;
-        }
-        s.requests.fetch_add(1, Ordering::SeqCst);
-        *s.last_headers.lock().unwrap() = headers;
-        let behaviour = s.behaviour.lock().unwrap().clone();
-        let ok_body = format!(
-            "{{\"upstream\":\"{}\",\"object\":\"chat.completion\",\"choices\":[]}}\n",
-            s.name
-        );
-        let result = match behaviour {
-            Behaviour::Ok => respond(&mut out, 200, &s.name, &ok_body),
-            Behaviour::OkSized(n) => {
-                let body = format!(
-                    "{{\"upstream\":\"{}\",\"object\":\"chat.completion\",\"choices\":[{{\"message\":{{\"content\":\"{}\"}}}}]}}\n",
-                    s.name,
-                    "x".repeat(n.saturating_sub(100))
-                );
-                respond(&mut out, 200, &s.name, &body)
-            }
-            Behaviour::Status(code) => {
-                let body = format!(
-                    "{{\"error\":{{\"type\":\"server_error\",\"code\":{code},\"message\":\"mock {} failing\"}}}}\n",
-                    s.name
-                );
-                respond(&mut out, code, &s.name, &body)
-            }
-            Behaviour::Delay(d) => {
-                thread::sleep(d);
-                respond(&mut out, 200, &s.name, &ok_body)
-            }
-            Behaviour::Close => return,
-            Behaviour::Hang => {
-                // Hold the connection until the peer closes it.
-                let mut sink = [0u8; 1024];
-                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
-                return;
-            }
-            Behaviour::CutMidBody => {
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-upstream: {}\r\ncontent-length: 1000\r\n\r\n{{\"partial\":",
-                    s.name
-                );
-                let _ = out.write_all(head.as_bytes());
-                let _ = out.flush();
-                thread::sleep(Duration::from_millis(50));
-                return;
-            }
-        };
-        if result.is_err() {
-            return;
-        }
-    }
-}
-
-fn respond(out: &mut TcpStream, status: u16, name: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\nx-upstream: {name}\r\ncontent-length: {}\r\n\r\n",
-        reason(status),
-        body.len()
-    );
-    out.write_all(head.as_bytes())?;
-    out.write_all(body.as_bytes())?;
-    out.flush()
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        413 => "Payload Too Large",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Status",
     }
 }
