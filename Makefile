@@ -53,6 +53,7 @@ lint: $(TARGETS)
 
 unit:
 	cargo test --lib -p llm-breaker
+	cargo test $(HARNESS)
 
 wasm-test: $(TARGETS) $(WBT_RUNNER)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WBT_RUNNER) \
@@ -60,7 +61,7 @@ wasm-test: $(TARGETS) $(WBT_RUNNER)
 
 integration: build $(ENVOY)
 	cargo build --release --target wasm32-wasip1 -p llm-breaker-corruptor
-	cargo test --test envoy_breaker -p llm-breaker
+	cargo test -p llm-breaker --test envoy_breaker --test envoy_llm
 
 demo-check: build $(ENVOY)
 	cargo run --release --quiet $(HARNESS) --bin demo -- --once

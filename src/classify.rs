@@ -373,7 +373,10 @@ mod tests {
     fn in_band_findings_count_only_on_otherwise_good_responses() {
         let mut f = facts(Some(200), true, 0);
         f.in_band = Some(InBandFinding::Error);
-        assert_eq!(classify(&policy(), 1000, &f), fail(FailureClass::InBandError));
+        assert_eq!(
+            classify(&policy(), 1000, &f),
+            fail(FailureClass::InBandError)
+        );
         f.in_band = Some(InBandFinding::Truncated);
         assert_eq!(
             classify(&policy(), 1000, &f),

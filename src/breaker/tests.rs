@@ -360,16 +360,27 @@ fn a_reset_hint_is_capped_by_max_open_ms_and_trusted_beyond_open_max() {
     let mut b = Breaker::new(&c, 0);
     feed(&mut b, &c, 0, rate_limited(Some(600_000)));
     assert_eq!(open_until(&b), 20_000);
-    assert!(matches!(b.admit(&c, 19_999).value, Admission::Denied { .. }));
+    assert!(matches!(
+        b.admit(&c, 19_999).value,
+        Admission::Denied { .. }
+    ));
 }
 
 #[test]
 fn rate_limits_without_a_hint_or_with_hints_off_count_like_other_failures() {
-    for (extra, hint) in [("", None), ("", Some(0)), (r#","rate_limit":{"trip_on_reset_hint":false}"#, Some(2000))] {
+    for (extra, hint) in [
+        ("", None),
+        ("", Some(0)),
+        (r#","rate_limit":{"trip_on_reset_hint":false}"#, Some(2000)),
+    ] {
         let c = cfg(extra);
         let mut b = Breaker::new(&c, 0);
         for i in 0..4 {
-            assert_eq!(feed(&mut b, &c, i, rate_limited(hint)), None, "{extra} {hint:?}");
+            assert_eq!(
+                feed(&mut b, &c, i, rate_limited(hint)),
+                None,
+                "{extra} {hint:?}"
+            );
         }
         let t = feed(&mut b, &c, 4, rate_limited(hint)).expect("fifth trips");
         assert_eq!(t.reason, Reason::ConsecutiveFailures);

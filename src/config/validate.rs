@@ -6,8 +6,8 @@ use super::checks::{
 };
 use super::raw::{RawBreaker, RawConfig};
 use super::{
-    BreakerConfig, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, RateLimitPolicy, Route, Upstream,
-    WindowSpec,
+    BreakerConfig, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, RateLimitPolicy, Route,
+    Upstream, WindowSpec,
 };
 use std::fmt;
 

@@ -58,6 +58,13 @@ extern "C" {
         ret_data: *mut *mut u8,
         ret_size: *mut usize,
     ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> u32;
     fn proxy_get_header_map_value(
         map: u32,
         key: *const u8,
@@ -168,6 +175,39 @@ pub fn plugin_configuration() -> Result<Vec<u8>, HostStatus> {
             status::NOT_FOUND => Ok(Vec::new()),
             s => Err(HostStatus(s)),
         }
+    }
+}
+
+/// Body buffers.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// The request body (buffered so far, or the current chunk).
+    Request = 0,
+    /// The current response body chunk.
+    Response = 1,
+}
+
+/// Up to `max` bytes of a body buffer from `start`; empty if there is nothing.
+pub fn body(which: Body, start: usize, max: usize) -> Vec<u8> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    unsafe {
+        match proxy_get_buffer_bytes(which as u32, start, max, &mut data, &mut size) {
+            status::OK => take(data, size).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Replaces `size` bytes of a body buffer from `start` with `value`.
+pub fn set_body(which: Body, start: usize, size: usize, value: &[u8]) -> Result<(), HostStatus> {
+    unsafe {
+        check(proxy_set_buffer_bytes(
+            which as u32,
+            start,
+            size,
+            value.as_ptr(),
+            value.len(),
+        ))
     }
 }
 

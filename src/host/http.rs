@@ -3,12 +3,14 @@
 //! the outcome in the breaker when Envoy logs the stream (the one callback that runs
 //! however the stream ended).
 
-use super::abi::{self, Level, Map};
+use super::abi::{self, Body, Level, Map};
 use super::{EnvoyStore, Shared};
 use crate::backoff::{fnv1a, splitmix64};
 use crate::breaker::{Admission, Step, Ticket};
-use crate::classify::{self, Outcome, ResponseFacts, Verdict};
+use crate::classify::{self, InBandFinding, Outcome, ResponseFacts, Verdict};
 use crate::config::WindowSpec;
+use crate::inband::{self, BodyKind, InBand, Scanner};
+use crate::ratelimit;
 use crate::routing::{self, Decision, Why};
 use crate::store;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -31,6 +33,11 @@ pub struct Stream {
     shared: Option<Rc<Shared>>,
     routed: Option<Routed>,
     facts: ResponseFacts,
+    /// In-band error scanner of the response body, when it is worth scanning.
+    scan: Option<Scanner>,
+    /// The response is an event stream whose first body byte has not come yet:
+    /// its time to first byte is taken then (the first token, as users feel it).
+    awaiting_first_event: bool,
 }
 
 impl Stream {
@@ -39,6 +46,8 @@ impl Stream {
             shared,
             routed: None,
             facts: ResponseFacts::default(),
+            scan: None,
+            awaiting_first_event: false,
         }
     }
 }
@@ -179,6 +188,24 @@ impl HttpContext for Stream {
         self.facts.status = abi::header(Map::Response, ":status")
             .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
         self.facts.completed = eos;
+        if let Some(up) = shared.config.upstreams.get(routed.upstream) {
+            let policy = &up.breaker.failure;
+            match self.facts.status {
+                Some(s) if policy.rate_limited.contains(&s) => {
+                    self.facts.reset_in_ms =
+                        ratelimit::reset_hint_ms(|name| abi::header(Map::Response, name), now);
+                }
+                Some(200..=299) if !eos && policy.scans_bodies() => {
+                    let kind = abi::header(Map::Response, "content-type")
+                        .map_or(BodyKind::Other, |v| inband::body_kind(&v));
+                    self.awaiting_first_event = kind == BodyKind::Sse;
+                    if kind != BodyKind::Other {
+                        self.scan = Some(Scanner::new(kind, shared.config.max_scan_bytes));
+                    }
+                }
+                _ => {}
+            }
+        }
         if let Some(h) = &shared.config.response_header {
             let common = (routed.why == Why::Primary && routed.skipped.is_empty())
                 .then(|| shared.primary_header.get(routed.upstream))
@@ -197,7 +224,23 @@ impl HttpContext for Stream {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, _size: usize, eos: bool) -> Action {
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        if self.awaiting_first_event && size > 0 {
+            self.awaiting_first_event = false;
+            if let Some(r) = &self.routed {
+                self.facts.ttfb_ms = Some(abi::now_ms().saturating_sub(r.start_ms));
+            }
+        }
+        if let Some(scan) = &mut self.scan {
+            let (offset, len) = scan.wants(size);
+            if len > 0 {
+                scan.feed(&abi::body(Body::Response, offset, len));
+            }
+            if eos {
+                self.facts.in_band = finding(scan.finish(true));
+                self.scan = None;
+            }
+        }
         if eos {
             self.facts.completed = true;
         }
@@ -205,6 +248,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_trailers(&mut self, _n: usize) -> Action {
+        if let Some(mut scan) = self.scan.take() {
+            self.facts.in_band = finding(scan.finish(true));
+        }
         self.facts.completed = true;
         Action::Continue
     }
@@ -217,6 +263,10 @@ impl HttpContext for Stream {
         let Some(up) = shared.config.upstreams.get(u) else {
             return;
         };
+        if let Some(mut scan) = self.scan.take() {
+            // The body never ended: only an error already seen says anything.
+            self.facts.in_band = finding(scan.finish(false));
+        }
         if classify::needs_flags(self.facts.status, self.facts.completed) {
             self.facts.flags = abi::property(&["response", "flags"])
                 .and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
@@ -230,7 +280,8 @@ impl HttpContext for Stream {
                 verdict,
                 Verdict::Counted(Outcome {
                     failure: None,
-                    slow: false
+                    slow: false,
+                    ..
                 })
             );
         match routed.ticket {
@@ -273,5 +324,14 @@ impl HttpContext for Stream {
         }
         // Counters last, so that a visible count implies the breaker saw the outcome.
         shared.metrics.outcome(u, &verdict);
+    }
+}
+
+/// What the body scan means for classification.
+fn finding(scan: InBand) -> Option<InBandFinding> {
+    match scan {
+        InBand::Error(_) => Some(InBandFinding::Error),
+        InBand::Truncated => Some(InBandFinding::Truncated),
+        InBand::Clean | InBand::Unknown => None,
     }
 }

@@ -28,11 +28,13 @@ pub struct UpstreamMetrics {
     /// Outcomes counted as successes.
     pub successes: Option<u32>,
     /// Failures by class, in [`FailureClass::ALL`] order.
-    pub failures: [Option<u32>; 5],
+    pub failures: [Option<u32>; FailureClass::ALL.len()],
     /// Outcomes with a slow first byte.
     pub slow_calls: Option<u32>,
     /// Client 4xx answers (not counted as failures).
     pub client_errors: Option<u32>,
+    /// The same by status, in [`CLIENT_ERROR_STATUSES`] order, then every other 4xx.
+    pub client_errors_by_status: [Option<u32>; CLIENT_ERROR_STATUSES.len() + 1],
     /// Outcomes that say nothing about the provider (client left, Envoy's own refusal).
     pub ignored: Option<u32>,
     /// Shared-data bytes that did not decode and were reset.
@@ -40,6 +42,9 @@ pub struct UpstreamMetrics {
     /// Updates dropped after too many CAS conflicts or a host error.
     pub update_errors: Option<u32>,
 }
+
+/// Client statuses with a counter of their own; other 4xx share `client_errors.other`.
+pub const CLIENT_ERROR_STATUSES: [u16; 7] = [400, 401, 403, 404, 408, 413, 422];
 
 /// Metric ids of one route.
 #[derive(Debug, Default)]
@@ -97,6 +102,12 @@ impl Metrics {
                     failures: FailureClass::ALL.map(|f| c(&format!("failures.{}", f.as_str()))),
                     slow_calls: c("slow_calls"),
                     client_errors: c("client_errors"),
+                    client_errors_by_status: std::array::from_fn(|i| {
+                        match CLIENT_ERROR_STATUSES.get(i) {
+                            Some(s) => c(&format!("client_errors.{s}")),
+                            None => c("client_errors.other"),
+                        }
+                    }),
                     ignored: c("outcomes_ignored"),
                     state_resets: c("state_resets"),
                     update_errors: c("update_errors"),
@@ -152,7 +163,14 @@ impl Metrics {
                     abi::increment(m.slow_calls, 1);
                 }
             }
-            Verdict::ClientError => abi::increment(m.client_errors, 1),
+            Verdict::ClientError(status) => {
+                abi::increment(m.client_errors, 1);
+                let i = CLIENT_ERROR_STATUSES
+                    .iter()
+                    .position(|s| s == status)
+                    .unwrap_or(CLIENT_ERROR_STATUSES.len());
+                abi::increment(m.client_errors_by_status.get(i).copied().flatten(), 1);
+            }
             Verdict::Ignored => abi::increment(m.ignored, 1),
         }
     }

@@ -245,6 +245,7 @@ fn wasm_filter(name: &str, vm_id: &str, wasm: &Path, config: Option<&str>) -> St
               config:
                 name: {name}
                 root_id: {name}
+                allow_on_headers_stop_iteration: true
                 vm_config:
                   vm_id: {vm_id}
                   runtime: envoy.wasm.runtime.v8
