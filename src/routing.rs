@@ -139,6 +139,8 @@ mod tests {
             path_prefix: Some("/v1/".into()),
             path: None,
             chain: vec![0, 1, 2],
+            chain_models: vec![None, None, None],
+            models: vec![],
             when_all_open: when,
         }
     }

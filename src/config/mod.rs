@@ -6,7 +6,11 @@ mod checks;
 pub mod raw;
 mod validate;
 
-pub use raw::WhenAllOpen;
+use crate::model::ModelPattern;
+pub use raw::{ModelSource, Scope, WhenAllOpen};
+
+/// Most models with breakers of their own (bounds shared-data keys per upstream).
+pub const MAX_MODELS: usize = 64;
 pub use validate::ConfigError;
 
 /// The validated runtime configuration.
@@ -24,7 +28,34 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Bytes of a response body parsed for in-band errors.
     pub max_scan_bytes: usize,
+    /// Where the model comes from.
+    pub model_source: ModelSource,
+    /// The model header, when the source is a header.
+    pub model_header: String,
+    /// Largest request body held for the model.
+    pub max_body_bytes: usize,
+    /// Models with breakers of their own (on model-scoped upstreams); any other
+    /// model shares one breaker per upstream.
+    pub models: Vec<String>,
+    /// Breaker state cells: one per upstream, or one per model (and one for every
+    /// other model) on model-scoped upstreams. Each has its own shared-data key.
+    pub cells: Vec<Cell>,
+    /// Per upstream: its first cell.
+    pub cell_base: Vec<usize>,
 }
+
+/// One breaker's state: an upstream, or an upstream and model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// `None` for an upstream-scoped breaker; the model name, or `*` for every model
+    /// not in [`Config::models`].
+    pub model: Option<String>,
+}
+
+/// Name of the cell shared by models without a breaker of their own.
+pub const OTHER_MODELS: &str = "*";
 
 /// A validated route.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,11 +68,23 @@ pub struct Route {
     pub path: Option<String>,
     /// Indexes into [`Config::upstreams`], primary first.
     pub chain: Vec<usize>,
+    /// Per chain entry: the model to rewrite the request to on that upstream.
+    pub chain_models: Vec<Option<String>>,
+    /// Model names or globs the request's model must match (empty: any request).
+    pub models: Vec<ModelPattern>,
     /// Behaviour when no upstream admits the request.
     pub when_all_open: WhenAllOpen,
 }
 
 impl Route {
+    /// Whether a request matches: its path, and its model where the route names
+    /// models (a request without a known model matches no such route).
+    pub fn matches_request(&self, path: &str, model: Option<&str>) -> bool {
+        self.matches(path)
+            && (self.models.is_empty()
+                || model.is_some_and(|m| self.models.iter().any(|p| p.matches(m))))
+    }
+
     /// Whether a request path (query included or not) matches this route.
     pub fn matches(&self, path: &str) -> bool {
         let path = path.split(['?', '#']).next().unwrap_or(path);
@@ -89,6 +132,8 @@ pub struct BreakerConfig {
     pub failure: FailurePolicy,
     /// Rate limits with a reset hint.
     pub rate_limit: RateLimitPolicy,
+    /// One breaker per upstream, or per upstream and model.
+    pub scope: Scope,
 }
 
 impl BreakerConfig {
@@ -180,10 +225,58 @@ impl Config {
 
     /// The first route matching `path`, with its index.
     pub fn route_for(&self, path: &str) -> Option<(usize, &Route)> {
+        self.route_for_request(path, None)
+    }
+
+    /// The first route matching the path and model, with its index.
+    pub fn route_for_request(&self, path: &str, model: Option<&str>) -> Option<(usize, &Route)> {
         self.routes
             .iter()
             .enumerate()
-            .find(|(_, r)| r.matches(path))
+            .find(|(_, r)| r.matches_request(path, model))
+    }
+
+    /// Whether routing a request with this path must wait for its body: a route it
+    /// may take names models, rewrites them, or uses model-scoped breakers, and the
+    /// model (or the rewrite) needs the body.
+    pub fn needs_body(&self, path: &str) -> bool {
+        self.routes.iter().filter(|r| r.matches(path)).any(|r| {
+            let rewrites = r.chain_models.iter().any(Option::is_some);
+            let uses_model = !r.models.is_empty()
+                || r.chain.iter().any(|&u| {
+                    self.upstreams
+                        .get(u)
+                        .is_some_and(|x| x.breaker.scope == Scope::UpstreamAndModel)
+                });
+            rewrites || (uses_model && self.model_source == ModelSource::Body)
+        })
+    }
+
+    /// Whether any route depends on the model at all.
+    pub fn uses_models(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| !r.models.is_empty() || r.chain_models.iter().any(Option::is_some))
+            || self
+                .upstreams
+                .iter()
+                .any(|u| u.breaker.scope == Scope::UpstreamAndModel)
+    }
+
+    /// The breaker cell of `upstream` for a request for `model`.
+    pub fn cell(&self, upstream: usize, model: Option<&str>) -> usize {
+        let base = self.cell_base.get(upstream).copied().unwrap_or(0);
+        let scoped = self
+            .upstreams
+            .get(upstream)
+            .is_some_and(|u| u.breaker.scope == Scope::UpstreamAndModel);
+        if !scoped {
+            return base;
+        }
+        let slot = model
+            .and_then(|m| self.models.iter().position(|x| x == m))
+            .unwrap_or(self.models.len());
+        base + slot
     }
 }
 

@@ -31,6 +31,107 @@ pub struct RawConfig {
     /// In-band error detection on response bodies.
     #[serde(default)]
     pub in_band: RawInBand,
+    /// Where a request's model name comes from.
+    #[serde(default)]
+    pub model: RawModel,
+    /// Models that get breakers of their own on upstreams with
+    /// `breaker.scope: "upstream_and_model"` (besides those named exactly in routes).
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// Where the model comes from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSource {
+    /// The request body's top-level JSON `model` field.
+    #[default]
+    Body,
+    /// A request header (`model.header`).
+    Header,
+}
+
+/// Model extraction settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// Body or header.
+    #[serde(default)]
+    pub source: ModelSource,
+    /// The header, when `source` is `header`.
+    #[serde(default = "default_model_header")]
+    pub header: String,
+    /// Largest request body held to read (or rewrite) the model.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+impl Default for RawModel {
+    fn default() -> Self {
+        Self {
+            source: ModelSource::Body,
+            header: default_model_header(),
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+fn default_model_header() -> String {
+    "x-llm-model".to_string()
+}
+
+fn default_max_body_bytes() -> u64 {
+    1024 * 1024
+}
+
+/// Scope of a breaker's state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// One breaker per upstream.
+    #[default]
+    Upstream,
+    /// One breaker per upstream and model.
+    UpstreamAndModel,
+}
+
+/// A failover chain entry: an upstream name, or an upstream with the model to ask
+/// it for.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawChainEntry {
+    /// Just the upstream (cluster) name.
+    Name(String),
+    /// Upstream and model.
+    Entry(RawChainObject),
+}
+
+/// The object form of a chain entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChainObject {
+    /// Upstream (cluster) name.
+    pub upstream: String,
+    /// Model to put in the request body when the request goes to this upstream.
+    pub model: Option<String>,
+}
+
+impl RawChainEntry {
+    /// The upstream name.
+    pub fn upstream(&self) -> &str {
+        match self {
+            RawChainEntry::Name(n) => n,
+            RawChainEntry::Entry(e) => &e.upstream,
+        }
+    }
+
+    /// The model rewrite, if any.
+    pub fn model(&self) -> Option<&str> {
+        match self {
+            RawChainEntry::Name(_) => None,
+            RawChainEntry::Entry(e) => e.model.as_deref(),
+        }
+    }
 }
 
 /// How much of each response body the filter scans for in-band errors.
@@ -76,8 +177,9 @@ pub struct RawRoute {
     /// Which requests this route takes; an empty match takes every request.
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
-    /// Upstream cluster names in failover order; the first is the primary.
-    pub upstreams: Vec<String>,
+    /// Upstream cluster names (or `{"upstream", "model"}` objects) in failover
+    /// order; the first is the primary.
+    pub upstreams: Vec<RawChainEntry>,
     /// What to do when no upstream in the chain admits the request.
     #[serde(default)]
     pub when_all_open: WhenAllOpen,
@@ -91,6 +193,8 @@ pub struct RawMatch {
     pub path_prefix: Option<String>,
     /// The path (without query) is exactly this.
     pub path: Option<String>,
+    /// The request's model matches one of these names or globs (`gpt-4o*`).
+    pub models: Option<Vec<String>>,
 }
 
 /// Behaviour when every upstream of a route is open.
@@ -138,6 +242,9 @@ pub struct RawBreaker {
     /// Rate limits that say when they reset.
     #[serde(default)]
     pub rate_limit: RawRateLimit,
+    /// One breaker per upstream, or per upstream and model.
+    #[serde(default)]
+    pub scope: Scope,
 }
 
 /// Rate-limit handling.

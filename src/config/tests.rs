@@ -219,3 +219,84 @@ fn invalid_configs_name_the_field() {
         assert!(!err.contains('\n'), "one line: {err}");
     }
 }
+
+#[test]
+fn model_routes_chain_rewrites_and_scoped_cells() {
+    let c = Config::parse(
+        br#"{"models":["gpt-4o-mini"],
+             "routes":[
+               {"name":"gpt","match":{"path_prefix":"/v1/","models":["gpt-4o*","o3"]},
+                "upstreams":["openai",{"upstream":"azure","model":"gpt-4o-az"}]},
+               {"name":"rest","upstreams":["vllm"]}],
+             "upstreams":{"openai":{"breaker":{"scope":"upstream_and_model"}}}}"#,
+    )
+    .unwrap();
+    // Known models: the explicit list, exact route names, rewrite targets.
+    assert_eq!(c.models, ["gpt-4o-mini", "gpt-4o-az", "o3"]);
+    let gpt = &c.routes[0];
+    assert_eq!(gpt.chain_models, [None, Some("gpt-4o-az".to_string())]);
+    assert!(gpt.matches_request("/v1/chat/completions", Some("gpt-4o-2024")));
+    assert!(gpt.matches_request("/v1/chat/completions", Some("o3")));
+    assert!(!gpt.matches_request("/v1/chat/completions", Some("o3-mini")));
+    assert!(!gpt.matches_request("/v1/chat/completions", None));
+    assert_eq!(
+        c.route_for_request("/v1/x", Some("claude-3")).map(|r| r.0),
+        Some(1)
+    );
+    // openai: one cell per known model and one for the rest; the others one each.
+    assert_eq!(c.cells.len(), 4 + 1 + 1);
+    assert_eq!(c.cell(0, Some("gpt-4o-mini")), 0);
+    assert_eq!(c.cell(0, Some("o3")), 2);
+    assert_eq!(c.cell(0, Some("random-model-123")), 3);
+    assert_eq!(c.cell(0, None), 3);
+    assert_eq!(c.cells[3].model.as_deref(), Some("*"));
+    assert_eq!(c.cell(1, Some("gpt-4o-az")), 4);
+    assert_eq!(c.cell(2, Some("gpt-4o-mini")), 5);
+    assert!(c.uses_models());
+    assert!(c.needs_body("/v1/chat/completions"));
+    assert!(!c.needs_body("/other"));
+}
+
+#[test]
+fn invalid_model_settings_name_the_field() {
+    let cases = [
+        (
+            r#"{"routes":[{"name":"r","match":{"models":[]},"upstreams":["a"]}]}"#,
+            "`routes[0].match.models`: must list at least one model",
+        ),
+        (
+            r#"{"routes":[{"name":"r","match":{"models":[""]},"upstreams":["a"]}]}"#,
+            "`routes[0].match.models[0]`",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":[{"upstream":"a","model":"gpt-*"}]}]}"#,
+            "`routes[0].upstreams[0].model`: must be a model name, not a pattern",
+        ),
+        (
+            r#"{"models":["a","a"],"routes":[{"name":"r","upstreams":["a"]}]}"#,
+            "`models[1]`: duplicate model",
+        ),
+        (
+            r#"{"model":{"source":"query"},"routes":[{"name":"r","upstreams":["a"]}]}"#,
+            "`model.source`",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":["a"]}],"breaker":{"scope":"model"}}"#,
+            "`breaker.scope`",
+        ),
+    ];
+    for (json, want) in cases {
+        let err = Config::parse(json.as_bytes()).expect_err(json).to_string();
+        assert!(
+            err.contains(want),
+            "config {json}\n  error {err}\n  wanted {want}"
+        );
+    }
+    let many: Vec<String> = (0..=MAX_MODELS).map(|i| format!("\"m{i}\"")).collect();
+    let json = format!(
+        r#"{{"models":[{}],"routes":[{{"name":"r","upstreams":["a"]}}]}}"#,
+        many.join(",")
+    );
+    let err = Config::parse(json.as_bytes()).unwrap_err().to_string();
+    assert!(err.contains("`models`: at most 64"), "{err}");
+}

@@ -6,10 +6,33 @@ use super::checks::{
 };
 use super::raw::{RawBreaker, RawConfig};
 use super::{
-    BreakerConfig, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, RateLimitPolicy, Route,
-    Upstream, WindowSpec,
+    BreakerConfig, Cell, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, RateLimitPolicy, Route,
+    Scope, Upstream, WindowSpec, MAX_MODELS, OTHER_MODELS,
 };
+use crate::model::ModelPattern;
 use std::fmt;
+
+/// A model name used as-is (rewrite target, `models` entry): no glob characters.
+fn check_model_name(field: &str, m: &str) -> Result<(), ConfigError> {
+    let p = ModelPattern::parse(m).map_err(|e| invalid(field, e))?;
+    if !p.is_exact() {
+        return Err(invalid(
+            field,
+            format!("must be a model name, not a pattern, got {m:?}"),
+        ));
+    }
+    if m == OTHER_MODELS {
+        return Err(invalid(field, "`*` is reserved"));
+    }
+    Ok(())
+}
+
+/// Adds a model to the set with breakers of their own, once.
+fn note_model(known: &mut Vec<String>, m: &str) {
+    if !known.iter().any(|k| k == m) {
+        known.push(m.to_string());
+    }
+}
 
 /// Why a configuration was refused. `Display` gives one line naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +142,22 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     }
     let mut upstreams: Vec<Upstream> = Vec::new();
     let mut routes: Vec<Route> = Vec::new();
+    let mut known_models: Vec<String> = Vec::new();
+    for (i, m) in raw.models.iter().enumerate() {
+        let field = format!("models[{i}]");
+        check_model_name(&field, m)?;
+        if known_models.contains(m) {
+            return Err(invalid(field, format!("duplicate model {m:?}")));
+        }
+        known_models.push(m.clone());
+    }
+    check_header_name("model.header", &raw.model.header)?;
+    range(
+        "model.max_body_bytes",
+        raw.model.max_body_bytes,
+        1,
+        64 * 1024 * 1024,
+    )?;
     for (i, r) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
         check_name(&format!("{at}.name"), &r.name)?;
@@ -148,13 +187,20 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             }
         }
         let mut chain = Vec::with_capacity(r.upstreams.len());
-        for (j, name) in r.upstreams.iter().enumerate() {
+        let mut chain_models = Vec::with_capacity(r.upstreams.len());
+        for (j, entry) in r.upstreams.iter().enumerate() {
             let field = format!("{at}.upstreams[{j}]");
+            let name = entry.upstream();
             check_upstream_name(&field, name)?;
-            if r.upstreams[..j].contains(name) {
+            if r.upstreams[..j].iter().any(|e| e.upstream() == name) {
                 return Err(invalid(field, format!("duplicate upstream {name:?}")));
             }
-            let idx = match upstreams.iter().position(|u| &u.name == name) {
+            if let Some(m) = entry.model() {
+                check_model_name(&format!("{field}.model"), m)?;
+                note_model(&mut known_models, m);
+            }
+            chain_models.push(entry.model().map(str::to_string));
+            let idx = match upstreams.iter().position(|u| u.name == name) {
                 Some(idx) => idx,
                 None => {
                     let merged = match raw.upstreams.get(name) {
@@ -166,7 +212,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
                         None => (global.clone(), "breaker".to_string()),
                     };
                     upstreams.push(Upstream {
-                        name: name.clone(),
+                        name: name.to_string(),
                         breaker: breaker_config(merged.0, &merged.1)?,
                     });
                     upstreams.len() - 1
@@ -174,11 +220,28 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             };
             chain.push(idx);
         }
+        let mut models = Vec::new();
+        for (j, m) in r.matcher.models.iter().flatten().enumerate() {
+            let field = format!("{at}.match.models[{j}]");
+            let p = ModelPattern::parse(m).map_err(|e| invalid(&field, e))?;
+            if p.is_exact() {
+                note_model(&mut known_models, m);
+            }
+            models.push(p);
+        }
+        if r.matcher.models.as_ref().is_some_and(Vec::is_empty) {
+            return Err(invalid(
+                format!("{at}.match.models"),
+                "must list at least one model (or be left out)",
+            ));
+        }
         routes.push(Route {
             name: r.name,
             path_prefix: r.matcher.path_prefix,
             path: r.matcher.path,
             chain,
+            chain_models,
+            models,
             when_all_open: r.when_all_open,
         });
     }
@@ -192,6 +255,37 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             "is not used by any route (typo?)",
         ));
     }
+    if known_models.len() > MAX_MODELS {
+        return Err(invalid(
+            "models",
+            format!(
+                "at most {MAX_MODELS} models may have breakers of their own (listed in `models`, exact route matches and chain rewrites), got {}",
+                known_models.len()
+            ),
+        ));
+    }
+    let mut cells = Vec::new();
+    let mut cell_base = Vec::with_capacity(upstreams.len());
+    for (u, up) in upstreams.iter().enumerate() {
+        cell_base.push(cells.len());
+        if up.breaker.scope == Scope::UpstreamAndModel {
+            for m in known_models
+                .iter()
+                .map(String::as_str)
+                .chain([OTHER_MODELS])
+            {
+                cells.push(Cell {
+                    upstream: u,
+                    model: Some(m.to_string()),
+                });
+            }
+        } else {
+            cells.push(Cell {
+                upstream: u,
+                model: None,
+            });
+        }
+    }
     Ok(Config {
         route_header: raw.route_header,
         response_header,
@@ -199,6 +293,12 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         success_flush_ms: raw.success_flush_ms,
         upstreams,
         max_scan_bytes: usize::try_from(raw.in_band.max_scan_bytes).unwrap_or(usize::MAX),
+        model_source: raw.model.source,
+        model_header: raw.model.header,
+        max_body_bytes: usize::try_from(raw.model.max_body_bytes).unwrap_or(usize::MAX),
+        models: known_models,
+        cells,
+        cell_base,
     })
 }
 
@@ -406,5 +506,6 @@ fn breaker_config(v: serde_json::Value, at: &str) -> Result<BreakerConfig, Confi
             trip_on_reset_hint: b.rate_limit.trip_on_reset_hint,
             max_open_ms: b.rate_limit.max_open_ms,
         },
+        scope: b.scope,
     })
 }

@@ -8,8 +8,9 @@ use super::{EnvoyStore, Shared};
 use crate::backoff::{fnv1a, splitmix64};
 use crate::breaker::{Admission, Step, Ticket};
 use crate::classify::{self, InBandFinding, Outcome, ResponseFacts, Verdict};
-use crate::config::WindowSpec;
+use crate::config::{ModelSource, WindowSpec};
 use crate::inband::{self, BodyKind, InBand, Scanner};
+use crate::model;
 use crate::ratelimit;
 use crate::routing::{self, Decision, Why};
 use crate::store;
@@ -20,6 +21,8 @@ use std::rc::Rc;
 /// A request the filter routed and still has to account for.
 struct Routed {
     upstream: usize,
+    /// The breaker cell (the upstream, or the upstream and model).
+    cell: usize,
     ticket: Option<Ticket>,
     why: Why,
     skipped: Vec<usize>,
@@ -38,6 +41,9 @@ pub struct Stream {
     /// The response is an event stream whose first body byte has not come yet:
     /// its time to first byte is taken then (the first token, as users feel it).
     awaiting_first_event: bool,
+    /// Routing waits for the request body (to read or rewrite the model); holds
+    /// the request path meanwhile.
+    awaiting_body: Option<String>,
 }
 
 impl Stream {
@@ -48,38 +54,50 @@ impl Stream {
             facts: ResponseFacts::default(),
             scan: None,
             awaiting_first_event: false,
+            awaiting_body: None,
         }
     }
 }
 
 impl Context for Stream {}
 
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        let Some(shared) = self.shared.clone() else {
-            return Action::Continue;
-        };
+impl Stream {
+    /// Routes a request that matched route `route_idx`: picks the upstream, writes
+    /// the route header (and, failing over to an entry that names a model, the
+    /// body's model), or answers locally when every upstream is open.
+    fn route(
+        &mut self,
+        shared: &Rc<Shared>,
+        route_idx: usize,
+        model: Option<&str>,
+        body: Option<(&model::ModelSpan, &[u8])>,
+    ) -> Action {
         let cfg = &shared.config;
-        let path = abi::header(Map::Request, ":path").unwrap_or_default();
-        let path = String::from_utf8_lossy(&path);
-        let Some((route_idx, route)) = cfg.route_for(&path) else {
-            // Clients never choose a cluster, matched or not.
-            let _ = abi::remove_header(Map::Request, &cfg.route_header);
+        let Some(route) = cfg.routes.get(route_idx) else {
             return Action::Continue;
         };
         let now = abi::now_ms();
+        let model_on = |u: usize| {
+            route
+                .chain
+                .iter()
+                .position(|&x| x == u)
+                .and_then(|i| route.chain_models.get(i).cloned().flatten())
+        };
         let decision = routing::choose(route, now, |u| {
             let up = cfg.upstreams.get(u)?;
-            match store::admit(&EnvoyStore, shared.key(u), &up.breaker, now) {
+            let rewrite = model_on(u);
+            let cell = cfg.cell(u, rewrite.as_deref().or(model));
+            match store::admit(&EnvoyStore, shared.key(cell), &up.breaker, now) {
                 Ok(a) => {
-                    shared.report(u, a.transition.as_ref(), a.reset.as_ref());
+                    shared.report(cell, a.transition.as_ref(), a.reset.as_ref());
                     if let Admission::Admitted(t) = a.admission {
-                        shared.saw(u, t.epoch, a.quiet, now);
+                        shared.saw(cell, t.epoch, a.quiet, now);
                     }
                     Some(a.admission)
                 }
                 Err(e) => {
-                    shared.report_error(u, e);
+                    shared.report_error(cell, e);
                     None
                 }
             }
@@ -104,6 +122,12 @@ impl HttpContext for Stream {
                 // Make the router see the new value (Envoy >= 1.33 no longer clears
                 // the route cache on header writes for every ABI version).
                 let _ = abi::foreign("clear_route_cache");
+                let rewrite = model_on(upstream);
+                if let (Some(new_model), Some((span, bytes))) = (&rewrite, body) {
+                    if span.value != *new_model {
+                        rewrite_body(bytes, span, new_model);
+                    }
+                }
                 let m = &shared.metrics;
                 if let Some(um) = m.upstream(upstream) {
                     abi::increment(um.admitted, 1);
@@ -121,6 +145,7 @@ impl HttpContext for Stream {
                 }
                 self.routed = Some(Routed {
                     upstream,
+                    cell: cfg.cell(upstream, rewrite.as_deref().or(model)),
                     ticket,
                     why,
                     skipped,
@@ -162,8 +187,102 @@ impl HttpContext for Stream {
             }
         }
     }
+}
 
-    fn on_http_request_body(&mut self, _size: usize, eos: bool) -> Action {
+/// Replaces the buffered request body with one naming `new_model`, and fixes its
+/// `content-length` (a chunked body has none to fix).
+fn rewrite_body(bytes: &[u8], span: &model::ModelSpan, new_model: &str) {
+    let new = model::rewrite_model(bytes, span, new_model);
+    if abi::set_body(Body::Request, 0, bytes.len(), &new).is_err() {
+        abi::log(
+            Level::Warn,
+            "llm-breaker: cannot rewrite the request body's model",
+        );
+        return;
+    }
+    if abi::header(Map::Request, "content-length").is_some() {
+        let _ = abi::set_header(Map::Request, "content-length", &new.len().to_string());
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let cfg = &shared.config;
+        let path = abi::header(Map::Request, ":path").unwrap_or_default();
+        let path = String::from_utf8_lossy(&path);
+        if !shared.uses_models {
+            let Some((route_idx, _)) = cfg.route_for(&path) else {
+                // Clients never choose a cluster, matched or not.
+                let _ = abi::remove_header(Map::Request, &cfg.route_header);
+                return Action::Continue;
+            };
+            return self.route(&shared, route_idx, None, None);
+        }
+        if !eos && cfg.needs_body(&path) {
+            // Decided when the body is in (Envoy holds the headers meanwhile, with
+            // `allow_on_headers_stop_iteration`).
+            self.awaiting_body = Some(path.into_owned());
+            return Action::Pause;
+        }
+        let model = match cfg.model_source {
+            ModelSource::Header => abi::header(Map::Request, &cfg.model_header)
+                .and_then(|v| model::model_from_header(&v)),
+            ModelSource::Body => None,
+        };
+        match cfg.route_for_request(&path, model.as_deref()) {
+            Some((route_idx, _)) => self.route(&shared, route_idx, model.as_deref(), None),
+            None => {
+                let _ = abi::remove_header(Map::Request, &cfg.route_header);
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        if let Some(path) = self.awaiting_body.take() {
+            let Some(shared) = self.shared.clone() else {
+                return Action::Continue;
+            };
+            let cfg = &shared.config;
+            if !eos && size <= cfg.max_body_bytes {
+                // Let Envoy buffer the rest.
+                self.awaiting_body = Some(path);
+                return Action::Pause;
+            }
+            // The whole body, or more than the limit: decide on what is known.
+            let body = if size <= cfg.max_body_bytes {
+                abi::body(Body::Request, 0, size)
+            } else {
+                Vec::new()
+            };
+            let span = model::find_model(&body).ok().flatten();
+            let model = match cfg.model_source {
+                ModelSource::Header => abi::header(Map::Request, &cfg.model_header)
+                    .and_then(|v| model::model_from_header(&v)),
+                ModelSource::Body => span.as_ref().map(|s| s.value.clone()),
+            };
+            let action = match cfg.route_for_request(&path, model.as_deref()) {
+                Some((route_idx, _)) => self.route(
+                    &shared,
+                    route_idx,
+                    model.as_deref(),
+                    span.as_ref().filter(|_| eos).map(|s| (s, &body[..])),
+                ),
+                None => {
+                    let _ = abi::remove_header(Map::Request, &cfg.route_header);
+                    Action::Continue
+                }
+            };
+            if eos {
+                if let Some(r) = &mut self.routed {
+                    r.start_ms = abi::now_ms();
+                }
+            }
+            return action;
+        }
         if eos {
             if let Some(r) = &mut self.routed {
                 r.start_ms = abi::now_ms();
@@ -260,6 +379,7 @@ impl HttpContext for Stream {
             return;
         };
         let u = routed.upstream;
+        let cell = routed.cell;
         let Some(up) = shared.config.upstreams.get(u) else {
             return;
         };
@@ -289,16 +409,16 @@ impl HttpContext for Stream {
             // now changes nothing but the window's call count: hold it and write a
             // batch later (saves a CAS write per request). Not for count windows,
             // where a late batch would push out failures that came after it.
-            Some(t) if holdable && t.permit.is_none() && shared.quiet(u, t.epoch, now) => {
-                if let Some(batch) = shared.hold_success(u, t.epoch, now) {
-                    shared.write_successes(u, batch, now);
+            Some(t) if holdable && t.permit.is_none() && shared.quiet(cell, t.epoch, now) => {
+                if let Some(batch) = shared.hold_success(cell, t.epoch, now) {
+                    shared.write_successes(cell, batch, now);
                 }
             }
             Some(t) if matches!(verdict, Verdict::Counted(_)) || t.permit.is_some() => {
                 // Anything held for this upstream goes in first, in the same update.
-                let held = shared.take_pending(u);
+                let held = shared.take_pending(cell);
                 let seed = splitmix64(now ^ fnv1a(&up.name));
-                let result = store::update(&EnvoyStore, shared.key(u), &up.breaker, now, |b| {
+                let result = store::update(&EnvoyStore, shared.key(cell), &up.breaker, now, |b| {
                     let first = held.map(|p| b.record_successes(now, p.epoch, p.count));
                     let step = match verdict {
                         Verdict::Counted(outcome) => b.record(&up.breaker, now, t, outcome, seed),
@@ -311,14 +431,14 @@ impl HttpContext for Stream {
                     }
                 });
                 match &result {
-                    Ok(r) => shared.saw(u, r.state.epoch, r.state.is_quiet(), now),
+                    Ok(r) => shared.saw(cell, r.state.epoch, r.state.is_quiet(), now),
                     Err(_) => {
                         if let Some(p) = held {
-                            shared.restore_pending(u, p, now);
+                            shared.restore_pending(cell, p, now);
                         }
                     }
                 }
-                shared.report_update(u, &result);
+                shared.report_update(cell, &result);
             }
             _ => {}
         }

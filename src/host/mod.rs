@@ -74,26 +74,39 @@ pub struct Shared {
     pub config: Config,
     /// Metric ids.
     pub metrics: metrics::Metrics,
-    /// Per upstream: fast successes not yet written to shared data.
+    /// Per breaker cell: fast successes not yet written to shared data.
     pending: RefCell<Vec<Pending>>,
-    /// Per upstream: this worker's last read of the breaker.
+    /// Per breaker cell: this worker's last read of the breaker.
     seen: RefCell<Vec<Seen>>,
     /// Per upstream: the response header value of the common case (primary, nothing
     /// skipped), built once.
     pub primary_header: Vec<String>,
-    /// Per upstream: its shared-data key, built once.
+    /// Per breaker cell: its shared-data key, built once.
     pub keys: Vec<String>,
+    /// Per breaker cell: the name in logs (`openai`, or `openai model=gpt-4o`).
+    labels: Vec<String>,
+    /// Some route depends on the request's model ([`Config::uses_models`]).
+    pub uses_models: bool,
 }
 
 impl Shared {
+    /// The upstream a breaker cell belongs to.
+    pub fn upstream_of(&self, cell: usize) -> usize {
+        self.config
+            .cells
+            .get(cell)
+            .map_or(usize::MAX, |c| c.upstream)
+    }
+
     /// Reports what a breaker update did: transition log line and metrics, reset warning.
     pub fn report(
         &self,
-        upstream: usize,
+        cell: usize,
         transition: Option<&Transition>,
         reset: Option<&crate::codec::DecodeError>,
     ) {
-        let name = self.name(upstream);
+        let upstream = self.upstream_of(cell);
+        let name = self.labels.get(cell).map_or("?", String::as_str);
         if let Some(e) = reset {
             abi::log(
                 Level::Warn,
@@ -109,46 +122,39 @@ impl Shared {
     }
 
     /// Reports an update that could not be applied.
-    pub fn report_error(&self, upstream: usize, e: store::UpdateError) {
+    pub fn report_error(&self, cell: usize, e: store::UpdateError) {
         abi::log(
             Level::Warn,
             &format!(
                 "llm-breaker: breaker update for upstream {} not applied: {e}",
-                self.name(upstream)
+                self.labels.get(cell).map_or("?", String::as_str)
             ),
         );
-        let m = self.metrics.upstream(upstream);
+        let m = self.metrics.upstream(self.upstream_of(cell));
         abi::increment(m.and_then(|m| m.update_errors), 1);
     }
 
     /// Reports the result of [`store::update`].
-    pub fn report_update<T>(&self, upstream: usize, r: &Result<Updated<T>, store::UpdateError>) {
+    pub fn report_update<T>(&self, cell: usize, r: &Result<Updated<T>, store::UpdateError>) {
         match r {
-            Ok(u) => self.report(upstream, u.transition.as_ref(), u.reset.as_ref()),
-            Err(e) => self.report_error(upstream, *e),
+            Ok(u) => self.report(cell, u.transition.as_ref(), u.reset.as_ref()),
+            Err(e) => self.report_error(cell, *e),
         }
     }
 
-    /// The upstream's shared-data key.
-    pub fn key(&self, upstream: usize) -> &str {
-        self.keys.get(upstream).map_or("", String::as_str)
-    }
-
-    fn name(&self, upstream: usize) -> &str {
-        self.config
-            .upstreams
-            .get(upstream)
-            .map_or("?", |u| u.name.as_str())
+    /// The breaker cell's shared-data key.
+    pub fn key(&self, cell: usize) -> &str {
+        self.keys.get(cell).map_or("", String::as_str)
     }
 
     /// Notes what this worker just read or wrote of an upstream's breaker.
-    pub fn saw(&self, upstream: usize, epoch: u32, quiet: bool, at_ms: u64) {
+    pub fn saw(&self, cell: usize, epoch: u32, quiet: bool, at_ms: u64) {
         if let Some(s) = self
             .seen
             .try_borrow_mut()
             .ok()
             .as_deref_mut()
-            .and_then(|v| v.get_mut(upstream))
+            .and_then(|v| v.get_mut(cell))
         {
             *s = Seen {
                 epoch,
@@ -163,24 +169,24 @@ impl Shared {
     /// moments ago for another request, and that read answers; otherwise it reads
     /// again. (A streak another worker started within the last `SEEN_FRESH_MS` can
     /// thus miss being ended by this success.)
-    pub fn quiet(&self, upstream: usize, epoch: u32, now_ms: u64) -> bool {
+    pub fn quiet(&self, cell: usize, epoch: u32, now_ms: u64) -> bool {
         let seen = self
             .seen
             .try_borrow()
             .ok()
-            .and_then(|v| v.get(upstream).copied())
+            .and_then(|v| v.get(cell).copied())
             .filter(|s| s.epoch == epoch && s.at_ms.saturating_add(SEEN_FRESH_MS) >= now_ms);
         match seen {
             Some(s) => s.quiet,
-            None => store::quiet_now(&EnvoyStore, self.key(upstream), epoch),
+            None => store::quiet_now(&EnvoyStore, self.key(cell), epoch),
         }
     }
 
     /// Holds one fast success; returns a batch to write now if one is due.
-    pub fn hold_success(&self, upstream: usize, epoch: u32, now_ms: u64) -> Option<Pending> {
+    pub fn hold_success(&self, cell: usize, epoch: u32, now_ms: u64) -> Option<Pending> {
         let flush_ms = self.config.success_flush_ms;
         let mut all = self.pending.try_borrow_mut().ok()?;
-        let slot = all.get_mut(upstream)?;
+        let slot = all.get_mut(cell)?;
         let mut due = None;
         if slot.count > 0 && slot.epoch != epoch {
             due = Some(std::mem::take(slot));
@@ -201,20 +207,20 @@ impl Shared {
     }
 
     /// Takes the upstream's held successes, to write them with another update.
-    pub fn take_pending(&self, upstream: usize) -> Option<Pending> {
+    pub fn take_pending(&self, cell: usize) -> Option<Pending> {
         let mut all = self.pending.try_borrow_mut().ok()?;
-        let p = std::mem::take(all.get_mut(upstream)?);
+        let p = std::mem::take(all.get_mut(cell)?);
         (p.count > 0).then_some(p)
     }
 
     /// Puts back a batch whose write failed, so its successes are not lost: it is
     /// retried one flush period from now (not on the next success), and a batch of
     /// an older epoch than the one held is dropped (the breaker would ignore it).
-    pub fn restore_pending(&self, upstream: usize, p: Pending, now_ms: u64) {
+    pub fn restore_pending(&self, cell: usize, p: Pending, now_ms: u64) {
         let Ok(mut all) = self.pending.try_borrow_mut() else {
             return;
         };
-        let Some(slot) = all.get_mut(upstream) else {
+        let Some(slot) = all.get_mut(cell) else {
             return;
         };
         if slot.count == 0 {
@@ -229,22 +235,22 @@ impl Shared {
     }
 
     /// Writes a batch of successes to shared data (keeping it if the write fails).
-    pub fn write_successes(&self, upstream: usize, p: Pending, now_ms: u64) {
-        let Some(up) = self.config.upstreams.get(upstream) else {
+    pub fn write_successes(&self, cell: usize, p: Pending, now_ms: u64) {
+        let Some(up) = self.config.upstreams.get(self.upstream_of(cell)) else {
             return;
         };
-        let r = store::update(&EnvoyStore, self.key(upstream), &up.breaker, now_ms, |b| {
+        let r = store::update(&EnvoyStore, self.key(cell), &up.breaker, now_ms, |b| {
             b.record_successes(now_ms, p.epoch, p.count)
         });
         if r.is_err() {
-            self.restore_pending(upstream, p, now_ms);
+            self.restore_pending(cell, p, now_ms);
         }
-        self.report_update(upstream, &r);
+        self.report_update(cell, &r);
     }
 
     /// Writes every batch held longer than `success_flush_ms`.
     pub fn flush_due(&self, now_ms: u64) {
-        for i in 0..self.config.upstreams.len() {
+        for i in 0..self.config.cells.len() {
             let due = self
                 .pending
                 .try_borrow()
@@ -311,24 +317,52 @@ impl RootContext for Root {
         let now = abi::now_ms();
         let metrics = metrics::Metrics::define(&config);
         let keys: Vec<String> = config
-            .upstreams
+            .cells
             .iter()
-            .map(|u| store::key(&u.name))
+            .map(|c| {
+                let name = config
+                    .upstreams
+                    .get(c.upstream)
+                    .map_or("", |u| u.name.as_str());
+                match &c.model {
+                    None => store::key(name),
+                    Some(m) => format!("{}|{m}", store::key(name)),
+                }
+            })
             .collect();
-        for ((i, u), key) in config.upstreams.iter().enumerate().zip(&keys) {
+        let labels: Vec<String> = config
+            .cells
+            .iter()
+            .map(|c| {
+                let name = config
+                    .upstreams
+                    .get(c.upstream)
+                    .map_or("", |u| u.name.as_str());
+                match &c.model {
+                    None => name.to_string(),
+                    Some(m) => format!("{name} model={m}"),
+                }
+            })
+            .collect();
+        for ((c, key), label) in config.cells.iter().zip(&keys).zip(&labels) {
+            let Some(u) = config.upstreams.get(c.upstream) else {
+                continue;
+            };
             // Creating keys here keeps the request path away from the non-atomic
             // "create if absent"; idempotent, so the canary VM may run it too.
             if let Err(e) = store::seed(&EnvoyStore, key, &u.breaker, now) {
                 abi::log(
                     Level::Warn,
-                    &format!("llm-breaker: cannot seed shared state of {}: {e}", u.name),
+                    &format!("llm-breaker: cannot seed shared state of {label}: {e}"),
                 );
             }
             if let Ok(state) = store::peek(&EnvoyStore, key, &u.breaker, now) {
-                abi::record(
-                    metrics.upstream(i).and_then(|m| m.state),
-                    state.kind().gauge(),
-                );
+                if c.model.is_none() || state.kind() != crate::breaker::PhaseKind::Closed {
+                    abi::record(
+                        metrics.upstream(c.upstream).and_then(|m| m.state),
+                        state.kind().gauge(),
+                    );
+                }
             }
         }
         abi::log(
@@ -346,20 +380,23 @@ impl RootContext for Root {
                 &format!("llm-breaker: cannot arm the flush timer (status {})", s.0),
             );
         }
-        let pending = RefCell::new(vec![Pending::default(); config.upstreams.len()]);
-        let seen = RefCell::new(vec![Seen::default(); config.upstreams.len()]);
+        let pending = RefCell::new(vec![Pending::default(); config.cells.len()]);
+        let seen = RefCell::new(vec![Seen::default(); config.cells.len()]);
         let primary_header = config
             .upstreams
             .iter()
             .map(|u| crate::routing::describe(&u.name, crate::routing::Why::Primary, &[]))
             .collect();
+        let uses_models = config.uses_models();
         self.shared = Some(Rc::new(Shared {
+            uses_models,
             config,
             metrics,
             pending,
             seen,
             primary_header,
             keys,
+            labels,
         }));
         true
     }
