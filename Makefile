@@ -135,7 +135,11 @@ down:
 	$(COMPOSE) -p $(COMPOSE_PROJECT) -f $(COMPOSE_FILE) down -v --remove-orphans -t 2
 
 ## compose-test: fault injection across containers (docker stop / pause / network disconnect)
-compose-test: build images
+# Without a Docker engine the images are not built and the test itself fails under
+# CI=true (saying why) or prints a skip message otherwise.
+compose-test: build
+	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory images; \
+	else echo "compose-test: no Docker engine is reachable (a failure under CI=true)" >&2; fi
 	cargo test -p llm-breaker --test compose -- --nocapture
 
 ## oci: the filter as an OCI image for Istio's WasmPlugin (FROM scratch, one layer: plugin.wasm)
@@ -147,5 +151,7 @@ oci: build
 	@echo "$(PLUGIN_IMAGE) (docker save: $(IMAGES)/plugin.tar); push it: docker tag $(PLUGIN_IMAGE) REGISTRY/llm-breaker:TAG && docker push REGISTRY/llm-breaker:TAG"
 
 ## istio-test: the OCI image's layout and the envoy/istio/ manifests
-istio-test: oci
+istio-test: build
+	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory oci; \
+	else echo "istio-test: no Docker engine is reachable (the image test fails under CI=true)" >&2; fi
 	cargo test -p llm-breaker --test istio -- --nocapture
