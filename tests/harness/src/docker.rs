@@ -239,14 +239,22 @@ impl Compose {
         }
     }
 
-    /// The container id of a service.
+    /// The container id of a service, running or not (by compose's labels, which v1
+    /// and v2 both set; v2's `ps` lists only running containers).
     pub fn container(&self, service: &str) -> String {
-        let id = self
-            .run(&["ps", "-q", service])
-            .unwrap_or_else(|e| panic!("{e}"));
-        let id = id.trim().to_string();
-        assert!(!id.is_empty(), "no container for service {service}");
-        id
+        let out = docker(&[
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(ids.len(), 1, "containers of service {service}: {ids:?}");
+        ids[0].to_string()
     }
 
     /// The Docker name of one of the compose file's networks.
@@ -357,8 +365,10 @@ impl Compose {
         if self.down {
             return Ok(());
         }
-        // A paused container cannot be stopped; unpausing a running one just fails.
-        if let Ok(ids) = self.run(&["ps", "-q"]) {
+        // Unpause first, in case an engine won't stop a paused container (unpausing
+        // one that isn't paused just fails).
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        if let Ok(ids) = docker(&["ps", "-q", "--filter", &label]) {
             for id in ids.split_whitespace() {
                 let _ = docker(&["unpause", id]);
             }
