@@ -3,7 +3,7 @@
 //! nor touches shared data; [`crate::store`] loads, applies and saves it.
 
 use crate::backoff::open_duration_ms;
-use crate::classify::Outcome;
+use crate::classify::{FailureClass, Outcome};
 use crate::config::BreakerConfig;
 use crate::window::Window;
 
@@ -24,6 +24,9 @@ pub enum Phase {
         /// When the open period ends.
         until_ms: u64,
     },
+    /// Forced open by an operator (maintenance, an incident) until released: no
+    /// traffic, no probes, outcomes ignored.
+    Isolated,
     /// A bounded number of probe requests test recovery.
     HalfOpen {
         /// Expiry time (unix ms) of each permit in use; also the permit's token.
@@ -82,7 +85,12 @@ pub struct Breaker {
     pub times_opened: u32,
     /// Outcomes in the sliding window while closed.
     pub window: Window,
+    /// The last failure recorded: its class and time (unix ms).
+    pub last_failure: Option<(FailureClass, u64)>,
 }
+
+/// How long an isolated upstream tells clients to wait (`retry-after`).
+pub const ISOLATED_RETRY_MS: u64 = 60_000;
 
 impl Breaker {
     /// A closed breaker with an empty window.
@@ -95,6 +103,7 @@ impl Breaker {
             reopens: 0,
             times_opened: 0,
             window: Window::new(cfg.window),
+            last_failure: None,
         }
     }
 
@@ -104,6 +113,46 @@ impl Breaker {
             Phase::Closed => PhaseKind::Closed,
             Phase::Open { .. } => PhaseKind::Open,
             Phase::HalfOpen { .. } => PhaseKind::HalfOpen,
+            Phase::Isolated => PhaseKind::Isolated,
+        }
+    }
+
+    /// Operator reset: closed, counts and window cleared, backoff growth reset.
+    pub fn operator_reset(&mut self, cfg: &BreakerConfig, now_ms: u64) -> Step<()> {
+        self.reopens = 0;
+        self.window = Window::new(cfg.window);
+        let transition = self.enter(Phase::Closed, now_ms, Reason::OperatorReset, None);
+        Step {
+            value: (),
+            changed: true,
+            transition: Some(transition),
+        }
+    }
+
+    /// Operator isolation: no traffic until [`Breaker::operator_release`].
+    pub fn operator_isolate(&mut self, now_ms: u64) -> Step<()> {
+        if self.phase == Phase::Isolated {
+            return unchanged(());
+        }
+        let transition = self.enter(Phase::Isolated, now_ms, Reason::OperatorIsolate, None);
+        Step {
+            value: (),
+            changed: true,
+            transition: Some(transition),
+        }
+    }
+
+    /// Ends an isolation: closed, with a fresh window. Does nothing otherwise.
+    pub fn operator_release(&mut self, now_ms: u64) -> Step<()> {
+        if self.phase != Phase::Isolated {
+            return unchanged(());
+        }
+        self.reopens = 0;
+        let transition = self.enter(Phase::Closed, now_ms, Reason::OperatorRelease, None);
+        Step {
+            value: (),
+            changed: true,
+            transition: Some(transition),
         }
     }
 
@@ -119,6 +168,11 @@ impl Breaker {
 
     /// Decides whether a request may go to this upstream now.
     pub fn admit(&mut self, cfg: &BreakerConfig, now_ms: u64) -> Step<Admission> {
+        if self.phase == Phase::Isolated {
+            return unchanged(Admission::Denied {
+                retry_at_ms: now_ms.saturating_add(ISOLATED_RETRY_MS),
+            });
+        }
         let mut transition = None;
         if let Phase::Open { until_ms } = self.phase {
             if now_ms < until_ms && open_end_plausible(cfg, self.since_ms, until_ms, now_ms) {
@@ -170,9 +224,12 @@ impl Breaker {
                     transition,
                 }
             }
-            // Unreachable: Open was handled above.
+            // Unreachable: Open and Isolated were handled above.
             Phase::Open { until_ms } => unchanged(Admission::Denied {
                 retry_at_ms: *until_ms,
+            }),
+            Phase::Isolated => unchanged(Admission::Denied {
+                retry_at_ms: now_ms.saturating_add(ISOLATED_RETRY_MS),
             }),
         }
     }
@@ -192,6 +249,11 @@ impl Breaker {
             return unchanged(());
         }
         let failed = outcome.failure.is_some();
+        if let Some(class) = outcome.failure {
+            if self.phase != Phase::Isolated {
+                self.last_failure = Some((class, now_ms));
+            }
+        }
         match &mut self.phase {
             Phase::Closed => {
                 self.window.record(now_ms, failed, outcome.slow);
@@ -223,7 +285,11 @@ impl Breaker {
                     transition,
                 }
             }
-            Phase::Open { .. } => unchanged(()),
+            Phase::Open { .. } | Phase::Isolated => Step {
+                value: (),
+                changed: failed,
+                transition: None,
+            },
             Phase::HalfOpen { permits, successes } => {
                 if let Some(token) = ticket.permit {
                     permits.retain(|&p| p != token);

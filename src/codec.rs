@@ -3,11 +3,12 @@
 //! another version or corrupted never panic; the caller resets such a key to closed.
 
 use crate::breaker::{Breaker, Phase, MAX_PERMITS};
+use crate::classify::FailureClass;
 use crate::window::{Bucket, Totals, Window, MAX_BUCKETS, MAX_CALLS};
 use std::fmt;
 
 /// Version byte of the current encoding.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Why bytes did not decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,7 @@ pub fn encode(b: &Breaker) -> Vec<u8> {
         Phase::Closed => (0, None),
         p @ Phase::Open { .. } => (1, Some(p)),
         p @ Phase::HalfOpen { .. } => (2, Some(p)),
+        Phase::Isolated => (3, None),
     };
     out.push(tag);
     out.extend_from_slice(&b.epoch.to_le_bytes());
@@ -48,6 +50,11 @@ pub fn encode(b: &Breaker) -> Vec<u8> {
     out.extend_from_slice(&b.consecutive_failures.to_le_bytes());
     out.extend_from_slice(&b.reopens.to_le_bytes());
     out.extend_from_slice(&b.times_opened.to_le_bytes());
+    let (class, at) = b
+        .last_failure
+        .map_or((0u8, 0u64), |(c, at)| (c as u8 + 1, at));
+    out.push(class);
+    out.extend_from_slice(&at.to_le_bytes());
     match extra {
         Some(Phase::Open { until_ms }) => out.extend_from_slice(&until_ms.to_le_bytes()),
         Some(Phase::HalfOpen { permits, successes }) => {
@@ -124,6 +131,10 @@ pub fn peek(bytes: &[u8]) -> Option<Head> {
     let since_ms = r.u64().ok()?;
     let consecutive = r.u32().ok()?;
     r.take(8).ok()?; // reopens, times_opened
+    if usize::from(r.u8().ok()?) > FailureClass::ALL.len() {
+        return None;
+    }
+    r.take(8).ok()?; // last failure time
     let head = match tag {
         0 => Head::Closed { epoch, consecutive },
         1 => Head::Open {
@@ -171,8 +182,18 @@ pub fn decode(bytes: &[u8]) -> Result<Breaker, DecodeError> {
     let consecutive_failures = r.u32()?;
     let reopens = r.u32()?;
     let times_opened = r.u32()?;
+    let last_failure = match (r.u8()?, r.u64()?) {
+        (0, _) => None,
+        (c, at) => Some((
+            *FailureClass::ALL
+                .get(usize::from(c) - 1)
+                .ok_or(DecodeError::Invalid("failure class"))?,
+            at,
+        )),
+    };
     let phase = match tag {
         0 => Phase::Closed,
+        3 => Phase::Isolated,
         1 => Phase::Open { until_ms: r.u64()? },
         2 => {
             let successes = r.u32()?;
@@ -240,6 +261,7 @@ pub fn decode(bytes: &[u8]) -> Result<Breaker, DecodeError> {
         reopens,
         times_opened,
         window,
+        last_failure,
     })
 }
 
@@ -298,6 +320,7 @@ mod tests {
             reopens: 2,
             times_opened: 9,
             window,
+            last_failure: Some((FailureClass::InBandError, 1_700_000_000_123)),
         }
     }
 
@@ -310,6 +333,7 @@ mod tests {
                 permits: vec![1, 2, 3],
                 successes: 1,
             },
+            Phase::Isolated,
         ];
         for phase in phases {
             for spec in [
@@ -416,7 +440,7 @@ mod tests {
                     1 => b.truncate(rand() as usize % b.len()),
                     2 => b.push(rand() as u8),
                     _ => {
-                        let i = 26 + rand() as usize % (b.len() - 26);
+                        let i = 35 + rand() as usize % (b.len() - 35);
                         b[i] = rand() as u8;
                     }
                 }

@@ -10,6 +10,8 @@ pub enum PhaseKind {
     Open,
     /// Half-open.
     HalfOpen,
+    /// Forced open by an operator until released.
+    Isolated,
 }
 
 impl PhaseKind {
@@ -19,14 +21,15 @@ impl PhaseKind {
             PhaseKind::Closed => "closed",
             PhaseKind::Open => "open",
             PhaseKind::HalfOpen => "half_open",
+            PhaseKind::Isolated => "isolated",
         }
     }
 
-    /// Value of the state gauge: 0 closed, 1 open, 2 half-open.
+    /// Value of the state gauge: 0 closed, 1 open (also when isolated), 2 half-open.
     pub fn gauge(self) -> u64 {
         match self {
             PhaseKind::Closed => 0,
-            PhaseKind::Open => 1,
+            PhaseKind::Open | PhaseKind::Isolated => 1,
             PhaseKind::HalfOpen => 2,
         }
     }
@@ -49,6 +52,12 @@ pub enum Reason {
     ProbeFailed,
     /// Enough half-open probes succeeded.
     ProbesSucceeded,
+    /// An operator reset the breaker.
+    OperatorReset,
+    /// An operator isolated the upstream.
+    OperatorIsolate,
+    /// An operator released an isolated upstream.
+    OperatorRelease,
 }
 
 impl Reason {
@@ -62,6 +71,9 @@ impl Reason {
             Reason::OpenElapsed => "open_elapsed",
             Reason::ProbeFailed => "probe_failed",
             Reason::ProbesSucceeded => "probes_succeeded",
+            Reason::OperatorReset => "operator_reset",
+            Reason::OperatorIsolate => "operator_isolate",
+            Reason::OperatorRelease => "operator_release",
         }
     }
 }

@@ -399,3 +399,63 @@ fn a_probe_rate_limited_with_a_hint_reopens_for_the_hint() {
     assert_eq!(tr.reason, Reason::ProbeFailed);
     assert_eq!(open_until(&b), now + 1500);
 }
+
+#[test]
+fn an_isolated_upstream_admits_nothing_until_released_and_ignores_outcomes() {
+    let c = cfg("");
+    let mut b = Breaker::new(&c, 0);
+    let before = ticket(&mut b, &c, 1);
+    let t = b.operator_isolate(10).transition.expect("isolates");
+    assert_eq!(
+        (t.from, t.to, t.reason),
+        (
+            PhaseKind::Closed,
+            PhaseKind::Isolated,
+            Reason::OperatorIsolate
+        )
+    );
+    assert!(
+        !b.operator_isolate(11).changed,
+        "isolating twice changes nothing"
+    );
+    // Long past any open time: still denied, never half-open.
+    assert!(matches!(
+        b.admit(&c, 10_000_000).value,
+        Admission::Denied { .. }
+    ));
+    // An outcome admitted before the isolation is ignored.
+    assert_eq!(b.record(&c, 20, before, FAIL, 1).transition, None);
+    assert_eq!(b.phase, Phase::Isolated);
+    let t = b.operator_release(30).transition.expect("releases");
+    assert_eq!(
+        (t.to, t.reason),
+        (PhaseKind::Closed, Reason::OperatorRelease)
+    );
+    assert!(matches!(b.admit(&c, 31).value, Admission::Admitted(_)));
+    assert!(
+        !b.operator_release(32).changed,
+        "release of a closed breaker is a no-op"
+    );
+}
+
+#[test]
+fn an_operator_reset_closes_and_clears_counts_and_backoff() {
+    let c = cfg("");
+    let mut b = tripped(&c);
+    assert!(b.reopens > 0);
+    let t = b.operator_reset(&c, 50).transition.expect("resets");
+    assert_eq!((t.to, t.reason), (PhaseKind::Closed, Reason::OperatorReset));
+    assert_eq!((b.consecutive_failures, b.reopens), (0, 0));
+    assert_eq!(b.window.totals(50).calls, 0);
+    assert!(matches!(b.admit(&c, 51).value, Admission::Admitted(_)));
+}
+
+#[test]
+fn the_last_failure_is_remembered_with_its_class_and_time() {
+    let c = cfg("");
+    let mut b = Breaker::new(&c, 0);
+    assert_eq!(b.last_failure, None);
+    feed(&mut b, &c, 7, FAIL);
+    feed(&mut b, &c, 9, OK);
+    assert_eq!(b.last_failure, Some((FailureClass::Status, 7)));
+}
