@@ -12,11 +12,13 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod admin;
 pub mod backoff;
 pub mod breaker;
 pub mod classify;
 pub mod codec;
 pub mod config;
+pub mod history;
 pub mod inband;
 pub mod model;
 pub mod ratelimit;

@@ -42,6 +42,21 @@ pub struct Config {
     pub cells: Vec<Cell>,
     /// Per upstream: its first cell.
     pub cell_base: Vec<usize>,
+    /// The operator endpoints, when enabled.
+    pub admin: Option<AdminConfig>,
+}
+
+/// Operator endpoint settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Path prefix, without a trailing `/`.
+    pub path_prefix: String,
+    /// Reads need the token too.
+    pub protect_reads: bool,
+    /// VM environment variable with the token.
+    pub token_env: String,
+    /// Transitions kept.
+    pub history: u16,
 }
 
 /// One breaker's state: an upstream, or an upstream and model.

@@ -34,10 +34,59 @@ pub struct RawConfig {
     /// Where a request's model name comes from.
     #[serde(default)]
     pub model: RawModel,
+    /// The operator endpoints served by the filter.
+    #[serde(default)]
+    pub admin: RawAdmin,
     /// Models that get breakers of their own on upstreams with
     /// `breaker.scope: "upstream_and_model"` (besides those named exactly in routes).
     #[serde(default)]
     pub models: Vec<String>,
+}
+
+/// Operator endpoints: status, health, reset / isolate / release, dashboard.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Serve them at all (off by default: requests under the prefix are then normal
+    /// traffic).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Path prefix of the endpoints.
+    #[serde(default = "default_admin_prefix")]
+    pub path_prefix: String,
+    /// Require the token for the read endpoints too.
+    #[serde(default)]
+    pub protect_reads: bool,
+    /// Environment variable of the Wasm VM holding the bearer token.
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// Transitions kept in the history ring.
+    #[serde(default = "default_history")]
+    pub history: u32,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            path_prefix: default_admin_prefix(),
+            protect_reads: false,
+            token_env: default_token_env(),
+            history: default_history(),
+        }
+    }
+}
+
+fn default_admin_prefix() -> String {
+    "/_llm_breaker".to_string()
+}
+
+fn default_token_env() -> String {
+    "LLM_BREAKER_ADMIN_TOKEN".to_string()
+}
+
+fn default_history() -> u32 {
+    50
 }
 
 /// Where the model comes from.

@@ -6,8 +6,8 @@ use super::checks::{
 };
 use super::raw::{RawBreaker, RawConfig};
 use super::{
-    BreakerConfig, Cell, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy, RateLimitPolicy, Route,
-    Scope, Upstream, WindowSpec, MAX_MODELS, OTHER_MODELS,
+    AdminConfig, BreakerConfig, Cell, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy,
+    RateLimitPolicy, Route, Scope, Upstream, WindowSpec, MAX_MODELS, OTHER_MODELS,
 };
 use crate::model::ModelPattern;
 use std::fmt;
@@ -264,6 +264,41 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    let admin = if raw.admin.enabled {
+        let a = &raw.admin;
+        let prefix = a.path_prefix.trim_end_matches('/');
+        if !a.path_prefix.starts_with('/')
+            || prefix.is_empty()
+            || a.path_prefix.len() > 128
+            || !a
+                .path_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+        {
+            return Err(invalid(
+                "admin.path_prefix",
+                format!(
+                    "must be a path like \"/_llm_breaker\" ('/' then [A-Za-z0-9/-_.~], at most 128 chars, not \"/\"), got {:?}",
+                    a.path_prefix
+                ),
+            ));
+        }
+        if a.token_env.is_empty() || a.token_env.len() > 128 {
+            return Err(invalid(
+                "admin.token_env",
+                "must be an environment variable name (1-128 chars)",
+            ));
+        }
+        range("admin.history", a.history.into(), 1, 1000)?;
+        Some(AdminConfig {
+            path_prefix: prefix.to_string(),
+            protect_reads: a.protect_reads,
+            token_env: a.token_env.clone(),
+            history: u16::try_from(a.history).unwrap_or(1000),
+        })
+    } else {
+        None
+    };
     let mut cells = Vec::new();
     let mut cell_base = Vec::with_capacity(upstreams.len());
     for (u, up) in upstreams.iter().enumerate() {
@@ -299,6 +334,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         models: known_models,
         cells,
         cell_base,
+        admin,
     })
 }
 

@@ -213,6 +213,14 @@ impl HttpContext for Stream {
         let cfg = &shared.config;
         let path = abi::header(Map::Request, ":path").unwrap_or_default();
         let path = String::from_utf8_lossy(&path);
+        if let Some(a) = &cfg.admin {
+            let method = abi::header(Map::Request, ":method").unwrap_or_default();
+            let method = String::from_utf8_lossy(&method);
+            if let Some(request) = crate::admin::parse(&a.path_prefix, &method, &path) {
+                super::admin::serve(&shared, request);
+                return Action::Pause;
+            }
+        }
         if !shared.uses_models {
             let Some((route_idx, _)) = cfg.route_for(&path) else {
                 // Clients never choose a cluster, matched or not.

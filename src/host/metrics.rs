@@ -15,6 +15,8 @@ use crate::config::Config;
 pub struct UpstreamMetrics {
     /// Gauge: 0 closed, 1 open, 2 half-open.
     pub state: Option<u32>,
+    /// Gauge: 1 while an operator isolates the upstream.
+    pub isolated: Option<u32>,
     /// closed→open, open→half_open, half_open→closed, half_open→open.
     pub transitions: [Option<u32>; 4],
     /// Requests routed to this upstream.
@@ -88,6 +90,7 @@ impl Metrics {
                 let c = |n: &str| abi::define_metric(MetricKind::Counter, &format!("{p}{n}"));
                 UpstreamMetrics {
                     state: abi::define_metric(MetricKind::Gauge, &format!("{p}state")),
+                    isolated: abi::define_metric(MetricKind::Gauge, &format!("{p}isolated")),
                     transitions: [
                         c("transitions.closed_to_open"),
                         c("transitions.open_to_half_open"),
@@ -145,6 +148,11 @@ impl Metrics {
             abi::increment(m.transitions[i], 1);
         }
         abi::record(m.state, t.to.gauge());
+        if t.to == PhaseKind::Isolated {
+            abi::record(m.isolated, 1);
+        } else if t.from == PhaseKind::Isolated {
+            abi::record(m.isolated, 0);
+        }
     }
 
     /// Counts a classified outcome of one upstream.

@@ -3,6 +3,7 @@
 //! wires the pure core into the HTTP stream callbacks ([`http`]).
 
 pub mod abi;
+mod admin;
 mod http;
 pub mod metrics;
 
@@ -87,6 +88,8 @@ pub struct Shared {
     labels: Vec<String>,
     /// Some route depends on the request's model ([`Config::uses_models`]).
     pub uses_models: bool,
+    /// The admin bearer token, from the VM's environment.
+    pub admin_token: Option<String>,
 }
 
 impl Shared {
@@ -118,6 +121,10 @@ impl Shared {
         if let Some(t) = transition {
             log_transition(name, t);
             self.metrics.transition(upstream, t);
+            if let Some(a) = &self.config.admin {
+                let entry = crate::history::Entry::of(cell, t, abi::now_ms());
+                crate::history::append(&EnvoyStore, entry, usize::from(a.history));
+            }
         }
     }
 
@@ -362,6 +369,9 @@ impl RootContext for Root {
                         metrics.upstream(c.upstream).and_then(|m| m.state),
                         state.kind().gauge(),
                     );
+                    if state.kind() == crate::breaker::PhaseKind::Isolated {
+                        abi::record(metrics.upstream(c.upstream).and_then(|m| m.isolated), 1);
+                    }
                 }
             }
         }
@@ -388,8 +398,22 @@ impl RootContext for Root {
             .map(|u| crate::routing::describe(&u.name, crate::routing::Why::Primary, &[]))
             .collect();
         let uses_models = config.uses_models();
+        let admin_token = config.admin.as_ref().and_then(|a| {
+            let token = std::env::var(&a.token_env).ok().filter(|t| !t.is_empty());
+            if token.is_none() {
+                abi::log(
+                    Level::Warn,
+                    &format!(
+                        "llm-breaker: admin endpoints enabled but the VM environment has no {} (vm_config.environment_variables): reset/isolate/release will answer 401",
+                        a.token_env
+                    ),
+                );
+            }
+            token
+        });
         self.shared = Some(Rc::new(Shared {
             uses_models,
+            admin_token,
             config,
             metrics,
             pending,

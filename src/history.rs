@@ -1,0 +1,213 @@
+//! The transition history shown by the status endpoint and the dashboard: the last
+//! N transitions of every breaker, kept as one bounded ring in shared data so that
+//! all workers append to, and read, the same list. Pure: [`append`] works through
+//! [`SharedStore`] with the same bounded CAS loop as the breaker state.
+
+use crate::breaker::{PhaseKind, Reason, Transition};
+use crate::store::{SharedStore, StoreError};
+
+/// Version byte of the ring's encoding.
+const VERSION: u8 = 1;
+/// Bytes per entry: time (8), cell (2), from, to, reason.
+const ENTRY: usize = 13;
+/// CAS attempts before an append gives up.
+const MAX_ATTEMPTS: usize = 64;
+
+/// Shared-data key of the ring.
+pub const KEY: &str = "llm_breaker.history.v1";
+
+/// One recorded transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// When (unix ms).
+    pub at_ms: u64,
+    /// The breaker cell (index into the config's cells).
+    pub cell: u16,
+    /// Phase before.
+    pub from: PhaseKind,
+    /// Phase after.
+    pub to: PhaseKind,
+    /// Why.
+    pub reason: Reason,
+}
+
+impl Entry {
+    /// The entry for `t` of `cell` at `at_ms`.
+    pub fn of(cell: usize, t: &Transition, at_ms: u64) -> Entry {
+        Entry {
+            at_ms,
+            cell: u16::try_from(cell).unwrap_or(u16::MAX),
+            from: t.from,
+            to: t.to,
+            reason: t.reason,
+        }
+    }
+}
+
+const PHASES: [PhaseKind; 4] = [
+    PhaseKind::Closed,
+    PhaseKind::Open,
+    PhaseKind::HalfOpen,
+    PhaseKind::Isolated,
+];
+
+const REASONS: [Reason; 10] = [
+    Reason::ConsecutiveFailures,
+    Reason::FailureRate,
+    Reason::SlowCallRate,
+    Reason::RateLimitReset,
+    Reason::OpenElapsed,
+    Reason::ProbeFailed,
+    Reason::ProbesSucceeded,
+    Reason::OperatorReset,
+    Reason::OperatorIsolate,
+    Reason::OperatorRelease,
+];
+
+fn code<T: PartialEq>(all: &[T], v: &T) -> u8 {
+    all.iter()
+        .position(|x| x == v)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(u8::MAX)
+}
+
+/// Encodes entries, oldest first.
+pub fn encode(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 + entries.len() * ENTRY);
+    out.push(VERSION);
+    out.extend_from_slice(&u16::try_from(entries.len()).unwrap_or(0).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.at_ms.to_le_bytes());
+        out.extend_from_slice(&e.cell.to_le_bytes());
+        out.push(code(&PHASES, &e.from));
+        out.push(code(&PHASES, &e.to));
+        out.push(code(&REASONS, &e.reason));
+    }
+    out
+}
+
+/// Decodes a ring, oldest first; anything that does not decode is an empty ring
+/// (the history is informational: garbage is dropped, never trusted).
+pub fn decode(bytes: &[u8]) -> Vec<Entry> {
+    let (Some(&VERSION), Some(n)) = (bytes.first(), bytes.get(1..3)) else {
+        return Vec::new();
+    };
+    let n = usize::from(u16::from_le_bytes([n[0], n[1]]));
+    let body = &bytes[3..];
+    if body.len() != n * ENTRY {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(n);
+    for c in body.chunks_exact(ENTRY) {
+        let mut at = [0u8; 8];
+        at.copy_from_slice(&c[..8]);
+        let entry = (|| {
+            Some(Entry {
+                at_ms: u64::from_le_bytes(at),
+                cell: u16::from_le_bytes([c[8], c[9]]),
+                from: *PHASES.get(usize::from(c[10]))?,
+                to: *PHASES.get(usize::from(c[11]))?,
+                reason: *REASONS.get(usize::from(c[12]))?,
+            })
+        })();
+        match entry {
+            Some(e) => out.push(e),
+            None => return Vec::new(),
+        }
+    }
+    out
+}
+
+/// Appends `entry`, keeping the newest `capacity`, through a CAS loop. Returns
+/// whether it was written (gives up after contention or a host error: the history
+/// is informational and never blocks a request).
+pub fn append<S: SharedStore + ?Sized>(store: &S, entry: Entry, capacity: usize) -> bool {
+    for _ in 0..MAX_ATTEMPTS {
+        let (mut entries, cas) = match store.get(KEY) {
+            Ok(Some((bytes, cas))) => (decode(&bytes), cas),
+            Ok(None) => (Vec::new(), 0),
+            Err(_) => return false,
+        };
+        entries.push(entry);
+        let excess = entries.len().saturating_sub(capacity.max(1));
+        entries.drain(..excess);
+        match store.set(KEY, &encode(&entries), cas) {
+            Ok(()) => return true,
+            Err(StoreError::CasMismatch) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// The ring, newest first.
+pub fn read<S: SharedStore + ?Sized>(store: &S) -> Vec<Entry> {
+    let mut v = match store.get(KEY) {
+        Ok(Some((bytes, _))) => decode(&bytes),
+        _ => Vec::new(),
+    };
+    v.reverse();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn entry(at_ms: u64, cell: u16) -> Entry {
+        Entry {
+            at_ms,
+            cell,
+            from: PhaseKind::Closed,
+            to: PhaseKind::Isolated,
+            reason: Reason::OperatorIsolate,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_entries_newest_first() {
+        let s = MemoryStore::default();
+        for i in 0..7 {
+            assert!(append(&s, entry(i, 1), 5));
+        }
+        let got: Vec<u64> = read(&s).iter().map(|e| e.at_ms).collect();
+        assert_eq!(got, [6, 5, 4, 3, 2]);
+    }
+
+    #[test]
+    fn every_phase_and_reason_round_trips() {
+        let entries: Vec<Entry> = REASONS
+            .iter()
+            .zip(PHASES.iter().cycle())
+            .enumerate()
+            .map(|(i, (&reason, &to))| Entry {
+                at_ms: i as u64,
+                cell: i as u16,
+                from: PhaseKind::HalfOpen,
+                to,
+                reason,
+            })
+            .collect();
+        assert_eq!(decode(&encode(&entries)), entries);
+    }
+
+    #[test]
+    fn garbage_reads_as_empty_and_is_replaced_by_the_next_append() {
+        let s = MemoryStore::default();
+        for bad in [
+            &b""[..],
+            b"\x01",
+            b"\x09\x01\x00",
+            b"\x01\x01\x00abc",
+            &[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9][..],
+        ] {
+            assert_eq!(decode(bad), vec![], "{bad:?}");
+            s.put_raw(KEY, bad);
+            assert!(append(&s, entry(1, 0), 10));
+            assert_eq!(read(&s), vec![entry(1, 0)]);
+        }
+    }
+}
