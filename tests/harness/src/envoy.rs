@@ -109,6 +109,9 @@ pub struct Options {
     /// Another wasm module to run before the main filter, in the same `vm_id`
     /// (so it shares llm-breaker's shared data); tests use it to corrupt state.
     pub before: Option<PathBuf>,
+    /// Environment variables of the wasm VMs (`vm_config.environment_variables`),
+    /// e.g. the admin API's token.
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -124,6 +127,7 @@ impl Options {
             concurrency: 2,
             route_header: "x-llm-breaker-upstream".into(),
             before: None,
+            env: Vec::new(),
         }
     }
 }
@@ -145,12 +149,12 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
     let before = opts
         .before
         .as_ref()
-        .map(|w| wasm_filter("test_before", "llm_breaker", w, None))
+        .map(|w| wasm_filter("test_before", "llm_breaker", w, None, &opts.env))
         .unwrap_or_default();
     let (filter, route_action) = match &opts.filter {
         Filter::None { cluster } => (String::new(), format!("cluster: {cluster}")),
         Filter::Noop { wasm, cluster } => (
-            wasm_filter("noop", "noop", wasm, None),
+            wasm_filter("noop", "noop", wasm, None, &opts.env),
             format!("cluster: {cluster}"),
         ),
         Filter::Breaker { config, wasm } => (
@@ -159,6 +163,7 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
                 "llm_breaker",
                 &wasm.clone().unwrap_or_else(filter_wasm),
                 Some(config),
+                &opts.env,
             ),
             format!("cluster_header: {}", opts.route_header),
         ),
@@ -226,7 +231,13 @@ static_resources:
     )
 }
 
-fn wasm_filter(name: &str, vm_id: &str, wasm: &Path, config: Option<&str>) -> String {
+fn wasm_filter(
+    name: &str,
+    vm_id: &str,
+    wasm: &Path,
+    config: Option<&str>,
+    env: &[(String, String)],
+) -> String {
     let configuration = config
         .map(|c| {
             format!(
@@ -238,6 +249,18 @@ fn wasm_filter(name: &str, vm_id: &str, wasm: &Path, config: Option<&str>) -> St
             )
         })
         .unwrap_or_default();
+    let environment = if env.is_empty() {
+        String::new()
+    } else {
+        let pairs: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("{}: {}", yaml_quote(k), yaml_quote(v)))
+            .collect();
+        format!(
+            "                  environment_variables: {{ key_values: {{ {} }} }}\n",
+            pairs.join(", ")
+        )
+    };
     format!(
         r#"          - name: envoy.filters.http.wasm
             typed_config:
@@ -250,9 +273,14 @@ fn wasm_filter(name: &str, vm_id: &str, wasm: &Path, config: Option<&str>) -> St
                   vm_id: {vm_id}
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: {wasm} }} }}
-{configuration}"#,
+{environment}{configuration}"#,
         wasm = wasm.display()
     )
+}
+
+/// A single-quoted YAML scalar.
+fn yaml_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 impl Envoy {

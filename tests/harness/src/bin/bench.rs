@@ -136,6 +136,7 @@ fn main() {
                 concurrency: workers,
                 route_header: "x-llm-breaker-upstream".into(),
                 before: None,
+                env: Vec::new(),
             };
             let e = Envoy::start(&opts);
             if pin {
