@@ -19,7 +19,7 @@ HARNESS    := -p llm-breaker-harness
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: build test lint unit wasm-test integration demo-check envoy demo bench clean images envoy-image mock-image up down compose-test oci istio-test
+.PHONY: build test lint unit wasm-test integration demo-check envoy demo bench clean images envoy-image mock-image up down compose-test oci istio-test dashboard-test
 
 ## build: the filter, target/wasm32-wasip1/release/llm_breaker.wasm
 build: $(TARGETS)
@@ -42,7 +42,7 @@ $(WBT_RUNNER):
 	cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)
 
 ## test: lint, native unit tests, the same tests in a wasm engine, Envoy integration tests, the demo
-test: lint unit wasm-test demo-check integration compose-test istio-test
+test: lint unit wasm-test demo-check integration compose-test istio-test dashboard-test
 
 ## lint: rustfmt check and clippy -D warnings, native and wasm
 lint: $(TARGETS)
@@ -155,3 +155,10 @@ istio-test: build
 	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory oci; \
 	else echo "istio-test: no Docker engine is reachable (the image test fails under CI=true)" >&2; fi
 	cargo test -p llm-breaker --test istio -- --nocapture
+
+# ---- operator dashboard -------------------------------------------------------------
+
+## dashboard-test: the dashboard page (src/host/dashboard.html) in headless Chromium against the real Envoy
+dashboard-test: build $(ENVOY)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	cargo test -p llm-breaker --test dashboard -- --nocapture
