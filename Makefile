@@ -19,7 +19,7 @@ HARNESS    := -p llm-breaker-harness
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: build test lint unit wasm-test integration demo-check envoy demo bench clean images envoy-image mock-image up down compose-test oci istio-test dashboard-test
+.PHONY: build test lint unit wasm-test integration demo-check envoy demo bench clean images envoy-image mock-image up down compose-test oci istio-test dashboard-test alerts-test
 
 ## build: the filter, target/wasm32-wasip1/release/llm_breaker.wasm
 build: $(TARGETS)
@@ -42,7 +42,7 @@ $(WBT_RUNNER):
 	cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)
 
 ## test: lint, native unit tests, the same tests in a wasm engine, Envoy integration tests, the demo
-test: lint unit wasm-test demo-check integration compose-test istio-test dashboard-test
+test: lint unit wasm-test demo-check integration compose-test istio-test dashboard-test alerts-test
 
 ## lint: rustfmt check and clippy -D warnings, native and wasm
 lint: $(TARGETS)
@@ -162,3 +162,20 @@ istio-test: build
 dashboard-test: build $(ENVOY)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 	cargo test -p llm-breaker --test dashboard -- --nocapture
+
+# ---- Prometheus alerts and Grafana dashboard -------------------------------------
+
+## alerts-test: promtool check and unit tests of the alert rules (installs promtool if missing); every metric
+# the alerts and the Grafana dashboard (envoy/grafana/llm-breaker.json) use is exported by the filter in Envoy.
+# Only promtool is wanted: a prometheus server the package's install started is stopped
+# again (systemd: disabled; otherwise only processes that were not running before).
+alerts-test: build $(ENVOY)
+	@command -v promtool >/dev/null || { \
+		before=" $$(pgrep -x prometheus | tr '\n' ' ') "; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus || exit 1; \
+		if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then systemctl disable --now prometheus || true; fi; \
+		for p in $$(pgrep -x prometheus); do case "$$before" in *" $$p "*) ;; *) echo "stopping prometheus $$p (started by its package)"; kill $$p ;; esac; done; \
+	}
+	promtool check rules envoy/prometheus/alerts.yaml
+	promtool test rules envoy/prometheus/alerts_test.yaml
+	cargo test -p llm-breaker --test alerts
