@@ -142,6 +142,28 @@ impl Breaker {
         }
     }
 
+    /// A successful active probe while open: half-open now, without waiting for the
+    /// open period to end. Does nothing in any other phase.
+    pub fn probe_succeeded(&mut self, now_ms: u64) -> Step<()> {
+        if !matches!(self.phase, Phase::Open { .. }) {
+            return unchanged(());
+        }
+        let transition = self.enter(
+            Phase::HalfOpen {
+                permits: Vec::new(),
+                successes: 0,
+            },
+            now_ms,
+            Reason::ActiveProbe,
+            None,
+        );
+        Step {
+            value: (),
+            changed: true,
+            transition: Some(transition),
+        }
+    }
+
     /// Ends an isolation: closed, with a fresh window. Does nothing otherwise.
     pub fn operator_release(&mut self, now_ms: u64) -> Step<()> {
         if self.phase != Phase::Isolated {

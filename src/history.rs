@@ -51,7 +51,7 @@ const PHASES: [PhaseKind; 4] = [
     PhaseKind::Isolated,
 ];
 
-const REASONS: [Reason; 10] = [
+const REASONS: [Reason; 11] = [
     Reason::ConsecutiveFailures,
     Reason::FailureRate,
     Reason::SlowCallRate,
@@ -62,6 +62,7 @@ const REASONS: [Reason; 10] = [
     Reason::OperatorReset,
     Reason::OperatorIsolate,
     Reason::OperatorRelease,
+    Reason::ActiveProbe,
 ];
 
 fn code<T: PartialEq>(all: &[T], v: &T) -> u8 {

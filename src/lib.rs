@@ -21,6 +21,7 @@ pub mod config;
 pub mod history;
 pub mod inband;
 pub mod model;
+pub mod probe;
 pub mod ratelimit;
 pub mod routing;
 pub mod store;

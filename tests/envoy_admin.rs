@@ -234,3 +234,59 @@ fn when_disabled_the_prefix_is_normal_traffic() {
         format!("{P}/upstreams/openai/isolate")
     );
 }
+
+#[test]
+fn active_probes_are_sent_once_per_interval_across_workers_and_half_open_early() {
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let clusters: Vec<(&str, SocketAddr)> = [&a, &b].iter().map(|u| (u.name(), u.addr())).collect();
+    let cfg = r#"{"routes":[{"name":"chat","upstreams":["openai","azure"]}],
+        "breaker":{"consecutive_failures":1,"open":{"base_ms":600000,"max_ms":600000,"jitter":0},
+                   "half_open":{"permitted_calls":1,"success_threshold":1}},
+        "upstreams":{"openai":{"probe":{"method":"POST","path":"/v1/chat/completions?probe=1",
+            "headers":{"content-type":"application/json"},
+            "body":"{\"model\":\"gpt-4o-mini\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"ping\"}]}",
+            "expect_status":[200],"timeout_ms":1000,"interval_ms":500}}}}"#;
+    let e = Envoy::start(&Options::breaker(cfg, &clusters));
+    // Healthy and closed: no probes at all.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(a.requests(), 0);
+    a.set(Behaviour::Status(503));
+    chat(&e);
+    assert_eq!(e.upstream_stat("openai", "state"), 1);
+    let tripped = a.requests();
+    // Open for 10 minutes; probes keep failing (503) at one per 500 ms, not one per
+    // worker per tick.
+    std::thread::sleep(std::time::Duration::from_millis(2600));
+    let probes = a.requests() - tripped;
+    eprintln!("active probes in 2.6 s at a 500 ms interval, 2 workers: {probes}");
+    assert!(
+        (4..=7).contains(&probes),
+        "{probes} probes in 2.6 s at 500 ms intervals"
+    );
+    assert_eq!(e.upstream_stat("openai", "active_probes") as usize, probes);
+    assert_eq!(
+        e.upstream_stat("openai", "state"),
+        1,
+        "failed probes keep it open"
+    );
+    let last = a.last_request().unwrap();
+    assert_eq!(last.target, "/v1/chat/completions?probe=1");
+    assert_eq!(last.model().as_deref(), Some("gpt-4o-mini"));
+    // The provider recovers: the next probe half-opens it long before the 10 minutes.
+    a.set(Behaviour::Ok);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while e.upstream_stat("openai", "transitions.open_to_half_open") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no early half-open:\n{}",
+            e.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(e
+        .log()
+        .contains("from=open to=half_open reason=active_probe"));
+    // Real traffic then probes and closes it.
+    assert_eq!(chat(&e).upstream(), Some("openai"));
+    assert_eq!(e.upstream_stat("openai", "state"), 0);
+}

@@ -58,6 +58,8 @@ pub enum Reason {
     OperatorIsolate,
     /// An operator released an isolated upstream.
     OperatorRelease,
+    /// An active recovery probe succeeded while open.
+    ActiveProbe,
 }
 
 impl Reason {
@@ -74,6 +76,7 @@ impl Reason {
             Reason::OperatorReset => "operator_reset",
             Reason::OperatorIsolate => "operator_isolate",
             Reason::OperatorRelease => "operator_release",
+            Reason::ActiveProbe => "active_probe",
         }
     }
 }

@@ -459,3 +459,24 @@ fn the_last_failure_is_remembered_with_its_class_and_time() {
     feed(&mut b, &c, 9, OK);
     assert_eq!(b.last_failure, Some((FailureClass::Status, 7)));
 }
+
+#[test]
+fn a_successful_active_probe_half_opens_early_and_only_from_open() {
+    let c = cfg("");
+    let mut b = tripped(&c);
+    let t = b.probe_succeeded(1).transition.expect("half-opens");
+    assert_eq!(
+        (t.from, t.to, t.reason),
+        (PhaseKind::Open, PhaseKind::HalfOpen, Reason::ActiveProbe)
+    );
+    assert!(matches!(
+        b.admit(&c, 2).value,
+        Admission::Admitted(Ticket {
+            permit: Some(_),
+            ..
+        })
+    ));
+    assert!(!b.probe_succeeded(3).changed, "half-open stays as it is");
+    b.operator_isolate(4);
+    assert!(!b.probe_succeeded(5).changed, "isolation wins");
+}

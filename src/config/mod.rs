@@ -122,6 +122,23 @@ pub struct Upstream {
     pub name: String,
     /// Effective breaker settings (global merged with this upstream's override).
     pub breaker: BreakerConfig,
+    /// Active recovery probe, if configured.
+    pub probe: Option<ProbeConfig>,
+}
+
+/// An active recovery probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Request headers, pseudo-headers (`:method`, `:path`, `:authority`) included.
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Vec<u8>,
+    /// Healthy statuses.
+    pub expect_status: Vec<u16>,
+    /// Timeout in ms.
+    pub timeout_ms: u64,
+    /// Interval in ms.
+    pub interval_ms: u64,
 }
 
 /// Effective breaker settings of one upstream.

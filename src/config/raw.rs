@@ -264,6 +264,50 @@ pub struct RawUpstream {
     /// Partial breaker settings merged over the global `breaker`.
     #[serde(default)]
     pub breaker: serde_json::Value,
+    /// Active recovery probe while the breaker is open (opt-in).
+    pub probe: Option<RawProbe>,
+}
+
+/// A health request sent to an open upstream's cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    /// HTTP method.
+    #[serde(default = "default_probe_method")]
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Extra request headers (`host` sets the authority; default: the upstream name).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body (e.g. a one-token completion).
+    #[serde(default)]
+    pub body: String,
+    /// Statuses that mean healthy.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: Vec<u16>,
+    /// Probe timeout.
+    #[serde(default = "default_probe_timeout_ms")]
+    pub timeout_ms: u64,
+    /// One probe per this interval, across all workers.
+    #[serde(default = "default_probe_interval_ms")]
+    pub interval_ms: u64,
+}
+
+fn default_probe_method() -> String {
+    "GET".to_string()
+}
+
+fn default_expect_status() -> Vec<u16> {
+    vec![200]
+}
+
+fn default_probe_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_probe_interval_ms() -> u64 {
+    5_000
 }
 
 /// Breaker settings (after merging overrides).

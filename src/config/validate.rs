@@ -4,10 +4,10 @@
 use super::checks::{
     check_header_name, check_name, check_upstream_name, invalid, range, unit_interval,
 };
-use super::raw::{RawBreaker, RawConfig};
+use super::raw::{RawBreaker, RawConfig, RawProbe};
 use super::{
     AdminConfig, BreakerConfig, Cell, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy,
-    RateLimitPolicy, Route, Scope, Upstream, WindowSpec, MAX_MODELS, OTHER_MODELS,
+    ProbeConfig, RateLimitPolicy, Route, Scope, Upstream, WindowSpec, MAX_MODELS, OTHER_MODELS,
 };
 use crate::model::ModelPattern;
 use std::fmt;
@@ -211,9 +211,14 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
                         }
                         None => (global.clone(), "breaker".to_string()),
                     };
+                    let probe = match raw.upstreams.get(name).and_then(|o| o.probe.as_ref()) {
+                        Some(p) => Some(probe_config(name, p)?),
+                        None => None,
+                    };
                     upstreams.push(Upstream {
                         name: name.to_string(),
                         breaker: breaker_config(merged.0, &merged.1)?,
+                        probe,
                     });
                     upstreams.len() - 1
                 }
@@ -335,6 +340,71 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         cells,
         cell_base,
         admin,
+    })
+}
+
+fn probe_config(name: &str, p: &RawProbe) -> Result<ProbeConfig, ConfigError> {
+    let at = format!("upstreams.{name}.probe");
+    if !["GET", "POST", "HEAD", "PUT", "OPTIONS"].contains(&p.method.as_str()) {
+        return Err(invalid(
+            format!("{at}.method"),
+            format!(
+                "must be GET, POST, HEAD, PUT or OPTIONS, got {:?}",
+                p.method
+            ),
+        ));
+    }
+    if !p.path.starts_with('/') || p.path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(invalid(
+            format!("{at}.path"),
+            format!(
+                "must start with '/' and hold no spaces or control characters, got {:?}",
+                p.path
+            ),
+        ));
+    }
+    let mut authority = name.to_string();
+    let mut headers = Vec::new();
+    for (k, v) in &p.headers {
+        check_header_name(&format!("{at}.headers.{k}"), k)?;
+        if v.bytes().any(|b| b.is_ascii_control()) {
+            return Err(invalid(
+                format!("{at}.headers.{k}"),
+                "must hold no control characters",
+            ));
+        }
+        if k == "host" {
+            authority = v.clone();
+        } else {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    let mut all = vec![
+        (":method".to_string(), p.method.clone()),
+        (":path".to_string(), p.path.clone()),
+        (":authority".to_string(), authority),
+    ];
+    all.extend(headers);
+    if p.expect_status.is_empty() {
+        return Err(invalid(
+            format!("{at}.expect_status"),
+            "must list at least one status",
+        ));
+    }
+    for (i, s) in p.expect_status.iter().enumerate() {
+        range(&format!("{at}.expect_status[{i}]"), (*s).into(), 100, 599)?;
+    }
+    range(&format!("{at}.timeout_ms"), p.timeout_ms, 1, 60_000)?;
+    range(&format!("{at}.interval_ms"), p.interval_ms, 100, 3_600_000)?;
+    if p.body.len() > 64 * 1024 {
+        return Err(invalid(format!("{at}.body"), "must be at most 64 KiB"));
+    }
+    Ok(ProbeConfig {
+        headers: all,
+        body: p.body.clone().into_bytes(),
+        expect_status: p.expect_status.clone(),
+        timeout_ms: p.timeout_ms,
+        interval_ms: p.interval_ms,
     })
 }
 

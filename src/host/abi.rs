@@ -28,6 +28,8 @@ pub enum Map {
     Request = 0,
     /// Response headers.
     Response = 2,
+    /// Headers of the answer to a `dispatch_http_call`.
+    HttpCallResponse = 6,
 }
 
 /// Log levels.

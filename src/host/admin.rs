@@ -29,7 +29,10 @@ pub fn serve(shared: &Shared, request: Result<Endpoint, Refusal>) {
         }
     };
     let protect = cfg.admin.as_ref().is_some_and(|a| a.protect_reads);
-    if (endpoint.mutates() || protect) && !authorized(shared) {
+    // The page itself is never protected: a browser sends no token when it loads
+    // it; the page then asks for the token and sends it with its reads.
+    let needs_token = endpoint.mutates() || (protect && endpoint != Endpoint::Dashboard);
+    if needs_token && !authorized(shared) {
         return send(
             401,
             &error("unauthorized", "a valid bearer token is required"),

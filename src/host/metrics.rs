@@ -19,6 +19,10 @@ pub struct UpstreamMetrics {
     pub isolated: Option<u32>,
     /// closed→open, open→half_open, half_open→closed, half_open→open.
     pub transitions: [Option<u32>; 4],
+    /// Active recovery probes sent.
+    pub active_probes: Option<u32>,
+    /// Active recovery probes that failed (status, timeout, or not sent).
+    pub active_probe_failures: Option<u32>,
     /// Requests routed to this upstream.
     pub admitted: Option<u32>,
     /// Of which half-open probes.
@@ -98,6 +102,8 @@ impl Metrics {
                         c("transitions.half_open_to_open"),
                     ],
                     admitted: c("requests_admitted"),
+                    active_probes: c("active_probes"),
+                    active_probe_failures: c("active_probe_failures"),
                     probes: c("requests_probe"),
                     failed_over: c("requests_failed_over"),
                     rejected: c("requests_rejected"),

@@ -6,6 +6,7 @@ pub mod abi;
 mod admin;
 mod http;
 pub mod metrics;
+mod probe;
 
 use crate::breaker::Transition;
 use crate::config::Config;
@@ -291,13 +292,26 @@ fn log_transition(upstream: &str, t: &Transition) {
     );
 }
 
+/// How often probe leases are looked at.
+const PROBE_TICK_MS: u64 = 250;
+
 /// The root context: owns the configuration of one VM.
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
+    /// Active probes in flight from this VM.
+    probes: probe::InFlight,
+    /// This VM's identity in probe leases.
+    holder: u64,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _h: usize, _b: usize, _t: usize) {
+        if let Some(shared) = &self.shared {
+            probe::answered(shared, &mut self.probes, token);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -383,7 +397,19 @@ impl RootContext for Root {
                 config.upstreams.len()
             ),
         );
-        let tick = u32::try_from(config.success_flush_ms).unwrap_or(u32::MAX);
+        for u in config.upstreams.iter().filter(|u| u.probe.is_some()) {
+            crate::probe::seed(&EnvoyStore, &crate::probe::key(&u.name));
+        }
+        // Probes are looked at every 250 ms (or at the flush period, if shorter).
+        let probing = config.upstreams.iter().any(|u| u.probe.is_some());
+        let tick = match (config.success_flush_ms, probing) {
+            (0, true) => PROBE_TICK_MS,
+            (f, true) => f.min(PROBE_TICK_MS),
+            (f, false) => f,
+        };
+        let tick = u32::try_from(tick).unwrap_or(u32::MAX);
+        // Informational only (the lease is won by CAS, not by identity).
+        self.holder = crate::backoff::splitmix64(now);
         if let Err(s) = abi::set_tick_period_ms(tick) {
             abi::log(
                 Level::Warn,
@@ -427,7 +453,9 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(shared) = &self.shared {
-            shared.flush_due(abi::now_ms());
+            let now = abi::now_ms();
+            shared.flush_due(now);
+            probe::tick(shared, &mut self.probes, self.holder, now);
         }
     }
 
