@@ -544,6 +544,7 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
     );
     opts.before = Some(corruptor);
     let e = Envoy::start(&opts);
+    let key = llm_breaker::store::key("openai");
     a.set(Behaviour::Status(503));
     chat(&e);
     assert_served_by(&chat(&e), "azure");
@@ -554,7 +555,7 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
         e.listener,
         "POST",
         CHAT,
-        &[("x-test-corrupt", "llm_breaker.v1.openai")],
+        &[("x-test-corrupt", &key)],
         BODY.as_bytes(),
     )
     .unwrap();
@@ -577,10 +578,11 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let mut head = vec![1u8, 1];
+    let mut head = vec![llm_breaker::codec::VERSION, 1];
     head.extend_from_slice(&0u32.to_le_bytes()); // epoch
     head.extend_from_slice(&now.to_le_bytes()); // since
     head.extend_from_slice(&[0; 12]); // consecutive, reopens, times_opened
+    head.extend_from_slice(&[0; 9]); // no last failure
     head.extend_from_slice(&(now + 30_000).to_le_bytes()); // until
     head.extend_from_slice(&[0xff; 8]); // no such window kind
     let garbage: String = head.iter().map(|b| format!("{b:02x}")).collect();
@@ -589,7 +591,7 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
         "POST",
         CHAT,
         &[
-            ("x-test-corrupt", "llm_breaker.v1.openai"),
+            ("x-test-corrupt", &key),
             ("x-test-corrupt-hex", &garbage),
         ],
         BODY.as_bytes(),
@@ -620,7 +622,7 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
         "POST",
         CHAT,
         &[
-            ("x-test-corrupt", "llm_breaker.v1.openai"),
+            ("x-test-corrupt", &key),
             ("x-test-corrupt-hex", &hex),
         ],
         BODY.as_bytes(),

@@ -21,6 +21,10 @@ pub struct RawConfig {
     /// writing them to shared data in one update; 0 writes each one.
     #[serde(default = "default_success_flush_ms")]
     pub success_flush_ms: u64,
+    /// How long a worker may admit requests to a closed, quiet breaker from its own
+    /// last read of it, without reading shared data again; 0 reads every time.
+    #[serde(default = "default_admission_cache_ms")]
+    pub admission_cache_ms: u64,
     /// Breaker settings for every upstream, kept as JSON so per-upstream overrides
     /// can be merged into it before it is typed.
     #[serde(default)]
@@ -207,6 +211,10 @@ fn default_max_scan_bytes() -> u64 {
 
 fn default_route_header() -> String {
     "x-llm-breaker-upstream".to_string()
+}
+
+fn default_admission_cache_ms() -> u64 {
+    1
 }
 
 fn default_success_flush_ms() -> u64 {

@@ -127,6 +127,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     };
 
     range("success_flush_ms", raw.success_flush_ms, 0, 10_000)?;
+    range("admission_cache_ms", raw.admission_cache_ms, 0, 100)?;
     range(
         "in_band.max_scan_bytes",
         raw.in_band.max_scan_bytes,
@@ -331,6 +332,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         response_header,
         routes,
         success_flush_ms: raw.success_flush_ms,
+        admission_cache_ms: raw.admission_cache_ms,
         upstreams,
         max_scan_bytes: usize::try_from(raw.in_band.max_scan_bytes).unwrap_or(usize::MAX),
         model_source: raw.model.source,

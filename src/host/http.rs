@@ -88,6 +88,9 @@ impl Stream {
             let up = cfg.upstreams.get(u)?;
             let rewrite = model_on(u);
             let cell = cfg.cell(u, rewrite.as_deref().or(model));
+            if let Some(t) = shared.admit_cached(cell, now) {
+                return Some(Admission::Admitted(t));
+            }
             match store::admit(&EnvoyStore, shared.key(cell), &up.breaker, now) {
                 Ok(a) => {
                     shared.report(cell, a.transition.as_ref(), a.reset.as_ref());

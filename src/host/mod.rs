@@ -8,7 +8,7 @@ mod http;
 pub mod metrics;
 mod probe;
 
-use crate::breaker::Transition;
+use crate::breaker::{Ticket, Transition};
 use crate::config::Config;
 use crate::store::{self, SharedStore, StoreError, Updated};
 use abi::Level;
@@ -188,6 +188,21 @@ impl Shared {
             Some(s) => s.quiet,
             None => store::quiet_now(&EnvoyStore, self.key(cell), epoch),
         }
+    }
+
+    /// Admits a request from this worker's own read of a quiet (closed, no streak)
+    /// breaker made at most `admission_cache_ms` ago, without reading shared data
+    /// again. Only real reads refresh that read, so it never outlives the window.
+    pub fn admit_cached(&self, cell: usize, now_ms: u64) -> Option<Ticket> {
+        let ttl = self.config.admission_cache_ms;
+        if ttl == 0 {
+            return None;
+        }
+        let s = self.seen.try_borrow().ok()?.get(cell).copied()?;
+        (s.quiet && s.at_ms.saturating_add(ttl) >= now_ms).then_some(Ticket {
+            epoch: s.epoch,
+            permit: None,
+        })
     }
 
     /// Holds one fast success; returns a batch to write now if one is due.
