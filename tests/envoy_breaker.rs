@@ -18,18 +18,7 @@ const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi
 /// Sends a chat request and, unless the filter answered it locally, waits until
 /// the filter has recorded its outcome, so the next request sees the new state.
 fn chat(e: &Envoy) -> Response {
-    let before = e.completed_total();
-    let r = client::post(e.listener, CHAT, BODY).expect("request through Envoy");
-    if !r
-        .header("x-llm-breaker")
-        .is_some_and(|h| h.starts_with("upstream=none"))
-    {
-        assert!(
-            e.wait_completed(before + 1) > before,
-            "outcome never recorded"
-        );
-    }
-    r
+    e.send_recorded(CHAT, &[], BODY.as_bytes())
 }
 
 /// A config with one route over `chain` and the given breaker block.
@@ -590,10 +579,7 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
         e.listener,
         "POST",
         CHAT,
-        &[
-            ("x-test-corrupt", &key),
-            ("x-test-corrupt-hex", &garbage),
-        ],
+        &[("x-test-corrupt", &key), ("x-test-corrupt-hex", &garbage)],
         BODY.as_bytes(),
     )
     .unwrap();
@@ -621,10 +607,7 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
         e.listener,
         "POST",
         CHAT,
-        &[
-            ("x-test-corrupt", &key),
-            ("x-test-corrupt-hex", &hex),
-        ],
+        &[("x-test-corrupt", &key), ("x-test-corrupt-hex", &hex)],
         BODY.as_bytes(),
     )
     .unwrap();

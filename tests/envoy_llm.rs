@@ -21,18 +21,7 @@ const CLAUDE_STREAM: &str = r#"{"model":"claude-sonnet-4","stream":true,"max_tok
 
 /// Sends a request and waits until the filter has recorded its outcome.
 fn send(e: &Envoy, path: &str, body: &str) -> Response {
-    let before = e.completed_total();
-    let r = client::post(e.listener, path, body).expect("request through Envoy");
-    if !r
-        .header("x-llm-breaker")
-        .is_some_and(|h| h.starts_with("upstream=none"))
-    {
-        assert!(
-            e.wait_completed(before + 1) > before,
-            "outcome never recorded"
-        );
-    }
-    r
+    e.send_recorded(path, &[], body.as_bytes())
 }
 
 fn start(cfg: &str, ups: &[&MockUpstream]) -> Envoy {

@@ -21,19 +21,7 @@ fn body(model: &str) -> String {
 
 /// Sends a chat request for `model` and waits until its outcome is recorded.
 fn chat(e: &Envoy, model: &str, headers: &[(&str, &str)]) -> Response {
-    let before = e.completed_total();
-    let r = client::request(e.listener, "POST", CHAT, headers, body(model).as_bytes())
-        .expect("request through Envoy");
-    if !r
-        .header("x-llm-breaker")
-        .is_some_and(|h| h.starts_with("upstream=none"))
-    {
-        assert!(
-            e.wait_completed(before + 1) > before,
-            "outcome never recorded"
-        );
-    }
-    r
+    e.send_recorded(CHAT, headers, body(model).as_bytes())
 }
 
 fn start(cfg: &str, ups: &[&MockUpstream]) -> Envoy {

@@ -352,32 +352,26 @@ impl RootContext for Root {
         };
         let now = abi::now_ms();
         let metrics = metrics::Metrics::define(&config);
+        let name = |c: &crate::config::Cell| {
+            config
+                .upstreams
+                .get(c.upstream)
+                .map_or("", |u| u.name.as_str())
+        };
         let keys: Vec<String> = config
             .cells
             .iter()
-            .map(|c| {
-                let name = config
-                    .upstreams
-                    .get(c.upstream)
-                    .map_or("", |u| u.name.as_str());
-                match &c.model {
-                    None => store::key(name),
-                    Some(m) => format!("{}|{m}", store::key(name)),
-                }
+            .map(|c| match &c.model {
+                None => store::key(name(c)),
+                Some(m) => format!("{}|{m}", store::key(name(c))),
             })
             .collect();
         let labels: Vec<String> = config
             .cells
             .iter()
-            .map(|c| {
-                let name = config
-                    .upstreams
-                    .get(c.upstream)
-                    .map_or("", |u| u.name.as_str());
-                match &c.model {
-                    None => name.to_string(),
-                    Some(m) => format!("{name} model={m}"),
-                }
+            .map(|c| match &c.model {
+                None => name(c).to_string(),
+                Some(m) => format!("{} model={m}", name(c)),
             })
             .collect();
         for ((c, key), label) in config.cells.iter().zip(&keys).zip(&labels) {

@@ -37,14 +37,14 @@ impl Response {
     }
 }
 
-/// Sends one request and reads the whole response.
-pub fn request(
+/// Connects and writes one request (closing the connection after it).
+fn send(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> std::io::Result<Response> {
+) -> std::io::Result<BufReader<TcpStream>> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let _ = s.set_nodelay(true);
@@ -58,8 +58,18 @@ pub fn request(
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
     s.write_all(body)?;
-    let mut r = BufReader::new(s);
-    read_response(&mut r)
+    Ok(BufReader::new(s))
+}
+
+/// Sends one request and reads the whole response.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    read_response(&mut send(addr, method, path, headers, body)?)
 }
 
 /// Sends one request and reads only the status and headers; the body is then read
@@ -71,20 +81,7 @@ pub fn open(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<StreamingResponse> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let _ = s.set_nodelay(true);
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut reader = BufReader::new(s);
+    let mut reader = send(addr, method, path, headers, body)?;
     let (status, headers) = read_head(&mut reader)?;
     let chunked = headers
         .iter()

@@ -404,6 +404,31 @@ impl Envoy {
         }
     }
 
+    /// Sends a request through Envoy and, unless the filter answered it locally
+    /// (`x-llm-breaker: upstream=none…`), waits until the filter has recorded its
+    /// outcome, so the next request sees the new breaker state. Panics if the
+    /// request fails or the outcome never shows.
+    pub fn send_recorded(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> client::Response {
+        let before = self.completed_total();
+        let r = client::request(self.listener, "POST", path, headers, body)
+            .expect("request through Envoy");
+        let local = r
+            .header("x-llm-breaker")
+            .is_some_and(|h| h.starts_with("upstream=none"));
+        if !local {
+            assert!(
+                self.wait_completed(before + 1) > before,
+                "outcome never recorded"
+            );
+        }
+        r
+    }
+
     /// The admin `/stats/prometheus` text.
     pub fn prometheus(&self) -> String {
         client::get(self.admin, "/stats/prometheus")
