@@ -138,6 +138,17 @@ fn run(once: bool) -> Result<(), String> {
             println!("  {}", &l[i..]);
         }
     }
+    // The filter's own status endpoint says the same (and serves the dashboard).
+    let status = client::get(listener, "/_llm_breaker/status")
+        .map_err(|e| format!("status endpoint: {e}"))?;
+    let text = status.text();
+    if status.status != 200 || !text.contains(r#""to":"open""#) {
+        return Err(format!("status endpoint: {} {text}", status.status));
+    }
+    println!(
+        "\nStatus endpoint: curl -s 127.0.0.1:10000/_llm_breaker/status ({} bytes of JSON, history included);\ndashboard: http://127.0.0.1:10000/_llm_breaker/",
+        text.len()
+    );
     if once {
         return Ok(());
     }
@@ -148,6 +159,8 @@ Try it yourself (Ctrl-C to stop):
   curl -s '127.0.0.1:18001/_mock/set?mode=status&status=503'   # openai fails (also: mode=ok|close|hang|cut|delay&ms=N)
   curl -s '127.0.0.1:18002/_mock/set?mode=status&status=529'   # azure-openai overloaded
   curl -s 127.0.0.1:9901/stats/prometheus | grep llm_breaker
+  curl -s 127.0.0.1:10000/_llm_breaker/status                   # breaker status (JSON); dashboard: http://127.0.0.1:10000/_llm_breaker/
+  curl -s -XPOST -H "authorization: Bearer $LLM_BREAKER_ADMIN_TOKEN" 127.0.0.1:10000/_llm_breaker/upstreams/openai/reset
 Envoy's log: {}"#,
         log_path.display()
     );
