@@ -143,10 +143,9 @@ pub fn routes_down(cfg: &Config, states: &[Breaker], now_ms: u64) -> Vec<String>
                     .upstreams
                     .get(u)
                     .map_or(0, |x| x.breaker.half_open.permitted_calls);
-                cfg.cells
-                    .iter()
-                    .zip(states)
-                    .any(|(c, s)| c.upstream == u && admits(s, permitted, now_ms))
+                cfg.cells_of(u)
+                    .filter_map(|cell| states.get(cell))
+                    .any(|s| admits(s, permitted, now_ms))
             })
         })
         .map(|r| r.name.clone())

@@ -121,12 +121,7 @@ impl Breaker {
     pub fn operator_reset(&mut self, cfg: &BreakerConfig, now_ms: u64) -> Step<()> {
         self.reopens = 0;
         self.window = Window::new(cfg.window);
-        let transition = self.enter(Phase::Closed, now_ms, Reason::OperatorReset, None);
-        Step {
-            value: (),
-            changed: true,
-            transition: Some(transition),
-        }
+        self.step_to(Phase::Closed, now_ms, Reason::OperatorReset)
     }
 
     /// Operator isolation: no traffic until [`Breaker::operator_release`].
@@ -134,12 +129,7 @@ impl Breaker {
         if self.phase == Phase::Isolated {
             return unchanged(());
         }
-        let transition = self.enter(Phase::Isolated, now_ms, Reason::OperatorIsolate, None);
-        Step {
-            value: (),
-            changed: true,
-            transition: Some(transition),
-        }
+        self.step_to(Phase::Isolated, now_ms, Reason::OperatorIsolate)
     }
 
     /// A successful active probe while open: half-open now, without waiting for the
@@ -148,20 +138,11 @@ impl Breaker {
         if !matches!(self.phase, Phase::Open { .. }) {
             return unchanged(());
         }
-        let transition = self.enter(
-            Phase::HalfOpen {
-                permits: Vec::new(),
-                successes: 0,
-            },
-            now_ms,
-            Reason::ActiveProbe,
-            None,
-        );
-        Step {
-            value: (),
-            changed: true,
-            transition: Some(transition),
-        }
+        let half_open = Phase::HalfOpen {
+            permits: Vec::new(),
+            successes: 0,
+        };
+        self.step_to(half_open, now_ms, Reason::ActiveProbe)
     }
 
     /// Ends an isolation: closed, with a fresh window. Does nothing otherwise.
@@ -170,7 +151,12 @@ impl Breaker {
             return unchanged(());
         }
         self.reopens = 0;
-        let transition = self.enter(Phase::Closed, now_ms, Reason::OperatorRelease, None);
+        self.step_to(Phase::Closed, now_ms, Reason::OperatorRelease)
+    }
+
+    /// Moves to `phase` as a step that must be written back.
+    fn step_to(&mut self, phase: Phase, now_ms: u64, reason: Reason) -> Step<()> {
+        let transition = self.enter(phase, now_ms, reason, None);
         Step {
             value: (),
             changed: true,
@@ -190,11 +176,6 @@ impl Breaker {
 
     /// Decides whether a request may go to this upstream now.
     pub fn admit(&mut self, cfg: &BreakerConfig, now_ms: u64) -> Step<Admission> {
-        if self.phase == Phase::Isolated {
-            return unchanged(Admission::Denied {
-                retry_at_ms: now_ms.saturating_add(ISOLATED_RETRY_MS),
-            });
-        }
         let mut transition = None;
         if let Phase::Open { until_ms } = self.phase {
             if now_ms < until_ms && open_end_plausible(cfg, self.since_ms, until_ms, now_ms) {
@@ -246,10 +227,11 @@ impl Breaker {
                     transition,
                 }
             }
-            // Unreachable: Open and Isolated were handled above.
+            // Unreachable: Open was handled above.
             Phase::Open { until_ms } => unchanged(Admission::Denied {
                 retry_at_ms: *until_ms,
             }),
+            // No traffic, no probes, until an operator releases it.
             Phase::Isolated => unchanged(Admission::Denied {
                 retry_at_ms: now_ms.saturating_add(ISOLATED_RETRY_MS),
             }),
@@ -271,10 +253,10 @@ impl Breaker {
             return unchanged(());
         }
         let failed = outcome.failure.is_some();
-        if let Some(class) = outcome.failure {
-            if self.phase != Phase::Isolated {
-                self.last_failure = Some((class, now_ms));
-            }
+        if let (Some(class), Phase::Closed | Phase::HalfOpen { .. }) =
+            (outcome.failure, &self.phase)
+        {
+            self.last_failure = Some((class, now_ms));
         }
         match &mut self.phase {
             Phase::Closed => {
@@ -307,11 +289,7 @@ impl Breaker {
                     transition,
                 }
             }
-            Phase::Open { .. } | Phase::Isolated => Step {
-                value: (),
-                changed: failed,
-                transition: None,
-            },
+            Phase::Open { .. } | Phase::Isolated => unchanged(()),
             Phase::HalfOpen { permits, successes } => {
                 if let Some(token) = ticket.permit {
                     permits.retain(|&p| p != token);

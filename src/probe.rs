@@ -15,19 +15,18 @@ pub fn key(upstream: &str) -> String {
     format!("llm_breaker.probe.v1.{upstream}")
 }
 
-/// Encodes "the next probe is due at `due_ms`, claimed by `holder`".
-pub fn encode(holder: u64, due_ms: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17);
+/// Encodes "the next probe is due at `due_ms`".
+pub fn encode(due_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
     out.push(VERSION);
-    out.extend_from_slice(&holder.to_le_bytes());
     out.extend_from_slice(&due_ms.to_le_bytes());
     out
 }
 
 /// The due time in a lease; garbage reads as due now (0).
 pub fn due_ms(bytes: &[u8]) -> u64 {
-    match (bytes.first(), bytes.get(9..17)) {
-        (Some(&VERSION), Some(d)) if bytes.len() == 17 => {
+    match (bytes.first(), bytes.get(1..9)) {
+        (Some(&VERSION), Some(d)) if bytes.len() == 9 => {
             let mut a = [0u8; 8];
             a.copy_from_slice(d);
             u64::from_le_bytes(a)
@@ -40,19 +39,13 @@ pub fn due_ms(bytes: &[u8]) -> u64 {
 /// on an absent key ignores the CAS token.
 pub fn seed<S: SharedStore + ?Sized>(store: &S, key: &str) {
     if let Ok(None) = store.get(key) {
-        let _ = store.set(key, &encode(0, 0), 0);
+        let _ = store.set(key, &encode(0), 0);
     }
 }
 
 /// Claims the probe due now, if any: one CAS attempt, so among workers ticking at
 /// once exactly one wins. On success the next probe is due `interval_ms` later.
-pub fn claim<S: SharedStore + ?Sized>(
-    store: &S,
-    key: &str,
-    holder: u64,
-    now_ms: u64,
-    interval_ms: u64,
-) -> bool {
+pub fn claim<S: SharedStore + ?Sized>(store: &S, key: &str, now_ms: u64, interval_ms: u64) -> bool {
     let Ok(Some((bytes, cas))) = store.get(key) else {
         return false;
     };
@@ -60,11 +53,7 @@ pub fn claim<S: SharedStore + ?Sized>(
         return false;
     }
     store
-        .set(
-            key,
-            &encode(holder, now_ms.saturating_add(interval_ms)),
-            cas,
-        )
+        .set(key, &encode(now_ms.saturating_add(interval_ms)), cas)
         .is_ok()
 }
 
@@ -83,8 +72,8 @@ mod tests {
         let mut wins = 0;
         // Two workers ticking every 250 ms for 10 s, interval 1 s.
         for t in (0..10_000).step_by(250) {
-            for worker in [1, 2] {
-                if claim(&s, &k, worker, t, 1000) {
+            for _worker in [1, 2] {
+                if claim(&s, &k, t, 1000) {
                     wins += 1;
                 }
             }
@@ -98,23 +87,23 @@ mod tests {
         let k = key("a");
         seed(&s, &k);
         let (_, cas) = s.get(&k).unwrap().unwrap();
-        assert!(claim(&s, &k, 1, 5, 1000));
+        assert!(claim(&s, &k, 5, 1000));
         // Another worker that read before the claim cannot write over it.
         assert!(matches!(
-            s.set(&k, &encode(2, 1005), cas),
+            s.set(&k, &encode(1005), cas),
             Err(crate::store::StoreError::CasMismatch)
         ));
-        assert!(!claim(&s, &k, 2, 6, 1000));
+        assert!(!claim(&s, &k, 6, 1000));
     }
 
     #[test]
     fn garbage_is_due_now_and_is_replaced() {
         let s = MemoryStore::default();
         let k = key("a");
-        for bad in [&b""[..], b"\x07", &[1; 16][..], &[1; 30][..]] {
+        for bad in [&b""[..], b"\x07", &[1; 8][..], &[1; 30][..]] {
             assert_eq!(due_ms(bad), 0);
             s.put_raw(&k, bad);
-            assert!(claim(&s, &k, 1, 100, 1000));
+            assert!(claim(&s, &k, 100, 1000));
             assert_eq!(due_ms(&s.get(&k).unwrap().unwrap().0), 1100);
         }
     }

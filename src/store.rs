@@ -65,6 +65,15 @@ pub fn key(upstream: &str) -> String {
     format!("llm_breaker.v{}.{upstream}", codec::VERSION)
 }
 
+/// Shared-data key of a breaker cell: the upstream's, or for a model-scoped breaker
+/// the upstream's with `|<model>` (`*` for models without their own).
+pub fn cell_key(upstream: &str, model: Option<&str>) -> String {
+    match model {
+        None => key(upstream),
+        Some(m) => format!("{}|{m}", key(upstream)),
+    }
+}
+
 /// Reads the upstream's state, applies `f`, and writes it back if `f` changed it,
 /// retrying from a fresh read on CAS conflicts.
 pub fn update<S: SharedStore + ?Sized, T>(

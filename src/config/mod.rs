@@ -297,6 +297,17 @@ impl Config {
                 .any(|u| u.breaker.scope == Scope::UpstreamAndModel)
     }
 
+    /// The breaker cells of `upstream` (contiguous: one, or one per model and `*`).
+    pub fn cells_of(&self, upstream: usize) -> std::ops::Range<usize> {
+        let start = self.cell_base.get(upstream).copied().unwrap_or(0);
+        let end = self
+            .cell_base
+            .get(upstream + 1)
+            .copied()
+            .unwrap_or(self.cells.len());
+        start..end.max(start)
+    }
+
     /// The breaker cell of `upstream` for a request for `model`.
     pub fn cell(&self, upstream: usize, model: Option<&str>) -> usize {
         let base = self.cell_base.get(upstream).copied().unwrap_or(0);

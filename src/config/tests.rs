@@ -252,6 +252,10 @@ fn model_routes_chain_rewrites_and_scoped_cells() {
     assert_eq!(c.cells[3].model.as_deref(), Some("*"));
     assert_eq!(c.cell(1, Some("gpt-4o-az")), 4);
     assert_eq!(c.cell(2, Some("gpt-4o-mini")), 5);
+    assert_eq!(
+        (c.cells_of(0), c.cells_of(1), c.cells_of(2)),
+        (0..4, 4..5, 5..6)
+    );
     assert!(c.uses_models());
     assert!(c.needs_body("/v1/chat/completions"));
     assert!(!c.needs_body("/other"));

@@ -66,38 +66,30 @@ pub fn serve(shared: &Shared, request: Result<Endpoint, Refusal>) {
             reply(if ok { 200 } else { 503 }, &body);
         }
         Endpoint::Act { upstream, action } => {
-            let Some(u) = cfg.upstreams.iter().position(|x| x.name == upstream) else {
-                return reply(404, &error("unknown_upstream", "no such upstream"));
-            };
-            let Some(up) = cfg.upstreams.get(u) else {
-                return;
-            };
-            let mut breakers = Vec::new();
-            for (cell, c) in cfg
-                .cells
+            let Some((u, up)) = cfg
+                .upstreams
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.upstream == u)
-            {
-                let r =
-                    store::update(
-                        &EnvoyStore,
-                        shared.key(cell),
-                        &up.breaker,
-                        now,
-                        |b| match action {
-                            Action::Reset => b.operator_reset(&up.breaker, now),
-                            Action::Isolate => b.operator_isolate(now),
-                            Action::Release => b.operator_release(now),
-                        },
-                    );
+                .find(|(_, x)| x.name == upstream)
+            else {
+                return reply(404, &error("unknown_upstream", "no such upstream"));
+            };
+            let mut breakers = Vec::new();
+            for cell in cfg.cells_of(u) {
+                let model = cfg.cells.get(cell).and_then(|c| c.model.as_deref());
+                let act = |b: &mut Breaker| match action {
+                    Action::Reset => b.operator_reset(&up.breaker, now),
+                    Action::Isolate => b.operator_isolate(now),
+                    Action::Release => b.operator_release(now),
+                };
+                let r = store::update(&EnvoyStore, shared.key(cell), &up.breaker, now, act);
                 shared.report_update(cell, &r);
                 // Held successes were counted in the old state: drop them.
                 let _ = shared.take_pending(cell);
                 match r {
                     Ok(r) => {
                         shared.saw(cell, r.state.epoch, r.state.is_quiet(), now);
-                        breakers.push(json!({"model": c.model, "state": r.state.kind().as_str()}));
+                        breakers.push(json!({"model": model, "state": r.state.kind().as_str()}));
                     }
                     Err(e) => {
                         return reply(
@@ -122,28 +114,17 @@ fn authorized(shared: &Shared) -> bool {
     admin::token_matches(shared.admin_token.as_deref(), auth.as_deref())
 }
 
-/// Every cell's state, as read now (undecodable bytes read as closed).
+/// Every cell's state, as read now, indexed like the config's cells (undecodable
+/// bytes read as closed; config validation gives every cell an upstream).
 fn states(shared: &Shared, now: u64) -> Vec<Breaker> {
     let cfg = &shared.config;
-    cfg.cells
+    cfg.upstreams
         .iter()
         .enumerate()
-        .map(|(cell, c)| {
-            let bc = cfg.upstreams.get(c.upstream).map(|u| &u.breaker);
-            match bc {
-                Some(bc) => store::peek(&EnvoyStore, shared.key(cell), bc, now)
-                    .unwrap_or_else(|_| Breaker::new(bc, now)),
-                None => Breaker {
-                    phase: crate::breaker::Phase::Closed,
-                    epoch: 0,
-                    since_ms: now,
-                    consecutive_failures: 0,
-                    reopens: 0,
-                    times_opened: 0,
-                    window: crate::window::Window::new(crate::config::WindowSpec::Calls(1)),
-                    last_failure: None,
-                },
-            }
+        .flat_map(|(u, up)| cfg.cells_of(u).map(move |cell| (cell, &up.breaker)))
+        .map(|(cell, bc)| {
+            store::peek(&EnvoyStore, shared.key(cell), bc, now)
+                .unwrap_or_else(|_| Breaker::new(bc, now))
         })
         .collect()
 }

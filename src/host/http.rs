@@ -57,11 +57,15 @@ impl Stream {
             awaiting_body: None,
         }
     }
-}
 
-impl Context for Stream {}
+    /// The request is complete (end of body or trailers): the provider's time to
+    /// first byte counts from now.
+    fn request_complete(&mut self) {
+        if let Some(r) = &mut self.routed {
+            r.start_ms = abi::now_ms();
+        }
+    }
 
-impl Stream {
     /// Routes a request that matched route `route_idx`: picks the upstream, writes
     /// the route header (and, failing over to an entry that names a model, the
     /// body's model), or answers locally when every upstream is open.
@@ -78,16 +82,12 @@ impl Stream {
         };
         let now = abi::now_ms();
         let model_on = |u: usize| {
-            route
-                .chain
-                .iter()
-                .position(|&x| x == u)
-                .and_then(|i| route.chain_models.get(i).cloned().flatten())
+            let i = route.chain.iter().position(|&x| x == u)?;
+            route.chain_models.get(i)?.as_deref()
         };
         let decision = routing::choose(route, now, |u| {
             let up = cfg.upstreams.get(u)?;
-            let rewrite = model_on(u);
-            let cell = cfg.cell(u, rewrite.as_deref().or(model));
+            let cell = cfg.cell(u, model_on(u).or(model));
             if let Some(t) = shared.admit_cached(cell, now) {
                 return Some(Admission::Admitted(t));
             }
@@ -126,8 +126,8 @@ impl Stream {
                 // the route cache on header writes for every ABI version).
                 let _ = abi::foreign("clear_route_cache");
                 let rewrite = model_on(upstream);
-                if let (Some(new_model), Some((span, bytes))) = (&rewrite, body) {
-                    if span.value != *new_model {
+                if let (Some(new_model), Some((span, bytes))) = (rewrite, body) {
+                    if span.value != new_model {
                         rewrite_body(bytes, span, new_model);
                     }
                 }
@@ -148,7 +148,7 @@ impl Stream {
                 }
                 self.routed = Some(Routed {
                     upstream,
-                    cell: cfg.cell(upstream, rewrite.as_deref().or(model)),
+                    cell: cfg.cell(upstream, rewrite.or(model)),
                     ticket,
                     why,
                     skipped,
@@ -192,6 +192,24 @@ impl Stream {
     }
 }
 
+impl Context for Stream {}
+
+/// The model a request names in the configured header, when that is the source.
+fn header_model(cfg: &crate::config::Config) -> Option<String> {
+    match cfg.model_source {
+        ModelSource::Header => {
+            abi::header(Map::Request, &cfg.model_header).and_then(|v| model::model_from_header(&v))
+        }
+        ModelSource::Body => None,
+    }
+}
+
+/// Lets a request that matches no route through; clients never choose a cluster.
+fn pass_through(cfg: &crate::config::Config) -> Action {
+    let _ = abi::remove_header(Map::Request, &cfg.route_header);
+    Action::Continue
+}
+
 /// Replaces the buffered request body with one naming `new_model`, and fixes its
 /// `content-length` (a chunked body has none to fix).
 fn rewrite_body(bytes: &[u8], span: &model::ModelSpan, new_model: &str) {
@@ -216,7 +234,12 @@ impl HttpContext for Stream {
         let cfg = &shared.config;
         let path = abi::header(Map::Request, ":path").unwrap_or_default();
         let path = String::from_utf8_lossy(&path);
-        if let Some(a) = &cfg.admin {
+        // Only requests under the admin prefix pay for reading the method.
+        if let Some(a) = cfg
+            .admin
+            .as_ref()
+            .filter(|a| path.starts_with(&a.path_prefix))
+        {
             let method = abi::header(Map::Request, ":method").unwrap_or_default();
             let method = String::from_utf8_lossy(&method);
             if let Some(request) = crate::admin::parse(&a.path_prefix, &method, &path) {
@@ -225,12 +248,10 @@ impl HttpContext for Stream {
             }
         }
         if !shared.uses_models {
-            let Some((route_idx, _)) = cfg.route_for(&path) else {
-                // Clients never choose a cluster, matched or not.
-                let _ = abi::remove_header(Map::Request, &cfg.route_header);
-                return Action::Continue;
+            return match cfg.route_for(&path) {
+                Some((route_idx, _)) => self.route(&shared, route_idx, None, None),
+                None => pass_through(cfg),
             };
-            return self.route(&shared, route_idx, None, None);
         }
         if !eos && cfg.needs_body(&path) {
             // Decided when the body is in (Envoy holds the headers meanwhile, with
@@ -238,17 +259,10 @@ impl HttpContext for Stream {
             self.awaiting_body = Some(path.into_owned());
             return Action::Pause;
         }
-        let model = match cfg.model_source {
-            ModelSource::Header => abi::header(Map::Request, &cfg.model_header)
-                .and_then(|v| model::model_from_header(&v)),
-            ModelSource::Body => None,
-        };
+        let model = header_model(cfg);
         match cfg.route_for_request(&path, model.as_deref()) {
             Some((route_idx, _)) => self.route(&shared, route_idx, model.as_deref(), None),
-            None => {
-                let _ = abi::remove_header(Map::Request, &cfg.route_header);
-                Action::Continue
-            }
+            None => pass_through(cfg),
         }
     }
 
@@ -271,8 +285,7 @@ impl HttpContext for Stream {
             };
             let span = model::find_model(&body).ok().flatten();
             let model = match cfg.model_source {
-                ModelSource::Header => abi::header(Map::Request, &cfg.model_header)
-                    .and_then(|v| model::model_from_header(&v)),
+                ModelSource::Header => header_model(cfg),
                 ModelSource::Body => span.as_ref().map(|s| s.value.clone()),
             };
             let action = match cfg.route_for_request(&path, model.as_deref()) {
@@ -282,30 +295,21 @@ impl HttpContext for Stream {
                     model.as_deref(),
                     span.as_ref().filter(|_| eos).map(|s| (s, &body[..])),
                 ),
-                None => {
-                    let _ = abi::remove_header(Map::Request, &cfg.route_header);
-                    Action::Continue
-                }
+                None => pass_through(cfg),
             };
             if eos {
-                if let Some(r) = &mut self.routed {
-                    r.start_ms = abi::now_ms();
-                }
+                self.request_complete();
             }
             return action;
         }
         if eos {
-            if let Some(r) = &mut self.routed {
-                r.start_ms = abi::now_ms();
-            }
+            self.request_complete();
         }
         Action::Continue
     }
 
     fn on_http_request_trailers(&mut self, _n: usize) -> Action {
-        if let Some(r) = &mut self.routed {
-            r.start_ms = abi::now_ms();
-        }
+        self.request_complete();
         Action::Continue
     }
 

@@ -316,8 +316,6 @@ pub struct Root {
     shared: Option<Rc<Shared>>,
     /// Active probes in flight from this VM.
     probes: probe::InFlight,
-    /// This VM's identity in probe leases.
-    holder: u64,
 }
 
 impl Context for Root {
@@ -361,10 +359,7 @@ impl RootContext for Root {
         let keys: Vec<String> = config
             .cells
             .iter()
-            .map(|c| match &c.model {
-                None => store::key(name(c)),
-                Some(m) => format!("{}|{m}", store::key(name(c))),
-            })
+            .map(|c| store::cell_key(name(c), c.model.as_deref()))
             .collect();
         let labels: Vec<String> = config
             .cells
@@ -417,8 +412,6 @@ impl RootContext for Root {
             (f, false) => f,
         };
         let tick = u32::try_from(tick).unwrap_or(u32::MAX);
-        // Informational only (the lease is won by CAS, not by identity).
-        self.holder = crate::backoff::splitmix64(now);
         if let Err(s) = abi::set_tick_period_ms(tick) {
             abi::log(
                 Level::Warn,
@@ -464,7 +457,7 @@ impl RootContext for Root {
         if let Some(shared) = &self.shared {
             let now = abi::now_ms();
             shared.flush_due(now);
-            probe::tick(shared, &mut self.probes, self.holder, now);
+            probe::tick(shared, &mut self.probes, now);
         }
     }
 

@@ -22,18 +22,14 @@ fn any_open(shared: &Shared, upstream: usize, now_ms: u64) -> bool {
     let Some(up) = cfg.upstreams.get(upstream) else {
         return false;
     };
-    cfg.cells
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.upstream == upstream)
-        .any(|(cell, _)| {
-            store::peek(&EnvoyStore, shared.key(cell), &up.breaker, now_ms)
-                .is_ok_and(|b| matches!(b.phase, Phase::Open { .. }))
-        })
+    cfg.cells_of(upstream).any(|cell| {
+        store::peek(&EnvoyStore, shared.key(cell), &up.breaker, now_ms)
+            .is_ok_and(|b| matches!(b.phase, Phase::Open { .. }))
+    })
 }
 
 /// Sends the probes that are due and that this worker wins.
-pub fn tick(shared: &Shared, inflight: &mut InFlight, holder: u64, now_ms: u64) {
+pub fn tick(shared: &Shared, inflight: &mut InFlight, now_ms: u64) {
     for (u, up) in shared.config.upstreams.iter().enumerate() {
         let Some(p) = &up.probe else {
             continue;
@@ -42,7 +38,7 @@ pub fn tick(shared: &Shared, inflight: &mut InFlight, holder: u64, now_ms: u64) 
             continue;
         }
         let key = probe::key(&up.name);
-        if !probe::claim(&EnvoyStore, &key, holder, now_ms, p.interval_ms) {
+        if !probe::claim(&EnvoyStore, &key, now_ms, p.interval_ms) {
             continue;
         }
         let headers: Vec<(&str, &str)> = p
@@ -96,7 +92,7 @@ pub fn answered(shared: &Shared, inflight: &mut InFlight, token: u32) {
         return;
     }
     let now = abi::now_ms();
-    for cell in (0..shared.config.cells.len()).filter(|&c| shared.upstream_of(c) == u) {
+    for cell in shared.config.cells_of(u) {
         let r = store::update(&EnvoyStore, shared.key(cell), &up.breaker, now, |b| {
             b.probe_succeeded(now)
         });
