@@ -66,29 +66,11 @@ pub fn body_kind(content_type: &[u8]) -> BodyKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InBandError {
     /// An SSE event named `error` (Anthropic, OpenAI Responses).
-    SseErrorEvent = 0,
+    SseErrorEvent,
     /// An SSE `data:` object with a top-level `error` key or `"type":"error"` (OpenAI).
-    SseDataError = 1,
+    SseDataError,
     /// A JSON body that is an error object.
-    JsonErrorBody = 2,
-}
-
-impl InBandError {
-    /// All kinds, in discriminant order.
-    pub const ALL: [InBandError; 3] = [
-        InBandError::SseErrorEvent,
-        InBandError::SseDataError,
-        InBandError::JsonErrorBody,
-    ];
-
-    /// Name used in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InBandError::SseErrorEvent => "sse_error_event",
-            InBandError::SseDataError => "sse_data_error",
-            InBandError::JsonErrorBody => "json_error_body",
-        }
-    }
+    JsonErrorBody,
 }
 
 /// What the body said about the provider.
@@ -202,28 +184,25 @@ impl JsonBody {
     }
 
     fn finish(&mut self) -> InBand {
+        let buf = std::mem::take(&mut self.buf);
         if self.over {
             return InBand::Unknown;
         }
         // Every error shape names "error" (as a key or a value): a body without
         // the word can't be one, and most successes skip the JSON parse entirely.
         // (Clean means "not an error" here; the body is not validated further.)
-        if !contains(&self.buf, b"error") {
-            let object = self.buf.trim_ascii_start().first() == Some(&b'{');
-            self.buf = Vec::new();
-            return if object {
+        if !contains(&buf, b"error") {
+            return if buf.trim_ascii_start().first() == Some(&b'{') {
                 InBand::Clean
             } else {
                 InBand::Unknown
             };
         }
-        let verdict = match Probe::of(&self.buf) {
+        match Probe::of(&buf) {
             Some(p) if p.is_error() => InBand::Error(InBandError::JsonErrorBody),
             Some(_) => InBand::Clean,
             None => InBand::Unknown,
-        };
-        self.buf = Vec::new();
-        verdict
+        }
     }
 }
 
@@ -280,6 +259,23 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
             return true;
         }
         from = at;
+    }
+    false
+}
+
+/// Whether `hay` holds any of `names` as a quoted string (`"name"`): one pass over
+/// its quotes however many names, as this runs on every SSE `data:` line.
+fn contains_quoted(hay: &[u8], names: &[&[u8]]) -> bool {
+    let mut rest = hay;
+    while let Some(i) = rest.iter().position(|b| *b == b'"') {
+        rest = rest.get(i + 1..).unwrap_or_default();
+        let closed = |name: &&[u8]| {
+            rest.strip_prefix(*name)
+                .is_some_and(|after| after.first() == Some(&b'"'))
+        };
+        if names.iter().any(closed) {
+            return true;
+        }
     }
     false
 }

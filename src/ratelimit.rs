@@ -15,57 +15,34 @@ mod date;
 #[cfg(test)]
 mod tests;
 
-/// Headers [`reset_hint_ms`] reads, lower-case, in priority order.
-pub const RESET_HEADERS: [&str; 6] = [
-    "retry-after-ms",
-    "retry-after",
-    "x-ratelimit-reset-requests",
-    "anthropic-ratelimit-requests-reset",
-    "x-ratelimit-reset-tokens",
-    "anthropic-ratelimit-tokens-reset",
-];
+/// A header's parser: its raw value and the current unix ms, to ms from now.
+type Parser = fn(&[u8], u64) -> Option<u64>;
 
-/// How each entry of [`RESET_HEADERS`] is written, by position.
-#[derive(Clone, Copy)]
-enum Format {
-    Millis,
-    RetryAfter,
-    GoDuration,
-    Rfc3339,
-}
-
-const FORMATS: [Format; 6] = [
-    Format::Millis,
-    Format::RetryAfter,
-    Format::GoDuration,
-    Format::Rfc3339,
-    Format::GoDuration,
-    Format::Rfc3339,
+/// The headers [`reset_hint_ms`] reads, lower-case, in priority order, each with
+/// how it is written.
+const RESET_HEADERS: [(&str, Parser); 6] = [
+    ("retry-after-ms", |v, _| retry_after_ms(v)),
+    ("retry-after", retry_after),
+    ("x-ratelimit-reset-requests", |v, _| go_duration(v)),
+    ("anthropic-ratelimit-requests-reset", rfc3339),
+    ("x-ratelimit-reset-tokens", |v, _| go_duration(v)),
+    ("anthropic-ratelimit-tokens-reset", rfc3339),
 ];
 
 const NS_PER_MS: u128 = 1_000_000;
 
-/// The first of [`RESET_HEADERS`] that `get` returns and that parses, as
+/// The first of the reset headers that `get` returns and that parses, as
 /// milliseconds from `now_ms` (unix milliseconds). A header that is present but
 /// malformed is skipped in favour of the next one.
 pub fn reset_hint_ms(get: impl Fn(&str) -> Option<Vec<u8>>, now_ms: u64) -> Option<u64> {
     RESET_HEADERS
         .iter()
-        .zip(FORMATS)
-        .find_map(|(name, format)| {
-            let value = get(name)?;
-            match format {
-                Format::Millis => retry_after_ms(&value),
-                Format::RetryAfter => retry_after(&value, now_ms),
-                Format::GoDuration => go_duration(&value),
-                Format::Rfc3339 => rfc3339(&value, now_ms),
-            }
-        })
+        .find_map(|(name, parse)| parse(&get(name)?, now_ms))
 }
 
 /// `Retry-After` (RFC 9110): delay-seconds, leniently also a decimal (`1.5`), or an
 /// HTTP-date in any of the three accepted forms (IMF-fixdate, RFC 850, asctime).
-pub fn retry_after(value: &[u8], now_ms: u64) -> Option<u64> {
+fn retry_after(value: &[u8], now_ms: u64) -> Option<u64> {
     let text = value.trim_ascii();
     match text.first() {
         Some(b) if b.is_ascii_digit() || *b == b'.' => whole_decimal(text, 1000),
@@ -75,14 +52,14 @@ pub fn retry_after(value: &[u8], now_ms: u64) -> Option<u64> {
 }
 
 /// `retry-after-ms` (OpenAI, Azure OpenAI): milliseconds, integer or decimal.
-pub fn retry_after_ms(value: &[u8]) -> Option<u64> {
+fn retry_after_ms(value: &[u8]) -> Option<u64> {
     whole_decimal(value.trim_ascii(), 1)
 }
 
 /// OpenAI `x-ratelimit-reset-requests` / `-tokens`: a Go duration such as `6m0s`,
 /// `1h2m3.5s`, `20ms` or `250us` (units `h`, `m`, `s`, `ms`, `us`/`µs`, `ns`).
 /// A bare `0` is allowed, as in Go; signs are not.
-pub fn go_duration(value: &[u8]) -> Option<u64> {
+fn go_duration(value: &[u8]) -> Option<u64> {
     let mut rest = value.trim_ascii();
     if rest == b"0" {
         return Some(0);
@@ -101,12 +78,12 @@ pub fn go_duration(value: &[u8]) -> Option<u64> {
         total_ns = total_ns.saturating_add(scale(int, frac, unit_ns(unit)?));
         rest = after;
     }
-    Some(to_u64(div_ceil(total_ns, NS_PER_MS)))
+    Some(to_u64(total_ns.div_ceil(NS_PER_MS)))
 }
 
 /// Anthropic `anthropic-ratelimit-*-reset`: an RFC 3339 timestamp
 /// (`2026-11-25T10:50:18Z`, `2026-11-25T10:50:18.123+01:00`).
-pub fn rfc3339(value: &[u8], now_ms: u64) -> Option<u64> {
+fn rfc3339(value: &[u8], now_ms: u64) -> Option<u64> {
     date::rfc3339_ms(value.trim_ascii()).map(|at| date::ms_until(at, now_ms))
 }
 
@@ -173,10 +150,6 @@ fn scale(int: u64, frac: &[u8], unit: u128) -> u128 {
     let prod = num * unit;
     let part = prod / den + u128::from(prod % den != 0 || beyond);
     whole.saturating_add(part)
-}
-
-fn div_ceil(n: u128, d: u128) -> u128 {
-    n / d + u128::from(n % d != 0)
 }
 
 fn to_u64(v: u128) -> u64 {

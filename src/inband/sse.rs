@@ -16,7 +16,7 @@
 //! only `[DONE]` and `message_stop` can be seen in the tail, so a Responses stream
 //! that long is `Unknown` too.
 
-use super::{contains, InBand, InBandError, Probe, TAIL_BYTES};
+use super::{contains, contains_quoted, InBand, InBandError, Probe, TAIL_BYTES};
 
 /// Longest line kept across chunks.
 pub(super) const LINE_CAP: usize = 8 * 1024;
@@ -74,8 +74,6 @@ impl Tail {
 pub(super) struct Sse {
     budget: usize,
     scanned: usize,
-    /// Still under the budget: whole chunks are fetched and parsed.
-    parsing: bool,
     /// The current line so far, when it spans chunks.
     line: Vec<u8>,
     /// The current line outgrew [`LINE_CAP`]: drop bytes up to its end.
@@ -94,7 +92,6 @@ impl Sse {
         Sse {
             budget,
             scanned: 0,
-            parsing: budget > 0,
             line: Vec::new(),
             skipping: false,
             after_cr: false,
@@ -112,7 +109,7 @@ impl Sse {
     pub(super) fn wants(&self, chunk_len: usize) -> (usize, usize) {
         if self.error.is_some() {
             (0, 0)
-        } else if self.parsing {
+        } else if self.parsing() {
             (0, chunk_len)
         } else {
             let n = chunk_len.min(TAIL_BYTES);
@@ -125,13 +122,12 @@ impl Sse {
             return;
         }
         self.tail.push(bytes);
-        if !self.parsing {
+        if !self.parsing() {
             return;
         }
         self.scan(bytes);
         self.scanned = self.scanned.saturating_add(bytes.len());
-        if self.scanned >= self.budget {
-            self.parsing = false;
+        if !self.parsing() {
             self.line = Vec::new();
         }
     }
@@ -140,7 +136,7 @@ impl Sse {
         if !end_of_stream_seen {
             return self.error.map_or(InBand::Unknown, InBand::Error);
         }
-        if self.parsing && self.error.is_none() {
+        if self.parsing() && self.error.is_none() {
             // Lenient: a last line without its newline still counts.
             let line = std::mem::take(&mut self.line);
             if !self.skipping {
@@ -154,7 +150,7 @@ impl Sse {
         if self.terminal {
             return InBand::Clean;
         }
-        if !self.parsing {
+        if !self.parsing() {
             return if self.tail.ends_terminal() {
                 InBand::Clean
             } else if matches!(self.dialect, Dialect::OpenAi | Dialect::Anthropic) {
@@ -168,6 +164,11 @@ impl Sse {
         } else {
             InBand::Unknown
         }
+    }
+
+    /// Still under the budget: whole chunks are fetched and parsed.
+    fn parsing(&self) -> bool {
+        self.scanned < self.budget
     }
 
     /// Splits `bytes` into lines on `\n`, `\r\n` or `\r`, joining with the
@@ -276,16 +277,16 @@ impl Sse {
             return;
         }
         if self.dialect == Dialect::Unknown {
-            if contains(v, b"\"chat.completion.chunk\"") || contains(v, b"\"text_completion\"") {
+            if contains_quoted(v, &[b"chat.completion.chunk", b"text_completion"]) {
                 self.seen(Dialect::OpenAi);
-            } else if contains(v, b"\"message_start\"") {
+            } else if contains_quoted(v, &[b"message_start"]) {
                 self.seen(Dialect::Anthropic);
-            } else if contains(v, b"\"response.created\"") {
+            } else if contains_quoted(v, &[b"response.created"]) {
                 self.seen(Dialect::Responses);
             }
         }
         // Only a line that names one of these as a JSON string is worth parsing.
-        if !contains(v, b"\"error\"") && !contains(v, b"\"message_stop\"") {
+        if !contains_quoted(v, &[b"error", b"message_stop"]) {
             return;
         }
         match Probe::of(v) {

@@ -286,13 +286,25 @@ fn other_bodies_are_never_judged() {
 }
 
 #[test]
-fn error_names_follow_discriminant_order() {
-    let names: Vec<&str> = InBandError::ALL.iter().map(|e| e.as_str()).collect();
-    assert_eq!(
-        names,
-        ["sse_error_event", "sse_data_error", "json_error_body"]
-    );
-    for (i, e) in InBandError::ALL.iter().enumerate() {
-        assert_eq!(*e as usize, i);
+fn quoted_search_finds_exactly_the_quoted_names() {
+    let names: &[&[u8]] = &[b"error", b"message_stop"];
+    let table: &[(&[u8], bool)] = &[
+        (b"{\"error\":1}", true),
+        (b"{\"type\":\"message_stop\"}", true),
+        (b"{\"x\":\"\"error\"}", true),
+        (b"{\"errors\":1}", false),
+        (b"{\"x\":\"an \\\"error\\\" is\"}", false),
+        (b"error\"", false),
+        (b"\"error", false),
+        (b"\"", false),
+        (b"", false),
+    ];
+    for (hay, want) in table {
+        let shown = String::from_utf8_lossy(hay);
+        assert_eq!(contains_quoted(hay, names), *want, "{shown}");
+        let one_by_one = names
+            .iter()
+            .any(|n| contains(hay, &[b"\"", *n, b"\""].concat()));
+        assert_eq!(one_by_one, *want, "{shown}");
     }
 }

@@ -3,7 +3,6 @@
 //! bounded by pattern length times name length, so no name can make it slow.
 
 use super::MAX_MODEL_LEN;
-use std::str::FromStr;
 
 /// A model name or glob from the config, validated.
 ///
@@ -59,14 +58,6 @@ impl ModelPattern {
     /// The pattern as configured.
     pub fn as_str(&self) -> &str {
         &self.text
-    }
-}
-
-impl FromStr for ModelPattern {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ModelPattern::parse(s)
     }
 }
 
@@ -167,7 +158,7 @@ mod tests {
             ("*", false),
             ("claude 3", true),
         ] {
-            let p: ModelPattern = s.parse().unwrap();
+            let p = pattern(s);
             assert_eq!(p.is_exact(), exact, "{s}");
             assert_eq!(p.as_str(), s);
         }

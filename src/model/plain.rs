@@ -56,6 +56,7 @@ pub(super) fn plain_run(bytes: &[u8]) -> (usize, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backoff::splitmix64;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -77,10 +78,8 @@ mod tests {
             for _ in 0..200 {
                 let bytes: Vec<u8> = (0..len)
                     .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        let pick = (x % 64) as usize;
+                        x = x.wrapping_add(1);
+                        let pick = (splitmix64(x) % 64) as usize;
                         // Three in four bytes plain ASCII, so runs get long.
                         alphabet
                             .get(pick)

@@ -42,19 +42,11 @@ pub(super) fn http_date_ms(s: &[u8], now_ms: u64) -> Option<i64> {
         *tokens.get_mut(n)? = token;
         n += 1;
     }
-    match tokens.get(..n)? {
+    let (day, mon, year, time) = match *tokens.get(..n)? {
         [weekday, day, mon, year, time, zone] => {
             day_name(weekday.strip_suffix(b",")?)?;
             gmt(zone)?;
-            let (h, mi, sec) = clock(time)?;
-            civil_ms(
-                i64::from(digits(year, 4, 4)?),
-                month(mon)?,
-                digits(day, 1, 2)?,
-                h,
-                mi,
-                sec,
-            )
+            (day, mon, i64::from(digits(year, 4, 4)?), time)
         }
         [weekday, dmy, time, zone] => {
             day_name(weekday.strip_suffix(b",")?)?;
@@ -64,24 +56,16 @@ pub(super) fn http_date_ms(s: &[u8], now_ms: u64) -> Option<i64> {
             if parts.next().is_some() {
                 return None;
             }
-            let year = two_digit_year(digits(yy, 2, 2)?, now_ms);
-            let (h, mi, sec) = clock(time)?;
-            civil_ms(year, month(mon)?, digits(day, 1, 2)?, h, mi, sec)
+            (day, mon, two_digit_year(digits(yy, 2, 2)?, now_ms), time)
         }
         [weekday, mon, day, time, year] => {
             day_name(weekday)?;
-            let (h, mi, sec) = clock(time)?;
-            civil_ms(
-                i64::from(digits(year, 4, 4)?),
-                month(mon)?,
-                digits(day, 1, 2)?,
-                h,
-                mi,
-                sec,
-            )
+            (day, mon, i64::from(digits(year, 4, 4)?), time)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    let (h, mi, sec) = clock(time)?;
+    civil_ms(year, month(mon)?, digits(day, 1, 2)?, h, mi, sec)
 }
 
 /// An RFC 3339 timestamp as unix ms: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, with
@@ -98,10 +82,10 @@ pub(super) fn rfc3339_ms(s: &[u8]) -> Option<i64> {
     let (time, mut rest) = rest.split_at_checked(8)?;
     let (h, mi, sec) = clock(time)?;
     let mut frac_ms = 0;
-    if let Some((b'.', after)) = rest.split_first() {
-        let n = after.iter().take_while(|b| b.is_ascii_digit()).count();
-        let (frac, after) = after.split_at(n);
-        frac_ms = fraction_ms(frac)?;
+    if rest.first() == Some(&b'.') {
+        // `.digits`: integer part 0, at least one fraction digit.
+        let (_, frac, after) = super::decimal_prefix(rest)?;
+        frac_ms = i64::try_from(super::scale(0, frac, 1000)).ok()?;
         rest = after;
     }
     let offset_ms = match rest {
@@ -200,19 +184,6 @@ fn clock(t: &[u8]) -> Option<(u32, u32, u32)> {
         digits(&[s0, s1], 2, 2)?,
     );
     (h <= 23 && m <= 59 && s <= 60).then_some((h, m, s))
-}
-
-/// A fraction of a second as whole milliseconds, rounded up.
-fn fraction_ms(frac: &[u8]) -> Option<i64> {
-    if frac.is_empty() {
-        return None;
-    }
-    let mut ms = 0;
-    for i in 0..3 {
-        ms = ms * 10 + frac.get(i).map_or(0, |d| i64::from(d - b'0'));
-    }
-    let finer = frac.get(3..).unwrap_or(&[]).iter().any(|d| *d != b'0');
-    Some(ms + i64::from(finer))
 }
 
 /// An all-digit field of `min..=max` digits.
