@@ -20,10 +20,7 @@ pub struct Response {
 impl Response {
     /// First value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     /// Body as text.
@@ -83,9 +80,7 @@ pub fn open(
 ) -> std::io::Result<StreamingResponse> {
     let mut reader = send(addr, method, path, headers, body)?;
     let (status, headers) = read_head(&mut reader)?;
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let chunked = is_chunked(&headers);
     Ok(StreamingResponse {
         status,
         headers,
@@ -110,10 +105,7 @@ pub struct StreamingResponse {
 impl StreamingResponse {
     /// First value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     /// How long [`Self::next_chunk`] may wait (30 s by default).
@@ -137,22 +129,9 @@ impl StreamingResponse {
             self.done = n == 0;
             return Ok((n > 0).then_some(buf));
         }
-        let mut size = String::new();
-        if self.reader.read_line(&mut size)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-            .map_err(|_| bad("bad chunk size"))?;
-        if n == 0 {
-            let mut end = String::new();
-            self.reader.read_line(&mut end)?;
-            self.done = true;
-            return Ok(None);
-        }
-        let mut chunk = vec![0; n + 2];
-        self.reader.read_exact(&mut chunk)?;
-        chunk.truncate(n);
-        Ok(Some(chunk))
+        let chunk = read_chunk(&mut self.reader)?;
+        self.done = chunk.is_none();
+        Ok(chunk)
     }
 
     /// Reads chunks until the body ends or fails: the chunks received, and how it
@@ -215,33 +194,48 @@ fn bad(m: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string())
 }
 
+/// First value of header `name` (lowercase) in a parsed head.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn is_chunked(headers: &[(String, String)]) -> bool {
+    header(headers, "transfer-encoding").is_some_and(|v| v.contains("chunked"))
+}
+
+/// Reads one chunk of a chunked body; `Ok(None)` at the terminating chunk, an
+/// `UnexpectedEof` error if the connection closed before it.
+fn read_chunk<R: BufRead>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut size = String::new();
+    if r.read_line(&mut size)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+        .map_err(|_| bad("bad chunk size"))?;
+    if n == 0 {
+        // The blank line after the last chunk (trailers are not expected).
+        let mut end = String::new();
+        r.read_line(&mut end)?;
+        return Ok(None);
+    }
+    let mut chunk = vec![0; n + 2];
+    r.read_exact(&mut chunk)?;
+    chunk.truncate(n);
+    Ok(Some(chunk))
+}
+
 /// Reads one response from a buffered stream.
 pub fn read_response<R: BufRead>(r: &mut R) -> std::io::Result<Response> {
     let (status, headers) = read_head(r)?;
-    let find = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v): &(String, String)| v.clone())
-    };
     let mut body = Vec::new();
-    if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size)?;
-            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| bad("bad chunk size"))?;
-            if n == 0 {
-                let mut end = String::new();
-                r.read_line(&mut end)?;
-                break;
-            }
-            let mut chunk = vec![0; n + 2];
-            r.read_exact(&mut chunk)?;
-            chunk.truncate(n);
+    if is_chunked(&headers) {
+        while let Some(chunk) = read_chunk(r)? {
             body.extend_from_slice(&chunk);
         }
-    } else if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse().ok()) {
         body.resize(len, 0);
         r.read_exact(&mut body)?;
     } else if status != 204 && status != 304 {

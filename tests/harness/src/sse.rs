@@ -1,5 +1,5 @@
-//! Splitting a `text/event-stream` body into its events, so tests can assert on
-//! the framing a provider (or the mock, or the filter in front of it) produced.
+//! Splitting a `text/event-stream` body into its events, so the mock's tests can
+//! assert on the framing of the streams it writes (test-only: nothing else reads SSE).
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]

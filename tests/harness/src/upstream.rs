@@ -55,17 +55,14 @@ mod stream;
 mod tests;
 
 pub use behaviour::{Behaviour, ResetForm};
-pub use clock::{http_date, openai_duration, rfc3339};
-pub use control::Control;
 pub use http::RecordedRequest;
-pub use provider::Provider;
 
 use server::{lock, State};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running mock upstream. Stops accepting, and shuts down every open
 /// connection, when dropped.
@@ -127,11 +124,6 @@ impl MockUpstream {
         lock(&self.state.plan).behaviour.clone()
     }
 
-    /// Pauses this long between SSE events (zero by default).
-    pub fn set_chunk_delay(&self, d: Duration) {
-        *lock(&self.state.chunk_delay) = d;
-    }
-
     /// Requests received so far (control requests excluded).
     pub fn requests(&self) -> usize {
         lock(&self.state.stats).total
@@ -173,25 +165,12 @@ impl MockUpstream {
 
     /// The `/_mock/stats` document.
     pub fn stats_json(&self) -> String {
-        let behaviour = format!("{:?}", self.behaviour());
-        lock(&self.state.stats).to_json(self.name(), &behaviour)
+        self.state.stats_json()
     }
 
     /// Healthy again, no chunk delay, counts cleared (as `/_mock/reset`).
     pub fn reset(&self) {
         self.state.reset();
-    }
-
-    /// Waits until at least `n` requests have arrived; false on timeout.
-    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.requests() < n {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        true
     }
 }
 

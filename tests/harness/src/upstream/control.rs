@@ -78,14 +78,6 @@ impl Control {
     }
 }
 
-impl Behaviour {
-    /// The behaviour part of a control query (`model` and `chunk_ms` are ignored);
-    /// `None` when it is missing or malformed (see [`Control::parse`] for why).
-    pub fn from_query(q: &str) -> Option<Behaviour> {
-        Control::parse(q).ok()?.behaviour
-    }
-}
-
 /// Default number of content events before a stream misbehaves.
 const DEFAULT_CHUNKS: usize = 2;
 
@@ -260,7 +252,6 @@ mod tests {
         ];
         for (q, want) in cases {
             assert_eq!(b(q), want, "{q}");
-            assert_eq!(Behaviour::from_query(q), Some(want), "{q}");
         }
     }
 

@@ -2,6 +2,7 @@
 //! body, `expect: 100-continue`) and writing fixed-length or chunked responses, each
 //! chunk flushed on its own so SSE events leave one at a time.
 
+use serde_json::Value;
 use std::io::{self, BufRead, Read, Write};
 
 /// Longest request line, header line or chunk-size line accepted.
@@ -46,16 +47,18 @@ impl RecordedRequest {
 
     /// The body's top-level `model` string, if it is JSON with one.
     pub fn model(&self) -> Option<String> {
-        let v = crate::json::parse(&self.body).ok()?;
-        v.get("model")?.as_str().map(str::to_string)
+        self.model_and_stream().0
     }
 
-    /// True when the body's top-level `stream` is `true`.
-    pub fn wants_stream(&self) -> bool {
-        crate::json::parse(&self.body)
-            .ok()
-            .and_then(|v| v.get("stream")?.as_bool())
-            .unwrap_or(false)
+    /// The body's top-level `model` string, and whether its `stream` is `true`,
+    /// from one parse of the body.
+    pub(crate) fn model_and_stream(&self) -> (Option<String>, bool) {
+        let Ok(doc) = serde_json::from_slice::<Value>(&self.body) else {
+            return (None, false);
+        };
+        let model = doc.get("model").and_then(Value::as_str).map(str::to_string);
+        let stream = doc.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        (model, stream)
     }
 
     /// True when the client asked to close the connection after this exchange.
@@ -211,7 +214,7 @@ pub(crate) fn write_last_chunk<W: Write>(out: &mut W) -> io::Result<()> {
 }
 
 /// The reason phrase for a status line.
-pub(crate) fn reason(status: u16) -> &'static str {
+fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",

@@ -1,8 +1,7 @@
 //! What the mock's bodies look like for each provider: OpenAI's `chat.completion`
 //! and error objects, Anthropic's `message` and `{"type":"error",…}` objects, and
 //! the generic bodies for any other path. The request path picks the provider.
-
-use crate::json::quote;
+//! Bodies are written with `format!` so their keys keep the providers' order.
 
 /// Whose API a request path belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,8 +133,13 @@ impl Reply<'_> {
     }
 }
 
+/// `s` as a quoted JSON string literal.
+pub(crate) fn quote(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
 /// OpenAI's `{"error":{…}}`.
-pub(crate) fn openai_error_body(kind: &str, code: Option<&str>, message: &str) -> String {
+fn openai_error_body(kind: &str, code: Option<&str>, message: &str) -> String {
     let code = code.map_or_else(|| "null".to_string(), quote);
     format!(
         r#"{{"error":{{"message":{},"type":{},"param":null,"code":{code}}}}}"#,
@@ -145,7 +149,7 @@ pub(crate) fn openai_error_body(kind: &str, code: Option<&str>, message: &str) -
 }
 
 /// Anthropic's `{"type":"error","error":{…}}`.
-pub(crate) fn anthropic_error_body(kind: &str, message: &str) -> String {
+fn anthropic_error_body(kind: &str, message: &str) -> String {
     format!(
         r#"{{"type":"error","error":{{"type":{},"message":{}}}}}"#,
         quote(kind),
@@ -229,7 +233,11 @@ fn anthropic_error(status: u16, model: &str) -> (&'static str, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::{parse, Value};
+    use serde_json::Value;
+
+    fn parse(body: &str) -> Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
 
     fn reply(provider: Provider) -> Reply<'static> {
         Reply {
@@ -263,13 +271,13 @@ mod tests {
         for p in [Provider::OpenAi, Provider::Anthropic, Provider::Generic] {
             let r = reply(p);
             for body in [r.completion("hi"), r.sized(2048)] {
-                let v = parse(body.as_bytes()).unwrap();
+                let v = parse(&body);
                 if p != Provider::Generic {
                     assert_eq!(v.get("model").and_then(Value::as_str), Some("gpt-\"4o\""));
                 }
             }
             for status in [400, 401, 403, 404, 413, 429, 500, 502, 503, 529, 418] {
-                parse(r.error(status).as_bytes()).unwrap();
+                parse(&r.error(status));
             }
         }
         let sized = reply(Provider::OpenAi).sized(2048);

@@ -88,6 +88,12 @@ impl State {
         Ok(lock(&self.plan).behaviour.clone())
     }
 
+    /// The `/_mock/stats` document.
+    pub(crate) fn stats_json(&self) -> String {
+        let behaviour = format!("{:?}", lock(&self.plan).behaviour);
+        lock(&self.stats).to_json(&self.name, &behaviour)
+    }
+
     /// Back to a fresh server: healthy, no chunk delay, nothing counted.
     pub(crate) fn reset(&self) {
         self.set(Behaviour::Ok);
@@ -180,11 +186,7 @@ fn control(out: &mut TcpStream, s: &State, req: &RecordedRequest) -> io::Result<
                 Err(e) => text(out, s, 400, plain, &format!("bad control query: {e}\n")),
             }
         }
-        "/_mock/stats" => {
-            let behaviour = format!("{:?}", lock(&s.plan).behaviour);
-            let body = lock(&s.stats).to_json(&s.name, &behaviour);
-            text(out, s, 200, "application/json", &body)
-        }
+        "/_mock/stats" => text(out, s, 200, "application/json", &s.stats_json()),
         "/_mock/reset" => {
             s.reset();
             text(out, s, 200, plain, "reset\n")
@@ -200,15 +202,7 @@ fn traffic(
     s: &State,
     req: &RecordedRequest,
 ) -> io::Result<Next> {
-    let doc = crate::json::parse(&req.body).ok();
-    let model = doc
-        .as_ref()
-        .and_then(|d| d.get("model")?.as_str())
-        .map(str::to_string);
-    let wants_stream = doc
-        .as_ref()
-        .and_then(|d| d.get("stream")?.as_bool())
-        .unwrap_or(false);
+    let (model, wants_stream) = req.model_and_stream();
     let seq = lock(&s.stats).record(req, model.as_deref());
     let behaviour = {
         let mut plan = lock(&s.plan);
@@ -226,8 +220,7 @@ fn traffic(
         created: unix_now(),
     };
     let json = |status: u16, body: &str, extra: Vec<(&'static str, String)>| {
-        let mut headers = vec![("content-type", "application/json".to_string())];
-        headers.extend(reply.headers());
+        let mut headers = json_headers(&reply);
         headers.extend(extra);
         (status, headers, body.to_string())
     };
@@ -278,10 +271,16 @@ fn healthy(
     if wants_stream {
         return stream(out, reader, s, reply, &Behaviour::Ok);
     }
+    let body = reply.completion(&content());
+    write_fixed(out, 200, &json_headers(reply), body.as_bytes())?;
+    Ok(Next::KeepAlive)
+}
+
+/// `content-type: application/json` and the provider's headers.
+fn json_headers(reply: &Reply) -> Vec<(&'static str, String)> {
     let mut headers = vec![("content-type", "application/json".to_string())];
     headers.extend(reply.headers());
-    write_fixed(out, 200, &headers, reply.completion(&content()).as_bytes())?;
-    Ok(Next::KeepAlive)
+    headers
 }
 
 /// An SSE answer, each event its own flushed chunk: complete for `Ok`, cut short

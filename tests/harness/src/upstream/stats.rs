@@ -3,7 +3,7 @@
 //! traffic and never reach here.
 
 use super::http::RecordedRequest;
-use crate::json::quote;
+use serde_json::json;
 use std::collections::BTreeMap;
 
 /// Counts of the traffic a server has seen.
@@ -33,38 +33,28 @@ impl Stats {
 
     /// The `/_mock/stats` document.
     pub(crate) fn to_json(&self, name: &str, behaviour: &str) -> String {
-        let map = |m: &BTreeMap<String, usize>| {
-            let items: Vec<String> = m.iter().map(|(k, v)| format!("{}:{v}", quote(k))).collect();
-            format!("{{{}}}", items.join(","))
-        };
-        let last = match &self.last {
-            None => "null".to_string(),
-            Some((req, model)) => {
-                let content_length = match req.header("content-length") {
-                    None => "null".to_string(),
-                    Some(v) => match v.parse::<u64>() {
-                        Ok(n) => n.to_string(),
-                        Err(_) => quote(v),
-                    },
-                };
-                format!(
-                    r#"{{"method":{},"path":{},"model":{},"content_length":{content_length},"transfer_encoding":{},"body_len":{}}}"#,
-                    quote(&req.method),
-                    quote(req.path()),
-                    model.as_deref().map_or_else(|| "null".to_string(), quote),
-                    req.header("transfer-encoding")
-                        .map_or_else(|| "null".to_string(), quote),
-                    req.body.len()
-                )
-            }
-        };
-        format!(
-            r#"{{"name":{},"behaviour":{},"total":{},"paths":{},"models":{},"last":{last}}}"#,
-            quote(name),
-            quote(behaviour),
-            self.total,
-            map(&self.paths),
-            map(&self.models),
-        ) + "\n"
+        let last = self.last.as_ref().map(|(req, model)| {
+            // A number when it is one; otherwise as sent, so a bad one shows.
+            let content_length = req
+                .header("content-length")
+                .map(|v| v.parse::<u64>().map_or_else(|_| json!(v), |n| json!(n)));
+            json!({
+                "method": req.method,
+                "path": req.path(),
+                "model": model,
+                "content_length": content_length,
+                "transfer_encoding": req.header("transfer-encoding"),
+                "body_len": req.body.len(),
+            })
+        });
+        let doc = json!({
+            "name": name,
+            "behaviour": behaviour,
+            "total": self.total,
+            "paths": self.paths,
+            "models": self.models,
+            "last": last,
+        });
+        format!("{doc}\n")
     }
 }

@@ -4,8 +4,7 @@
 //! opening, content events, a closing and a terminal event; the misbehaving
 //! streams stop somewhere along that path.
 
-use super::provider::{anthropic_error_body, openai_error_body, piece, Provider, Reply};
-use crate::json::quote;
+use super::provider::{piece, quote, Provider, Reply};
 
 /// One SSE event, framed.
 fn event(name: Option<&str>, data: &str) -> String {
@@ -102,22 +101,17 @@ impl Reply<'_> {
         }
     }
 
-    /// A mid-stream error event (the provider is overloaded).
+    /// A mid-stream error event: the provider's error object for a 529 (Anthropic's
+    /// `overloaded_error`) or a 500 (OpenAI's `server_error`, also on other paths).
     pub(crate) fn stream_error(&self) -> String {
         if self.is_anthropic() {
-            event(
-                Some("error"),
-                &anthropic_error_body("overloaded_error", "Overloaded"),
-            )
+            event(Some("error"), &self.error(529))
         } else {
-            event(
-                None,
-                &openai_error_body(
-                    "server_error",
-                    None,
-                    "The server had an error while processing your request. Sorry about that!",
-                ),
-            )
+            let openai = Reply {
+                provider: Provider::OpenAi,
+                ..self.clone()
+            };
+            event(None, &openai.error(500))
         }
     }
 }

@@ -9,8 +9,8 @@ mod streams;
 
 use super::MockUpstream;
 use crate::client::{self, Response, StreamingResponse};
-use crate::json::{self, Value};
 use crate::sse::{self, Event};
+use serde_json::Value;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -38,7 +38,18 @@ pub(super) fn open(u: &MockUpstream, path: &str, body: &str) -> StreamingRespons
 
 /// The body as JSON.
 pub(super) fn json_of(r: &Response) -> Value {
-    json::parse(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+/// Paths into a JSON document written `a.b.0.c` (object keys and array indices).
+pub(super) trait At {
+    fn at(&self, path: &str) -> Option<&Value>;
+}
+
+impl At for Value {
+    fn at(&self, path: &str) -> Option<&Value> {
+        self.pointer(&format!("/{}", path.replace('.', "/")))
+    }
 }
 
 /// A string member at `path`, `None` if missing or not a string.
@@ -70,7 +81,7 @@ pub(super) fn one_event_per_chunk(chunks: &[Vec<u8>]) -> Vec<Event> {
 
 /// The event's data parsed as JSON.
 pub(super) fn data(e: &Event) -> Value {
-    json::parse(e.data.as_bytes()).unwrap_or_else(|err| panic!("{err}: {:?}", e.data))
+    serde_json::from_str(&e.data).unwrap_or_else(|err| panic!("{err}: {:?}", e.data))
 }
 
 /// A keep-alive connection sending raw requests.

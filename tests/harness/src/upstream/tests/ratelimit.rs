@@ -1,8 +1,8 @@
 //! Rate-limited answers: each reset-header form, its value, and nothing else.
 
 use super::*;
-use crate::upstream::clock::unix_now;
-use crate::upstream::{http_date, rfc3339, Behaviour, ResetForm};
+use crate::upstream::clock::{http_date, rfc3339, unix_now};
+use crate::upstream::{Behaviour, ResetForm};
 
 const RESET_HEADERS: [&str; 4] = [
     "retry-after",
