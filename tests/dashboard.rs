@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use llm_breaker_harness::client;
+use llm_breaker_harness::docker::is_ci;
 use llm_breaker_harness::envoy::{Envoy, Options};
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
 use serde_json::{json, Value};
@@ -45,23 +46,14 @@ fn config(protect_reads: bool) -> String {
 }
 
 fn start(protect_reads: bool, a: &MockUpstream, b: &MockUpstream) -> Envoy {
-    let mut opts = Options::breaker(
-        &config(protect_reads),
-        &[("openai", a.addr()), ("azure", b.addr())],
-    );
+    let mut opts = Options::breaker_for(&config(protect_reads), &[a, b]);
     opts.env = vec![(TOKEN_ENV.into(), TOKEN.into())];
     Envoy::start(&opts)
 }
 
 /// Sends a chat request and waits until the filter has recorded its outcome.
 fn chat(e: &Envoy) -> client::Response {
-    let before = e.completed_total();
-    let r = client::post(e.listener, CHAT, BODY).expect("request through Envoy");
-    assert!(
-        e.wait_completed(before + 1) > before,
-        "outcome never recorded"
-    );
-    r
+    e.send_recorded(CHAT, &[], BODY.as_bytes())
 }
 
 /// Waits up to 3 s for an upstream's state gauge (0 closed, 1 open, 2 half-open).
@@ -317,7 +309,7 @@ fn chromium() -> Option<PathBuf> {
         });
     if found.is_none() {
         let msg = "Chromium not found (CHROMIUM_BIN, or chromium on the PATH) — `make dashboard-test` installs it";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        assert!(!is_ci(), "{msg}");
         eprintln!("skipping: {msg}");
     }
     found

@@ -9,7 +9,8 @@ use llm_breaker_harness::client::{self, Response};
 use llm_breaker_harness::envoy::{Envoy, Options};
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
 use serde_json::Value;
-use std::net::SocketAddr;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
 
 const CHAT: &str = "/v1/chat/completions";
 const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
@@ -21,7 +22,6 @@ fn chat(e: &Envoy) -> Response {
 }
 
 fn start(admin: &str, ups: &[&MockUpstream], with_token: bool) -> Envoy {
-    let clusters: Vec<(&str, SocketAddr)> = ups.iter().map(|u| (u.name(), u.addr())).collect();
     // The prefix sits under /v1/ so that, when the endpoints are off, the request
     // is routed like normal traffic by the test bootstrap's cluster_header route.
     let cfg = format!(
@@ -30,7 +30,7 @@ fn start(admin: &str, ups: &[&MockUpstream], with_token: bool) -> Envoy {
                       {{"name":"rest","upstreams":["openai"]}}],
             "breaker":{{"consecutive_failures":2,"open":{{"base_ms":60000,"max_ms":60000,"jitter":0}}}}}}"#
     );
-    let mut opts = Options::breaker(&cfg, &clusters);
+    let mut opts = Options::breaker_for(&cfg, ups);
     if with_token {
         opts.env = vec![("LLM_BREAKER_ADMIN_TOKEN".into(), TOKEN.into())];
     }
@@ -128,7 +128,8 @@ fn isolate_forces_traffic_away_until_release_and_health_reports_the_route_down()
     let h = call(&e, "GET", "/health", None);
     assert_eq!(h.status, 503);
     assert_eq!(json(&h)["routes_down"], serde_json::json!(["chat", "rest"]));
-    call(&e, "POST", "/upstreams/azure/release", Some(TOKEN));
+    let r = call(&e, "POST", "/upstreams/azure/release", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(chat(&e).upstream(), Some("azure"), "openai stays isolated");
     assert_eq!(
         json(&call(&e, "GET", "/health", None))["routes_down"],
@@ -230,7 +231,6 @@ fn when_disabled_the_prefix_is_normal_traffic() {
 #[test]
 fn active_probes_are_sent_once_per_interval_across_workers_and_half_open_early() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let clusters: Vec<(&str, SocketAddr)> = [&a, &b].iter().map(|u| (u.name(), u.addr())).collect();
     let cfg = r#"{"routes":[{"name":"chat","upstreams":["openai","azure"]}],
         "breaker":{"consecutive_failures":1,"open":{"base_ms":600000,"max_ms":600000,"jitter":0},
                    "half_open":{"permitted_calls":1,"success_threshold":1}},
@@ -238,9 +238,9 @@ fn active_probes_are_sent_once_per_interval_across_workers_and_half_open_early()
             "headers":{"content-type":"application/json"},
             "body":"{\"model\":\"gpt-4o-mini\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"ping\"}]}",
             "expect_status":[200],"timeout_ms":1000,"interval_ms":500}}}}"#;
-    let e = Envoy::start(&Options::breaker(cfg, &clusters));
+    let e = Envoy::start_breaker(cfg, &[&a, &b]);
     // Healthy and closed: no probes at all.
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    sleep(Duration::from_millis(800));
     assert_eq!(a.requests(), 0);
     a.set(Behaviour::Status(503));
     chat(&e);
@@ -248,7 +248,7 @@ fn active_probes_are_sent_once_per_interval_across_workers_and_half_open_early()
     let tripped = a.requests();
     // Open for 10 minutes; probes keep failing (503) at one per 500 ms, not one per
     // worker per tick.
-    std::thread::sleep(std::time::Duration::from_millis(2600));
+    sleep(Duration::from_millis(2600));
     let probes = a.requests() - tripped;
     eprintln!("active probes in 2.6 s at a 500 ms interval, 2 workers: {probes}");
     assert!(
@@ -266,14 +266,14 @@ fn active_probes_are_sent_once_per_interval_across_workers_and_half_open_early()
     assert_eq!(last.model().as_deref(), Some("gpt-4o-mini"));
     // The provider recovers: the next probe half-opens it long before the 10 minutes.
     a.set(Behaviour::Ok);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(3);
     while e.upstream_stat("openai", "transitions.open_to_half_open") == 0 {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "no early half-open:\n{}",
             e.log()
         );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        sleep(Duration::from_millis(50));
     }
     assert!(e
         .log()

@@ -31,11 +31,6 @@ fn config(chain: &[&str], breaker: &str, extra: &str) -> String {
     )
 }
 
-fn start(cfg: &str, ups: &[&MockUpstream]) -> Envoy {
-    let clusters: Vec<(&str, SocketAddr)> = ups.iter().map(|u| (u.name(), u.addr())).collect();
-    Envoy::start(&Options::breaker(cfg, &clusters))
-}
-
 /// Breaker settings that only the consecutive rule can trip, with a fixed open time.
 fn consecutive(n: u32, open_ms: u64) -> String {
     format!(
@@ -59,7 +54,7 @@ fn assert_served_by(r: &Response, upstream: &str) {
 #[test]
 fn healthy_primary_takes_all_traffic_and_the_response_says_so() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(&["openai", "azure"], "{}", ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(&["openai", "azure"], "{}", ""), &[&a, &b]);
     for _ in 0..10 {
         let r = chat(&e);
         assert_eq!(r.status, 200);
@@ -78,7 +73,7 @@ fn healthy_primary_takes_all_traffic_and_the_response_says_so() {
 fn trips_after_exactly_n_failures_across_both_workers_and_fails_over() {
     const N: usize = 20;
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(&["openai", "azure"], &consecutive(N as u32, 60_000), ""),
         &[&a, &b],
     );
@@ -142,7 +137,7 @@ fn a_chain_of_three_skips_every_open_upstream() {
         MockUpstream::start("azure"),
         MockUpstream::start("vllm"),
     ];
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(&["openai", "azure", "vllm"], &consecutive(2, 60_000), ""),
         &[&ups[0], &ups[1], &ups[2]],
     );
@@ -164,7 +159,7 @@ fn a_chain_of_three_skips_every_open_upstream() {
 #[test]
 fn half_open_probes_close_the_breaker_when_the_primary_recovers() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(&["openai", "azure"], &consecutive(2, 1000), ""),
         &[&a, &b],
     );
@@ -200,7 +195,7 @@ fn half_open_probes_close_the_breaker_when_the_primary_recovers() {
 fn a_failed_probe_reopens_for_a_longer_time() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
     // base 1 s, multiplier 3: the re-open lasts 3 s.
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(&["openai", "azure"], &consecutive(1, 1000), ""),
         &[&a, &b],
     );
@@ -234,7 +229,7 @@ fn a_failed_probe_reopens_for_a_longer_time() {
 #[test]
 fn all_open_rejects_with_an_openai_error_and_retry_after() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(&["openai", "azure"], &consecutive(1, 30_000), ""),
         &[&a, &b],
     );
@@ -261,7 +256,7 @@ fn all_open_rejects_with_an_openai_error_and_retry_after() {
 #[test]
 fn fail_open_sends_to_the_primary_when_all_are_open() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(
             &["openai", "azure"],
             &consecutive(1, 30_000),
@@ -331,7 +326,7 @@ fn an_upstream_timeout_counts_as_a_timeout() {
 #[test]
 fn a_stream_cut_after_the_headers_counts_as_a_reset() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(&["openai", "azure"], &consecutive(2, 60_000), ""),
         &[&a, &b],
     );
@@ -351,7 +346,7 @@ fn a_slow_first_byte_counts_as_a_slow_call() {
     let breaker = r#"{"failure_rate":{"minimum_calls":2,"window":{"calls":2}},
                       "slow_call":{"ttfb_ms":200,"rate_threshold":1.0},
                       "open":{"base_ms":60000,"jitter":0}}"#;
-    let e = start(&config(&["openai", "azure"], breaker, ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(&["openai", "azure"], breaker, ""), &[&a, &b]);
     a.set(Behaviour::Delay(Duration::from_millis(400)));
     assert_eq!(chat(&e).status, 200);
     assert_eq!(chat(&e).status, 200);
@@ -365,7 +360,7 @@ fn a_slow_first_byte_counts_as_a_slow_call() {
 #[test]
 fn client_errors_never_trip_the_breaker() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(&["openai", "azure"], &consecutive(2, 60_000), ""),
         &[&a, &b],
     );
@@ -383,7 +378,7 @@ fn client_errors_never_trip_the_breaker() {
 #[test]
 fn clients_cannot_choose_the_cluster() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(&["openai", "azure"], "{}", ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(&["openai", "azure"], "{}", ""), &[&a, &b]);
     let spoof = [("x-llm-breaker-upstream", "azure")];
     let r = client::request(e.listener, "POST", CHAT, &spoof, BODY.as_bytes()).unwrap();
     assert_served_by(&r, "openai");
@@ -405,7 +400,7 @@ fn clients_cannot_choose_the_cluster() {
 fn requests_matching_no_route_pass_through_untouched() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
     // The filter routes only /v1/; Envoy sends everything else to a fixed cluster.
-    let e = start(&config(&["azure", "openai"], "{}", ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(&["azure", "openai"], "{}", ""), &[&a, &b]);
     let r = client::request(
         e.listener,
         "GET",
@@ -430,7 +425,7 @@ fn requests_matching_no_route_pass_through_untouched() {
 #[test]
 fn metrics_appear_in_prometheus_with_upstream_labels() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(&["openai", "azure"], &consecutive(1, 60_000), ""),
         &[&a, &b],
     );
@@ -493,7 +488,7 @@ fn held_successes_reach_the_shared_window_and_dilute_the_failure_rate() {
     let breaker = r#"{"consecutive_failures":0,
                       "failure_rate":{"threshold":0.5,"minimum_calls":10,"window":{"calls":100}},
                       "open":{"base_ms":60000,"jitter":0}}"#;
-    let e = start(&config(&["openai", "azure"], breaker, ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(&["openai", "azure"], breaker, ""), &[&a, &b]);
     for _ in 0..6 {
         assert_served_by(&chat(&e), "openai");
     }
@@ -628,7 +623,7 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
 fn the_response_header_can_be_turned_off() {
     let a = MockUpstream::start("openai");
     let cfg = r#"{"response_header":"","routes":[{"name":"chat","upstreams":["openai"]}]}"#;
-    let e = start(cfg, &[&a]);
+    let e = Envoy::start_breaker(cfg, &[&a]);
     let r = chat(&e);
     assert_served_by(&r, "openai");
     assert_eq!(r.header("x-llm-breaker"), None);
@@ -637,7 +632,7 @@ fn the_response_header_can_be_turned_off() {
 #[test]
 fn a_success_that_completes_after_a_failure_ends_the_streak() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(&["openai", "azure"], &consecutive(3, 60_000), ""),
         &[&a, &b],
     );
@@ -675,7 +670,7 @@ fn half_open_admits_at_most_permitted_calls_across_workers() {
     let breaker = r#"{"consecutive_failures":1,"failure_rate":{"minimum_calls":1000000},
                       "open":{"base_ms":1000,"jitter":0},
                       "half_open":{"permitted_calls":2,"success_threshold":10}}"#;
-    let e = start(&config(&["openai", "azure"], breaker, ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(&["openai", "azure"], breaker, ""), &[&a, &b]);
     a.set(Behaviour::Status(503));
     chat(&e);
     // Probes hold their permits for 2 s, longer than the eight requests take to arrive.

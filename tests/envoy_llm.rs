@@ -6,9 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use llm_breaker_harness::client::{self, Response};
-use llm_breaker_harness::envoy::{Envoy, Options};
+use llm_breaker_harness::envoy::Envoy;
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream, ResetForm};
-use std::net::SocketAddr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -24,11 +23,6 @@ fn send(e: &Envoy, path: &str, body: &str) -> Response {
     e.send_recorded(path, &[], body.as_bytes())
 }
 
-fn start(cfg: &str, ups: &[&MockUpstream]) -> Envoy {
-    let clusters: Vec<(&str, SocketAddr)> = ups.iter().map(|u| (u.name(), u.addr())).collect();
-    Envoy::start(&Options::breaker(cfg, &clusters))
-}
-
 /// One route over openai → azure; only the consecutive rule trips, after `n`.
 fn config(n: u32, extra_breaker: &str) -> String {
     format!(
@@ -38,10 +32,6 @@ fn config(n: u32, extra_breaker: &str) -> String {
               "open":{{"base_ms":60000,"max_ms":600000,"jitter":0}},
               "half_open":{{"permitted_calls":1,"success_threshold":1}}{extra_breaker}}}}}"#
     )
-}
-
-fn served_by(r: &Response) -> &str {
-    r.upstream().unwrap_or("none")
 }
 
 /// The `open_ms=` of the last closed→open transition in Envoy's log.
@@ -60,7 +50,7 @@ fn last_open_ms(e: &Envoy) -> Option<u64> {
 #[test]
 fn a_retry_after_of_two_seconds_opens_for_two_seconds_and_no_longer() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(5, ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(5, ""), &[&a, &b]);
     a.set(Behaviour::RateLimited {
         status: 429,
         reset: ResetForm::RetryAfter,
@@ -70,7 +60,7 @@ fn a_retry_after_of_two_seconds_opens_for_two_seconds_and_no_longer() {
     let r = send(&e, CHAT, BODY);
     let opened = Instant::now();
     assert_eq!(r.status, 429);
-    assert_eq!(served_by(&r), "openai");
+    assert_eq!(r.upstream(), Some("openai"));
     assert_eq!(e.upstream_stat("openai", "state"), 1);
     assert_eq!(e.upstream_stat("openai", "failures.rate_limited"), 1);
     assert_eq!(last_open_ms(&e), Some(2000));
@@ -78,13 +68,18 @@ fn a_retry_after_of_two_seconds_opens_for_two_seconds_and_no_longer() {
     a.set(Behaviour::Ok);
     // Well inside the 2 s: the fallback answers.
     let r = send(&e, CHAT, BODY);
-    assert_eq!(served_by(&r), "azure");
+    assert_eq!(r.upstream(), Some("azure"));
     sleep(Duration::from_millis(1500).saturating_sub(opened.elapsed()));
-    assert_eq!(served_by(&send(&e, CHAT, BODY)), "azure");
+    assert_eq!(send(&e, CHAT, BODY).upstream(), Some("azure"));
     // Just after: the primary gets its probe, which closes the breaker.
     sleep(Duration::from_millis(2150).saturating_sub(opened.elapsed()));
     let r = send(&e, CHAT, BODY);
-    assert_eq!(served_by(&r), "openai", "{:?}", r.header("x-llm-breaker"));
+    assert_eq!(
+        r.upstream(),
+        Some("openai"),
+        "{:?}",
+        r.header("x-llm-breaker")
+    );
     assert_eq!(
         r.header("x-llm-breaker"),
         Some("upstream=openai; reason=probe")
@@ -104,7 +99,7 @@ fn every_reset_header_form_sets_the_open_time_and_garbage_is_ignored() {
     ];
     for (form, after_ms, accepted) in forms {
         let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-        let e = start(&config(5, ""), &[&a, &b]);
+        let e = Envoy::start_breaker(&config(5, ""), &[&a, &b]);
         a.set(Behaviour::RateLimited {
             status: 429,
             reset: form,
@@ -127,7 +122,7 @@ fn every_reset_header_form_sets_the_open_time_and_garbage_is_ignored() {
     // Unparsable hints (and none at all) count like any other failure: no trip yet.
     for form in [ResetForm::Garbage, ResetForm::None] {
         let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-        let e = start(&config(3, ""), &[&a, &b]);
+        let e = Envoy::start_breaker(&config(3, ""), &[&a, &b]);
         a.set(Behaviour::RateLimited {
             status: 429,
             reset: form,
@@ -151,7 +146,7 @@ fn every_reset_header_form_sets_the_open_time_and_garbage_is_ignored() {
 #[test]
 fn a_reset_hint_can_be_set_to_count_like_other_failures() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(2, r#","rate_limit":{"trip_on_reset_hint":false}"#),
         &[&a, &b],
     );
@@ -171,13 +166,13 @@ fn a_reset_hint_can_be_set_to_count_like_other_failures() {
 fn sse_error_events_after_three_chunks_trip_and_the_next_request_fails_over() {
     for (path, body) in [(CHAT, STREAM), (MESSAGES, CLAUDE_STREAM)] {
         let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-        let e = start(&config(3, ""), &[&a, &b]);
+        let e = Envoy::start_breaker(&config(3, ""), &[&a, &b]);
         a.set(Behaviour::SseError { chunks: 3 });
         for i in 0..3 {
             let r = send(&e, path, body);
             // The client already got its 200 and the first tokens.
             assert_eq!(r.status, 200, "{path} stream {i}");
-            assert_eq!(served_by(&r), "openai");
+            assert_eq!(r.upstream(), Some("openai"));
             assert!(r.text().contains("error"), "{path}: {}", r.text());
         }
         assert_eq!(
@@ -187,7 +182,7 @@ fn sse_error_events_after_three_chunks_trip_and_the_next_request_fails_over() {
         );
         assert_eq!(e.upstream_stat("openai", "state"), 1, "{path}");
         let r = send(&e, path, body);
-        assert_eq!(served_by(&r), "azure", "{path}");
+        assert_eq!(r.upstream(), Some("azure"), "{path}");
         assert_eq!(r.status, 200);
     }
 }
@@ -195,11 +190,11 @@ fn sse_error_events_after_three_chunks_trip_and_the_next_request_fails_over() {
 #[test]
 fn healthy_streams_of_both_providers_are_successes() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(1, ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(1, ""), &[&a, &b]);
     for (path, body) in [(CHAT, STREAM), (MESSAGES, CLAUDE_STREAM), (CHAT, BODY)] {
         let r = send(&e, path, body);
         assert_eq!(r.status, 200);
-        assert_eq!(served_by(&r), "openai", "{path} {body}");
+        assert_eq!(r.upstream(), Some("openai"), "{path} {body}");
     }
     assert_eq!(e.upstream_stat("openai", "successes"), 3);
     assert_eq!(e.upstream_stat("openai", "state"), 0);
@@ -208,7 +203,7 @@ fn healthy_streams_of_both_providers_are_successes() {
 #[test]
 fn streams_cut_or_ended_without_their_terminal_event_count() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(100, ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(100, ""), &[&a, &b]);
     a.set(Behaviour::SseCut { chunks: 2 });
     let before = e.completed_total();
     // The client sees a broken chunked body: an error or a short read.
@@ -227,7 +222,7 @@ fn streams_cut_or_ended_without_their_terminal_event_count() {
 #[test]
 fn a_200_json_body_that_is_an_error_counts() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(2, ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(2, ""), &[&a, &b]);
     a.set(Behaviour::JsonError(500));
     for path in [CHAT, MESSAGES] {
         let r = send(&e, path, BODY);
@@ -241,12 +236,12 @@ fn a_200_json_body_that_is_an_error_counts() {
 #[test]
 fn client_errors_do_not_count_but_show_by_status() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(&config(1, ""), &[&a, &b]);
+    let e = Envoy::start_breaker(&config(1, ""), &[&a, &b]);
     for status in [400, 400, 401, 403, 404, 413, 422] {
         a.set(Behaviour::Status(status));
         let r = send(&e, CHAT, BODY);
         assert_eq!(r.status, status);
-        assert_eq!(served_by(&r), "openai");
+        assert_eq!(r.upstream(), Some("openai"));
         if status == 400 {
             assert!(r.text().contains("context_length_exceeded"), "{}", r.text());
         }
@@ -267,7 +262,7 @@ fn client_errors_do_not_count_but_show_by_status() {
     }
     // Opting a status in makes it count.
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start(
+    let e = Envoy::start_breaker(
         &config(1, r#","failure":{"client_errors_as_failures":[403]}"#),
         &[&a, &b],
     );
@@ -285,7 +280,7 @@ fn a_slow_first_byte_counts_as_slow_and_the_slow_rate_trips() {
           "failure_rate":{"minimum_calls":3,"window":{"seconds":60}},
           "slow_call":{"ttfb_ms":200,"rate_threshold":0.6},
           "open":{"base_ms":60000,"max_ms":60000,"jitter":0}}}"#;
-    let e = start(cfg, &[&a, &b]);
+    let e = Envoy::start_breaker(cfg, &[&a, &b]);
     send(&e, CHAT, STREAM);
     a.set(Behaviour::Delay(Duration::from_millis(400)));
     send(&e, CHAT, STREAM);
@@ -304,5 +299,5 @@ fn a_slow_first_byte_counts_as_slow_and_the_slow_rate_trips() {
     );
     assert_eq!(e.upstream_stat("openai", "state"), 1, "2 of 3 slow >= 0.6");
     assert!(e.log().contains("reason=slow_call_rate"));
-    assert_eq!(served_by(&send(&e, CHAT, STREAM)), "azure");
+    assert_eq!(send(&e, CHAT, STREAM).upstream(), Some("azure"));
 }

@@ -7,9 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use llm_breaker_harness::client::{self, Response};
-use llm_breaker_harness::envoy::{Envoy, Options};
+use llm_breaker_harness::envoy::Envoy;
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
-use std::net::SocketAddr;
 
 const CHAT: &str = "/v1/chat/completions";
 
@@ -24,18 +23,9 @@ fn chat(e: &Envoy, model: &str, headers: &[(&str, &str)]) -> Response {
     e.send_recorded(CHAT, headers, body(model).as_bytes())
 }
 
-fn start(cfg: &str, ups: &[&MockUpstream]) -> Envoy {
-    let clusters: Vec<(&str, SocketAddr)> = ups.iter().map(|u| (u.name(), u.addr())).collect();
-    Envoy::start(&Options::breaker(cfg, &clusters))
-}
-
 const BREAKER: &str = r#""breaker":{"consecutive_failures":2,
     "failure_rate":{"minimum_calls":1000000,"window":{"seconds":60}},
     "open":{"base_ms":60000,"max_ms":600000,"jitter":0}}"#;
-
-fn served_by(r: &Response) -> &str {
-    r.upstream().unwrap_or("none")
-}
 
 #[test]
 fn per_model_breakers_keep_one_model_flowing_while_another_fails_over() {
@@ -47,7 +37,7 @@ fn per_model_breakers_keep_one_model_flowing_while_another_fails_over() {
                 "upstreams":{{"openai":{{"breaker":{{"scope":"upstream_and_model"}}}}}},
                 {BREAKER}}}"#
         );
-        let e = start(&cfg, &[&a, &b]);
+        let e = Envoy::start_breaker(&cfg, &[&a, &b]);
         a.set(Behaviour::Ok.with_model("gpt-4o-mini", Behaviour::Status(529)));
         let headers = |m: &'static str| -> Vec<(&'static str, &'static str)> {
             if source == "header" {
@@ -58,7 +48,7 @@ fn per_model_breakers_keep_one_model_flowing_while_another_fails_over() {
         };
         for _ in 0..2 {
             let r = chat(&e, "gpt-4o-mini", &headers("gpt-4o-mini"));
-            assert_eq!((r.status, served_by(&r)), (529, "openai"), "{source}");
+            assert_eq!((r.status, r.upstream()), (529, Some("openai")), "{source}");
         }
         assert!(
             e.log()
@@ -68,9 +58,9 @@ fn per_model_breakers_keep_one_model_flowing_while_another_fails_over() {
         );
         for _ in 0..3 {
             let r = chat(&e, "gpt-4o-mini", &headers("gpt-4o-mini"));
-            assert_eq!((r.status, served_by(&r)), (200, "azure"), "{source}");
+            assert_eq!((r.status, r.upstream()), (200, Some("azure")), "{source}");
             let r = chat(&e, "gpt-4o", &headers("gpt-4o"));
-            assert_eq!((r.status, served_by(&r)), (200, "openai"), "{source}");
+            assert_eq!((r.status, r.upstream()), (200, Some("openai")), "{source}");
         }
         assert_eq!(a.requests_for_model("gpt-4o"), 3, "{source}");
         assert_eq!(a.requests_for_model("gpt-4o-mini"), 2, "{source}");
@@ -85,17 +75,17 @@ fn a_failover_rewrites_the_model_and_content_length_for_the_fallback() {
         r#"{{"routes":[{{"name":"chat","upstreams":["openai",{{"upstream":"vllm","model":"meta-llama/Llama-3.1-70B-Instruct"}}]}}],
             {BREAKER}}}"#
     );
-    let e = start(&cfg, &[&a, &b]);
+    let e = Envoy::start_breaker(&cfg, &[&a, &b]);
     // Healthy: the primary gets the body byte for byte.
     let r = chat(&e, "gpt-4o", &[]);
-    assert_eq!(served_by(&r), "openai");
+    assert_eq!(r.upstream(), Some("openai"));
     let sent = a.last_request().unwrap();
     assert_eq!(sent.body, body("gpt-4o").as_bytes());
     a.set(Behaviour::Status(503));
     chat(&e, "gpt-4o", &[]);
     chat(&e, "gpt-4o", &[]);
     let r = chat(&e, "gpt-4o", &[]);
-    assert_eq!((r.status, served_by(&r)), (200, "vllm"));
+    assert_eq!((r.status, r.upstream()), (200, Some("vllm")));
     let got = b.last_request().unwrap();
     assert_eq!(
         got.model().as_deref(),
@@ -126,7 +116,7 @@ fn routes_match_models_by_name_and_glob() {
              {{"name":"rest","upstreams":["vllm"]}}],
             {BREAKER}}}"#
     );
-    let e = start(&cfg, &[&o, &c, &v]);
+    let e = Envoy::start_breaker(&cfg, &[&o, &c, &v]);
     for (model, want) in [
         ("gpt-4o", "openai"),
         ("gpt-4o-mini", "openai"),
@@ -136,11 +126,11 @@ fn routes_match_models_by_name_and_glob() {
         ("llama-3", "vllm"),
     ] {
         let r = chat(&e, model, &[]);
-        assert_eq!((r.status, served_by(&r)), (200, want), "{model}");
+        assert_eq!((r.status, r.upstream()), (200, Some(want)), "{model}");
     }
     // A body without a model only matches model-free routes.
     let r = client::post(e.listener, CHAT, r#"{"messages":[]}"#).unwrap();
-    assert_eq!(served_by(&r), "vllm");
+    assert_eq!(r.upstream(), Some("vllm"));
 }
 
 #[test]
@@ -150,7 +140,7 @@ fn random_model_names_share_one_breaker_and_cannot_grow_shared_data() {
         "breaker":{"scope":"upstream_and_model","consecutive_failures":2,
           "failure_rate":{"minimum_calls":1000000,"window":{"seconds":60}},
           "open":{"base_ms":60000,"max_ms":600000,"jitter":0}}}"#;
-    let e = start(cfg, &[&a, &b]);
+    let e = Envoy::start_breaker(cfg, &[&a, &b]);
     // Every model but gpt-4o is overloaded on the primary.
     a.set(Behaviour::Status(529).with_model("gpt-4o", Behaviour::Ok));
     for i in 0..200u32 {
@@ -172,5 +162,5 @@ fn random_model_names_share_one_breaker_and_cannot_grow_shared_data() {
     assert_eq!(b.requests(), 198);
     // The configured model still has its own, closed breaker.
     let r = chat(&e, "gpt-4o", &[]);
-    assert_eq!(served_by(&r), "openai");
+    assert_eq!(r.upstream(), Some("openai"));
 }

@@ -5,7 +5,7 @@
 //! the project down (containers, networks, volumes) when dropped, also on a panic.
 
 use crate::client;
-use crate::envoy::{free_port, workspace_root};
+use crate::envoy::{self, free_port, workspace_root};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -19,7 +19,9 @@ pub const ENVOY_LOCAL_IMAGE: &str = "llm-breaker/envoy:1.40.0";
 /// The mock provider image `make images` builds (`$MOCK_IMAGE`).
 pub const MOCK_IMAGE: &str = "llm-breaker/mock-provider:dev";
 
-fn is_ci() -> bool {
+/// Whether this is a CI run (`CI` is `true` or `1`): a missing Docker engine or
+/// browser is then a failure, never a skip.
+pub fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
@@ -315,19 +317,12 @@ impl Compose {
 
     /// Value of one Envoy stat by exact name.
     pub fn stat(&self, name: &str) -> Option<u64> {
-        let r = client::get(self.admin, &format!("/stats?filter=^{name}$")).ok()?;
-        r.text().lines().find_map(|l| {
-            let (k, v) = l.split_once(": ")?;
-            (k == name).then(|| v.trim().parse().ok()).flatten()
-        })
+        envoy::stat(self.admin, name)
     }
 
     /// One of llm-breaker's per-upstream metrics, e.g. `upstream_stat("openai", "state")`.
     pub fn upstream_stat(&self, upstream: &str, metric: &str) -> u64 {
-        self.stat(&format!(
-            "wasmcustom.llm_breaker.upstream.{upstream}.{metric}"
-        ))
-        .unwrap_or(0)
+        envoy::upstream_stat(self.admin, upstream, metric)
     }
 
     /// Containers and networks still labelled with this project.

@@ -3,6 +3,7 @@
 //! runs with `--disable-hot-restart`, so tests can run Envoys in parallel.
 
 use crate::client;
+use crate::upstream::MockUpstream;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,6 +51,26 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// Value of one stat (counter or gauge) by exact name from the admin endpoint at
+/// `admin`, if Envoy has it.
+pub fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
+    let r = client::get(admin, &format!("/stats?filter=^{name}$")).ok()?;
+    r.text().lines().find_map(|l| {
+        let (k, v) = l.split_once(": ")?;
+        (k == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// One of llm-breaker's per-upstream metrics from the admin endpoint at `admin`,
+/// e.g. `upstream_stat(admin, "openai", "state")`; 0 if Envoy does not have it.
+pub fn upstream_stat(admin: SocketAddr, upstream: &str, metric: &str) -> u64 {
+    stat(
+        admin,
+        &format!("wasmcustom.llm_breaker.upstream.{upstream}.{metric}"),
+    )
+    .unwrap_or(0)
 }
 
 /// Outcomes llm-breaker has processed (successes, failures, client errors, ignored),
@@ -129,6 +150,13 @@ impl Options {
             before: None,
             env: Vec::new(),
         }
+    }
+
+    /// [`Options::breaker`] with one cluster per mock upstream, named as it is.
+    pub fn breaker_for(config: &str, upstreams: &[&MockUpstream]) -> Options {
+        let clusters: Vec<(&str, SocketAddr)> =
+            upstreams.iter().map(|u| (u.name(), u.addr())).collect();
+        Options::breaker(config, &clusters)
     }
 }
 
@@ -292,6 +320,12 @@ impl Envoy {
         }
     }
 
+    /// Starts llm-breaker with `config` in front of these mock upstreams (one
+    /// cluster each, named as it is); see [`Options::breaker_for`].
+    pub fn start_breaker(config: &str, upstreams: &[&MockUpstream]) -> Envoy {
+        Self::start(&Options::breaker_for(config, upstreams))
+    }
+
     /// Starts Envoy; `Err(log)` if it exits or is not ready within 30 s.
     pub fn try_start(opts: &Options) -> Result<Envoy, String> {
         require_prerequisites();
@@ -370,19 +404,12 @@ impl Envoy {
 
     /// Value of one stat (counter or gauge) by exact name, if Envoy has it.
     pub fn stat(&self, name: &str) -> Option<u64> {
-        let r = client::get(self.admin, &format!("/stats?filter=^{name}$")).ok()?;
-        r.text().lines().find_map(|l| {
-            let (k, v) = l.split_once(": ")?;
-            (k == name).then(|| v.trim().parse().ok()).flatten()
-        })
+        stat(self.admin, name)
     }
 
     /// A stat of llm-breaker's upstream metrics, e.g. `upstream_stat("openai", "state")`.
     pub fn upstream_stat(&self, upstream: &str, metric: &str) -> u64 {
-        self.stat(&format!(
-            "wasmcustom.llm_breaker.upstream.{upstream}.{metric}"
-        ))
-        .unwrap_or(0)
+        upstream_stat(self.admin, upstream, metric)
     }
 
     /// Requests whose outcome llm-breaker has processed, over all upstreams.
