@@ -210,14 +210,20 @@ fn invalid_configs_name_the_field() {
         ),
     ];
     for (json, want) in cases {
-        let err = Config::parse(json.as_bytes()).expect_err(&json).to_string();
-        assert!(
-            err.contains(want),
-            "config {json}\n  error {err}\n  wanted {want}"
-        );
-        assert!(err.starts_with("invalid configuration: "), "{err}");
-        assert!(!err.contains('\n'), "one line: {err}");
+        assert_rejected(&json, want);
     }
+}
+
+/// `json` is refused with one line that starts as every config error does and
+/// contains `want`.
+fn assert_rejected(json: &str, want: &str) {
+    let err = Config::parse(json.as_bytes()).expect_err(json).to_string();
+    assert!(
+        err.contains(want),
+        "config {json}\n  error {err}\n  wanted {want}"
+    );
+    assert!(err.starts_with("invalid configuration: "), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
 }
 
 #[test]
@@ -288,13 +294,45 @@ fn invalid_model_settings_name_the_field() {
             r#"{"routes":[{"name":"r","upstreams":["a"]}],"breaker":{"scope":"model"}}"#,
             "`breaker.scope`",
         ),
+        (
+            r#"{"admin":{"enabled":true,"path_prefix":"admin"},"routes":[{"name":"r","upstreams":["a"]}]}"#,
+            "`admin.path_prefix`: must be a path",
+        ),
+        (
+            r#"{"admin":{"enabled":true,"path_prefix":"/"},"routes":[{"name":"r","upstreams":["a"]}]}"#,
+            "`admin.path_prefix`",
+        ),
+        (
+            r#"{"admin":{"enabled":true,"history":0},"routes":[{"name":"r","upstreams":["a"]}]}"#,
+            "`admin.history`: must be between 1 and 1000, got 0",
+        ),
+        (
+            r#"{"admission_cache_ms":101,"routes":[{"name":"r","upstreams":["a"]}]}"#,
+            "`admission_cache_ms`: must be between 0 and 100, got 101",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":["a"]}],"upstreams":{"a":{"probe":{"path":"health"}}}}"#,
+            "`upstreams.a.probe.path`: must start with '/'",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":["a"]}],"upstreams":{"a":{"probe":{"path":"/h","method":"DELETE"}}}}"#,
+            "`upstreams.a.probe.method`",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":["a"]}],"upstreams":{"a":{"probe":{"path":"/h","interval_ms":10}}}}"#,
+            "`upstreams.a.probe.interval_ms`: must be between 100 and 3600000, got 10",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":["a"]}],"upstreams":{"a":{"probe":{"path":"/h","expect_status":[]}}}}"#,
+            "`upstreams.a.probe.expect_status`",
+        ),
+        (
+            r#"{"routes":[{"name":"r","upstreams":["a"]}],"upstreams":{"a":{"probe":{"path":"/h","headers":{"X-Bad":"v"}}}}}"#,
+            "`upstreams.a.probe.headers.X-Bad`",
+        ),
     ];
     for (json, want) in cases {
-        let err = Config::parse(json.as_bytes()).expect_err(json).to_string();
-        assert!(
-            err.contains(want),
-            "config {json}\n  error {err}\n  wanted {want}"
-        );
+        assert_rejected(json, want);
     }
     let many: Vec<String> = (0..=MAX_MODELS).map(|i| format!("\"m{i}\"")).collect();
     let json = format!(
@@ -303,4 +341,36 @@ fn invalid_model_settings_name_the_field() {
     );
     let err = Config::parse(json.as_bytes()).unwrap_err().to_string();
     assert!(err.contains("`models`: at most 64"), "{err}");
+}
+
+#[test]
+fn a_probe_gets_its_pseudo_headers_and_a_host_override() {
+    let c = Config::parse(
+        br#"{"routes":[{"name":"r","upstreams":["openai","b"]}],
+             "upstreams":{"openai":{"probe":{"method":"POST","path":"/v1/chat/completions",
+               "headers":{"host":"api.openai.com","content-type":"application/json"},"body":"{}"}}}}"#,
+    )
+    .unwrap();
+    let p = c.upstreams[0].probe.as_ref().unwrap();
+    let h: Vec<(&str, &str)> = p
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        h,
+        [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "api.openai.com"),
+            ("content-type", "application/json"),
+        ]
+    );
+    assert_eq!(
+        (p.expect_status.as_slice(), p.timeout_ms, p.interval_ms),
+        (&[200][..], 5000, 5000)
+    );
+    assert_eq!(p.body, b"{}");
+    assert!(c.upstreams[1].probe.is_none());
+    assert!(c.admin.is_none(), "admin endpoints are off by default");
 }
