@@ -311,9 +311,18 @@ fn scenario(c: &Compose, load: &Load, n: usize, fault: Fault) -> Timing {
     let after = Counters::read(c);
     assert_eq!(c.upstream_stat(PRIMARY, "state"), 0, "{PRIMARY} closed");
     let failures = match fault {
-        // The mock is gone: connections fail (or, once its name stops resolving, the
-        // cluster has no host — also a connect failure).
-        Fault::Stop => after.connect_failures - before.connect_failures,
+        // The mock's process exits: requests in flight on pooled connections are reset,
+        // new connections fail (or, once its name stops resolving, the cluster has no
+        // host — also a connect failure). Which of the two trips the breaker depends on
+        // how many pooled connections Envoy held at that moment; the probes sent while
+        // the fault is held can only fail to connect.
+        Fault::Stop => {
+            assert!(
+                after.connect_failures > before.connect_failures,
+                "stop: no connect failure recorded while {PRIMARY} was stopped ({before:?} → {after:?})"
+            );
+            (after.connect_failures + after.resets) - (before.connect_failures + before.resets)
+        }
         // The kernel still accepts connections for the frozen mock: the route times out.
         Fault::Pause => after.timeouts - before.timeouts,
         // Pooled connections time out, new ones fail to connect.
