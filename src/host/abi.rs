@@ -5,7 +5,7 @@
 
 #![allow(unsafe_code)]
 
-use std::ptr::{null, null_mut};
+use std::ptr::null_mut;
 
 /// A non-OK status from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,14 +101,6 @@ extern "C" {
         value: *const u8,
         value_size: usize,
         cas: u32,
-    ) -> u32;
-    fn proxy_call_foreign_function(
-        name: *const u8,
-        name_size: usize,
-        args: *const u8,
-        args_size: usize,
-        ret_data: *mut *mut u8,
-        ret_size: *mut usize,
     ) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
@@ -288,17 +280,6 @@ pub fn shared_set(key: &str, value: &[u8], cas: u32) -> Result<(), HostStatus> {
             value.len(),
             cas,
         ))
-    }
-}
-
-/// Calls a host foreign function without arguments.
-pub fn foreign(name: &str) -> Result<(), HostStatus> {
-    let (mut data, mut size) = (null_mut(), 0usize);
-    unsafe {
-        let code =
-            proxy_call_foreign_function(name.as_ptr(), name.len(), null(), 0, &mut data, &mut size);
-        drop(take(data, size));
-        check(code)
     }
 }
 

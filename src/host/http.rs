@@ -122,9 +122,11 @@ impl Stream {
                         ),
                     );
                 }
-                // Make the router see the new value (Envoy >= 1.33 no longer clears
-                // the route cache on header writes for every ABI version).
-                let _ = abi::foreign("clear_route_cache");
+                // Envoy clears the route cache on this write, so the router sees the
+                // new value: it does for every module that exports ABI 0.2.1 (as the
+                // Rust SDK 0.2 does); only newer ABIs need the `clear_route_cache`
+                // foreign call, which would cost a host call on every request here.
+                // The failover tests fail if a request ever goes to the old route.
                 let rewrite = model_on(upstream);
                 if let (Some(new_model), Some((span, bytes))) = (rewrite, body) {
                     if span.value != new_model {
