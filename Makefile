@@ -48,7 +48,7 @@ test: lint unit wasm-test demo-check integration compose-test istio-test dashboa
 lint: $(TARGETS)
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -p llm-breaker $(HARNESS) -- -D warnings
-	cargo clippy --target wasm32-wasip1 -p llm-breaker -p llm-breaker-noop -p llm-breaker-corruptor -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p llm-breaker -p llm-breaker-noop -p llm-breaker-route-only -p llm-breaker-corruptor -- -D warnings
 	cargo clippy --lib --tests --target wasm32-unknown-unknown -p llm-breaker -- -D warnings
 
 unit:
@@ -72,7 +72,7 @@ demo: build $(ENVOY)
 
 ## bench: no filter vs no-op wasm vs llm-breaker (closed and failed-over paths)
 bench: build $(ENVOY)
-	cargo build --release --target wasm32-wasip1 -p llm-breaker-noop
+	cargo build --release --target wasm32-wasip1 -p llm-breaker-noop -p llm-breaker-route-only
 	cargo run --release --quiet $(HARNESS) --bin bench
 
 clean:

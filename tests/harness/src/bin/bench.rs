@@ -62,6 +62,12 @@ fn main() {
         noop.exists(),
         "build the no-op filter first (make bench does)"
     );
+    let route_only =
+        workspace_root().join("target/wasm32-wasip1/release/llm_breaker_route_only.wasm");
+    assert!(
+        route_only.exists(),
+        "build the route-only filter first (make bench does)"
+    );
     let clusters = vec![
         ("openai".to_string(), openai.addr()),
         ("azure".to_string(), azure.addr()),
@@ -73,6 +79,14 @@ fn main() {
             r#"{{"routes":[{{"name":"chat","match":{{"path_prefix":"/v1/"}},"upstreams":[{chain}]}}],
                 "breaker":{{"consecutive_failures":1,"open":{{"base_ms":86400000,"max_ms":86400000}}}}}}"#
         ),
+    };
+    // Another module in the closed path's place (same Envoy config and plugin config).
+    let closed_path_of = |path: std::path::PathBuf| match breaker(r#""openai","azure""#) {
+        Filter::Breaker { config, .. } => Filter::Breaker {
+            wasm: Some(path),
+            config,
+        },
+        other => other,
     };
     let variants: Vec<(&str, Filter)> = vec![
         (
@@ -88,6 +102,7 @@ fn main() {
                 cluster: "openai".into(),
             },
         ),
+        ("route-only floor filter", closed_path_of(route_only)),
         ("llm-breaker, closed path", breaker(r#""openai","azure""#)),
         // The primary's cluster refuses connections: the first request trips it,
         // every later one skips it and goes to the fallback.
@@ -99,13 +114,7 @@ fn main() {
         .unwrap_or_default()
         .split(',')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(label, path)| {
-            let mut f = breaker(r#""openai","azure""#);
-            if let Filter::Breaker { wasm, .. } = &mut f {
-                *wasm = Some(path.into());
-            }
-            (format!("closed path, {label}"), f)
-        })
+        .map(|(label, path)| (format!("closed path, {label}"), closed_path_of(path.into())))
         .collect();
     let variants: Vec<(&str, Filter)> = variants
         .into_iter()
@@ -184,12 +193,12 @@ fn main() {
     let rps = |r: &load::LoadResult| r.rps();
     let cpu = |r: &load::LoadResult| r.cpu_per_request_us();
     println!();
-    println!("| variant | req/s | Envoy CPU µs/req | p50 µs | p99 µs | throughput vs no filter | throughput vs no-op wasm | CPU/req vs no-op wasm |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| variant | req/s | Envoy CPU µs/req | p50 µs | p99 µs | throughput vs no filter | throughput vs no-op wasm | CPU/req vs no-op wasm | throughput vs route-only floor |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &i in &chosen {
         let rs = &results[i];
         println!(
-            "| {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.2}x |",
+            "| {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
             variants[i].0,
             median(rs.iter().map(rps).collect()),
             median(rs.iter().map(cpu).collect()),
@@ -198,6 +207,7 @@ fn main() {
             paired(i, 0, &rps),
             paired(i, 1, &rps),
             paired(i, 1, &cpu),
+            paired(i, 2, &rps),
         );
     }
     println!("(ratios: median over rounds of the ratio within each round)");
