@@ -215,8 +215,8 @@ fn a_failed_probe_reopens_for_a_longer_time() {
     assert!(e
         .log()
         .contains("upstream=openai from=half_open to=open reason=probe_failed open_ms=3000"));
-    // Past the first open time, but inside the second: still failing over.
-    sleep(Duration::from_millis(1500));
+    // Past the first open time (1 s), well inside the second: still failing over.
+    sleep(Duration::from_millis(1200));
     assert_served_by(&chat(&e), "azure");
     let left = Duration::from_millis(3300).saturating_sub(reopened.elapsed());
     sleep(left);
@@ -241,7 +241,8 @@ fn all_open_rejects_with_an_openai_error_and_retry_after() {
     assert_eq!(r.status, 503);
     assert_eq!(r.upstream(), None, "no upstream may be called");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!((29..=30).contains(&retry), "retry-after {retry}");
+    // 30 s open, rounded up; a slow machine may take a moment to get here.
+    assert!((27..=30).contains(&retry), "retry-after {retry}");
     assert_eq!(r.header("content-type"), Some("application/json"));
     let body = r.text();
     assert!(body.contains(r#""error":{"#), "{body}");
@@ -486,9 +487,11 @@ fn invalid_configs_stop_envoy_with_a_message_naming_the_field() {
 fn held_successes_reach_the_shared_window_and_dilute_the_failure_rate() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
     let breaker = r#"{"consecutive_failures":0,
-                      "failure_rate":{"threshold":0.5,"minimum_calls":10,"window":{"calls":100}},
+                      "failure_rate":{"threshold":0.5,"minimum_calls":10,"window":{"seconds":60}},
                       "open":{"base_ms":60000,"jitter":0}}"#;
     let e = Envoy::start_breaker(&config(&["openai", "azure"], breaker, ""), &[&a, &b]);
+    // A time window: these fast successes on a quiet breaker are held by their
+    // worker, not written one by one (count windows are always written at once).
     for _ in 0..6 {
         assert_served_by(&chat(&e), "openai");
     }
@@ -535,14 +538,7 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
     // Another module in the same vm_id overwrites openai's state with garbage just
     // before llm-breaker reads it for this request.
     a.set(Behaviour::Ok);
-    let r = client::request(
-        e.listener,
-        "POST",
-        CHAT,
-        &[("x-test-corrupt", &key)],
-        BODY.as_bytes(),
-    )
-    .unwrap();
+    let r = e.send_recorded(CHAT, &[("x-test-corrupt", &key)], BODY.as_bytes());
     assert_eq!(r.status, 200);
     assert_served_by(&r, "openai");
     assert_eq!(e.upstream_stat("openai", "state_resets"), 1);
@@ -570,14 +566,11 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
     head.extend_from_slice(&(now + 30_000).to_le_bytes()); // until
     head.extend_from_slice(&[0xff; 8]); // no such window kind
     let garbage: String = head.iter().map(|b| format!("{b:02x}")).collect();
-    let r = client::request(
-        e.listener,
-        "POST",
+    let r = e.send_recorded(
         CHAT,
         &[("x-test-corrupt", &key), ("x-test-corrupt-hex", &garbage)],
         BODY.as_bytes(),
-    )
-    .unwrap();
+    );
     assert_served_by(&r, "openai");
     assert_eq!(e.upstream_stat("openai", "state_resets"), 2);
     // A well-formed open state whose end lies beyond any possible open period (max_ms
@@ -598,14 +591,11 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let r = client::request(
-        e.listener,
-        "POST",
+    let r = e.send_recorded(
         CHAT,
         &[("x-test-corrupt", &key), ("x-test-corrupt-hex", &hex)],
         BODY.as_bytes(),
-    )
-    .unwrap();
+    );
     assert_served_by(&r, "openai");
     assert_eq!(
         r.header("x-llm-breaker"),

@@ -69,7 +69,8 @@ fn a_retry_after_of_two_seconds_opens_for_two_seconds_and_no_longer() {
     // Well inside the 2 s: the fallback answers.
     let r = send(&e, CHAT, BODY);
     assert_eq!(r.upstream(), Some("azure"));
-    sleep(Duration::from_millis(1500).saturating_sub(opened.elapsed()));
+    // Late in the open time (with room for a slow machine): still the fallback.
+    sleep(Duration::from_millis(1200).saturating_sub(opened.elapsed()));
     assert_eq!(send(&e, CHAT, BODY).upstream(), Some("azure"));
     // Just after: the primary gets its probe, which closes the breaker.
     sleep(Duration::from_millis(2150).saturating_sub(opened.elapsed()));
@@ -95,7 +96,7 @@ fn every_reset_header_form_sets_the_open_time_and_garbage_is_ignored() {
         (ResetForm::OpenAi, 3000, 3000..=3000),
         // Whole seconds from the wall clock: rounding moves it by up to a second.
         (ResetForm::HttpDate, 3000, 1500..=4000),
-        (ResetForm::Anthropic, 3000, 2000..=3100),
+        (ResetForm::Anthropic, 3000, 1500..=3100),
     ];
     for (form, after_ms, accepted) in forms {
         let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
@@ -275,7 +276,10 @@ fn client_errors_do_not_count_but_show_by_status() {
 #[test]
 fn a_slow_first_byte_counts_as_slow_and_the_slow_rate_trips() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    // Every outcome written at once (no held successes), so the window's count
+    // does not depend on when a worker's tick flushes.
     let cfg = r#"{"routes":[{"name":"chat","upstreams":["openai","azure"]}],
+        "success_flush_ms":0,
         "breaker":{"consecutive_failures":0,
           "failure_rate":{"minimum_calls":3,"window":{"seconds":60}},
           "slow_call":{"ttfb_ms":200,"rate_threshold":0.6},

@@ -190,8 +190,12 @@ pub(crate) fn write_fixed<W: Write>(
 ) -> io::Result<()> {
     let mut all = headers.to_vec();
     all.push(("content-length", body.len().to_string()));
-    write_head(out, status, &all)?;
-    out.write_all(body)?;
+    // Head and body in one write: a container stopped or cut off between two writes
+    // would otherwise leave a client with a 200 head and half a body.
+    let mut whole = Vec::with_capacity(256 + body.len());
+    write_head(&mut whole, status, &all)?;
+    whole.extend_from_slice(body);
+    out.write_all(&whole)?;
     out.flush()
 }
 
