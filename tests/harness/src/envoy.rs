@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The workspace root (two levels above this crate).
@@ -45,12 +46,22 @@ pub fn require_prerequisites() {
     );
 }
 
-/// A free loopback port (bound and released; racy only against other processes).
+/// A free loopback port (bound and released), never one this process handed out
+/// before. Something else may still bind it before its user does (a mock upstream
+/// of a parallel test, another process): [`Envoy::try_start`] retries for that.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Value of one stat (counter or gauge) by exact name from the admin endpoint at
@@ -334,7 +345,21 @@ impl Envoy {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         ));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // A port taken between choosing it and Envoy binding it: try other ports.
+        let mut attempt = 0;
+        loop {
+            match Self::launch(opts, &dir) {
+                Err(log) if log.contains("Address already in use") && attempt < 3 => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One start of Envoy on fresh ports, in `dir` (which a failed start removes).
+    fn launch(opts: &Options, dir: &Path) -> Result<Envoy, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let (listen_port, admin_port) = (free_port(), free_port());
         let cfg = dir.join("envoy.yaml");
         std::fs::write(&cfg, bootstrap(opts, listen_port, admin_port))
@@ -356,7 +381,7 @@ impl Envoy {
             child,
             listener: SocketAddr::from(([127, 0, 0, 1], listen_port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-            dir,
+            dir: dir.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
