@@ -169,6 +169,12 @@ impl Load {
                             body: r.text(),
                         })
                         .map_err(|e| e.to_string());
+                    // A request in flight when the stage changed within a scenario
+                    // (sent while healthy, answered after the fault) belongs to the
+                    // later stage; a new scenario's stages start with the primary
+                    // healthy again, so they never claim an older request.
+                    let now = stage.load(Ordering::SeqCst);
+                    let s = if now / 3 == s / 3 { s.max(now) } else { s };
                     records.lock().unwrap().push(Record {
                         scenario: s / 3,
                         stage: STAGES[s % 3],
