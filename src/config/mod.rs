@@ -24,7 +24,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Aggregation period for fast successes on healthy upstreams (0 = off).
     pub success_flush_ms: u64,
-    /// How long a worker's own read of a quiet breaker answers admissions (0 = off).
+    /// How long a worker's own read of a breaker answers admissions: quiet admits,
+    /// denying denies until its end (0 = off).
     pub admission_cache_ms: u64,
     /// Every upstream named by some route, each with its effective breaker settings.
     pub upstreams: Vec<Upstream>,

@@ -88,14 +88,17 @@ impl Stream {
         let decision = routing::choose(route, now, |u| {
             let up = cfg.upstreams.get(u)?;
             let cell = cfg.cell(u, model_on(u).or(model));
-            if let Some(t) = shared.admit_cached(cell, now) {
-                return Some(Admission::Admitted(t));
+            if let Some(a) = shared.admit_cached(cell, now) {
+                return Some(a);
             }
             match store::admit(&EnvoyStore, shared.key(cell), &up.breaker, now) {
                 Ok(a) => {
                     shared.report(cell, a.transition.as_ref(), a.reset.as_ref());
-                    if let Admission::Admitted(t) = a.admission {
-                        shared.saw(cell, t.epoch, a.quiet, now);
+                    match a.admission {
+                        Admission::Admitted(t) => shared.saw(cell, t.epoch, a.quiet, now),
+                        Admission::Denied { retry_at_ms } => {
+                            shared.saw_denied(cell, retry_at_ms, now)
+                        }
                     }
                     Some(a.admission)
                 }

@@ -8,7 +8,7 @@ mod http;
 pub mod metrics;
 mod probe;
 
-use crate::breaker::{Ticket, Transition};
+use crate::breaker::{Admission, Ticket, Transition};
 use crate::config::Config;
 use crate::store::{self, SharedStore, StoreError, Updated};
 use abi::Level;
@@ -68,6 +68,8 @@ pub struct Seen {
     pub quiet: bool,
     /// When it was read.
     pub at_ms: u64,
+    /// It denied admission until then (0: it did not deny).
+    pub denied_until_ms: u64,
 }
 
 /// What every HTTP context of one configuration (in one VM) shares.
@@ -168,7 +170,24 @@ impl Shared {
                 epoch,
                 quiet,
                 at_ms,
+                denied_until_ms: 0,
             };
+        }
+    }
+
+    /// Notes that this worker just read an upstream's breaker denying admission until
+    /// `until_ms` (open, isolated, or half-open with every permit taken).
+    pub fn saw_denied(&self, cell: usize, until_ms: u64, at_ms: u64) {
+        if let Some(s) = self
+            .seen
+            .try_borrow_mut()
+            .ok()
+            .as_deref_mut()
+            .and_then(|v| v.get_mut(cell))
+        {
+            s.quiet = false;
+            s.at_ms = at_ms;
+            s.denied_until_ms = until_ms;
         }
     }
 
@@ -190,19 +209,33 @@ impl Shared {
         }
     }
 
-    /// Admits a request from this worker's own read of a quiet (closed, no streak)
-    /// breaker made at most `admission_cache_ms` ago, without reading shared data
-    /// again. Only real reads refresh that read, so it never outlives the window.
-    pub fn admit_cached(&self, cell: usize, now_ms: u64) -> Option<Ticket> {
+    /// Answers an admission from this worker's own read of the breaker made at most
+    /// `admission_cache_ms` ago, without reading shared data again: admitted if it
+    /// was quiet (closed, no streak), denied if it denied admission until a time
+    /// still ahead. Only real reads refresh that read, so it never outlives the
+    /// window, and a denial never outlives its end (the next request then reads, and
+    /// may be the probe).
+    pub fn admit_cached(&self, cell: usize, now_ms: u64) -> Option<Admission> {
         let ttl = self.config.admission_cache_ms;
         if ttl == 0 {
             return None;
         }
         let s = self.seen.try_borrow().ok()?.get(cell).copied()?;
-        (s.quiet && s.at_ms.saturating_add(ttl) >= now_ms).then_some(Ticket {
-            epoch: s.epoch,
-            permit: None,
-        })
+        if s.at_ms.saturating_add(ttl) < now_ms {
+            return None;
+        }
+        if s.quiet {
+            Some(Admission::Admitted(Ticket {
+                epoch: s.epoch,
+                permit: None,
+            }))
+        } else if now_ms < s.denied_until_ms {
+            Some(Admission::Denied {
+                retry_at_ms: s.denied_until_ms,
+            })
+        } else {
+            None
+        }
     }
 
     /// Holds one fast success; returns a batch to write now if one is due.

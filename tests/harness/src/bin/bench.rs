@@ -81,13 +81,14 @@ fn main() {
         ),
     };
     // Another module in the closed path's place (same Envoy config and plugin config).
-    let closed_path_of = |path: std::path::PathBuf| match breaker(r#""openai","azure""#) {
+    let build_of = |path: std::path::PathBuf, chain: &str| match breaker(chain) {
         Filter::Breaker { config, .. } => Filter::Breaker {
             wasm: Some(path),
             config,
         },
         other => other,
     };
+    let closed_path_of = |path: std::path::PathBuf| build_of(path, r#""openai","azure""#);
     let variants: Vec<(&str, Filter)> = vec![
         (
             "no filter",
@@ -109,12 +110,20 @@ fn main() {
         ("llm-breaker, failed over", breaker(r#""down","azure""#)),
     ];
     // BENCH_EXTRA_WASM=label=path,... adds the closed path of other builds of the
-    // filter, for experiments.
+    // filter, for experiments; BENCH_EXTRA_FAILOVER=1 their failed-over path too.
+    let failover_too = env("BENCH_EXTRA_FAILOVER", 0) == 1;
     let extra: Vec<(String, Filter)> = std::env::var("BENCH_EXTRA_WASM")
         .unwrap_or_default()
         .split(',')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(label, path)| (format!("closed path, {label}"), closed_path_of(path.into())))
+        .flat_map(|(label, path)| {
+            let closed = (format!("closed path, {label}"), closed_path_of(path.into()));
+            let failed = (
+                format!("failed over, {label}"),
+                build_of(path.into(), r#""down","azure""#),
+            );
+            std::iter::once(closed).chain(failover_too.then_some(failed))
+        })
         .collect();
     let variants: Vec<(&str, Filter)> = variants
         .into_iter()
