@@ -525,8 +525,14 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
         "build it: cargo build --release --target wasm32-wasip1 -p llm-breaker-corruptor (make integration does)"
     );
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    // Every admission reads shared data (no admission cache), so each corrupting
+    // request is sure to read what the corruptor just wrote.
     let mut opts = Options::breaker(
-        &config(&["openai", "azure"], &consecutive(1, 60_000), ""),
+        &config(&["openai", "azure"], &consecutive(1, 60_000), "").replacen(
+            '{',
+            r#"{"admission_cache_ms":0,"#,
+            1,
+        ),
         &[("openai", a.addr()), ("azure", b.addr())],
     );
     opts.before = Some(corruptor);
