@@ -159,25 +159,27 @@ impl Shared {
 
     /// Notes what this worker just read or wrote of an upstream's breaker.
     pub fn saw(&self, cell: usize, epoch: u32, quiet: bool, at_ms: u64) {
-        if let Some(s) = self
-            .seen
-            .try_borrow_mut()
-            .ok()
-            .as_deref_mut()
-            .and_then(|v| v.get_mut(cell))
-        {
+        self.note_seen(cell, |s| {
             *s = Seen {
                 epoch,
                 quiet,
                 at_ms,
                 denied_until_ms: 0,
-            };
-        }
+            }
+        });
     }
 
     /// Notes that this worker just read an upstream's breaker denying admission until
     /// `until_ms` (open, isolated, or half-open with every permit taken).
     pub fn saw_denied(&self, cell: usize, until_ms: u64, at_ms: u64) {
+        self.note_seen(cell, |s| {
+            s.quiet = false;
+            s.at_ms = at_ms;
+            s.denied_until_ms = until_ms;
+        });
+    }
+
+    fn note_seen(&self, cell: usize, f: impl FnOnce(&mut Seen)) {
         if let Some(s) = self
             .seen
             .try_borrow_mut()
@@ -185,9 +187,7 @@ impl Shared {
             .as_deref_mut()
             .and_then(|v| v.get_mut(cell))
         {
-            s.quiet = false;
-            s.at_ms = at_ms;
-            s.denied_until_ms = until_ms;
+            f(s);
         }
     }
 
