@@ -20,7 +20,8 @@
 use llm_breaker_harness::client;
 use llm_breaker_harness::docker::{require_engine, Compose, Fault};
 use llm_breaker_harness::envoy::{completed_total, filter_wasm};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use llm_breaker_harness::{poll, wait_for};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{sleep, JoinHandle};
 use std::time::{Duration, Instant};
@@ -131,7 +132,6 @@ struct Load {
     stop: Arc<AtomicBool>,
     /// scenario * 3 + stage index.
     stage: Arc<AtomicUsize>,
-    sent: Arc<AtomicU64>,
     records: Arc<Mutex<Vec<Record>>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -143,22 +143,16 @@ impl Load {
         let mut load = Load {
             stop: Arc::new(AtomicBool::new(false)),
             stage: Arc::new(AtomicUsize::new(0)),
-            sent: Arc::new(AtomicU64::new(0)),
             records: Arc::new(Mutex::new(Vec::new())),
             threads: Vec::new(),
         };
         for _ in 0..CLIENTS {
-            let (stop, stage, sent, records) = (
-                load.stop.clone(),
-                load.stage.clone(),
-                load.sent.clone(),
-                load.records.clone(),
-            );
+            let (stop, stage, records) =
+                (load.stop.clone(), load.stage.clone(), load.records.clone());
             let listener = compose.listener;
             load.threads.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let s = stage.load(Ordering::SeqCst);
-                    sent.fetch_add(1, Ordering::SeqCst);
                     let t0 = Instant::now();
                     let answer = client::post(listener, CHAT, BODY)
                         .map(|r| Answer {
@@ -204,14 +198,14 @@ impl Load {
             .count()
     }
 
-    /// Stops the clients and returns every record and the number of requests sent.
-    fn finish(mut self) -> (Vec<Record>, u64) {
+    /// Stops the clients and returns every record: one per request sent.
+    fn finish(mut self) -> Vec<Record> {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.threads.drain(..) {
             t.join().expect("client thread");
         }
         let records = std::mem::take(&mut *self.records.lock().unwrap());
-        (records, self.sent.load(Ordering::SeqCst))
+        records
     }
 }
 
@@ -222,19 +216,6 @@ impl Drop for Load {
             let _ = t.join();
         }
     }
-}
-
-/// Polls `f` every 50 ms until it holds; panics with `what` after `limit`.
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        sleep(Duration::from_millis(50));
-    }
-    t0.elapsed()
 }
 
 /// The primary's counters this test compares before and after a scenario.
@@ -449,7 +430,8 @@ fn breaker_trips_fails_over_and_recovers_across_containers() {
         );
         timings.push((fault, t));
     }
-    let (records, sent) = load.finish();
+    let records = load.finish();
+    let sent = records.len() as u64;
 
     let count = |k: Kind| {
         records
@@ -465,26 +447,22 @@ fn breaker_trips_fails_over_and_recovers_across_containers() {
         records.iter().filter(|r| r.answer.is_err()).count(),
         records.iter().map(|r| r.elapsed).max().unwrap_or_default()
     );
-    assert_eq!(records.len() as u64, sent, "a client thread lost requests");
     check_answers(&records, &timings);
 
     // Envoy saw every request, and the filter accounted for each one: an outcome
     // recorded against some upstream, or a local reject.
     let envoy_total = compose.stat("http.llm_gateway.downstream_rq_total");
     assert_eq!(envoy_total, Some(sent), "Envoy's downstream request count");
-    let mut accounted = 0;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        accounted = completed_total(compose.admin)
+    let accounted = || {
+        completed_total(compose.admin)
             + compose
                 .stat("wasmcustom.llm_breaker.route.chat.requests_rejected")
-                .unwrap_or(0);
-        if accounted >= sent {
-            break;
-        }
-        sleep(Duration::from_millis(50));
-    }
-    assert_eq!(accounted, sent, "requests the filter accounted for");
+                .unwrap_or(0)
+    };
+    // Outcomes are recorded when Envoy logs each stream: give the last ones time,
+    // then the count must be exact (not more either).
+    poll(Duration::from_secs(5), || accounted() >= sent);
+    assert_eq!(accounted(), sent, "requests the filter accounted for");
 
     compose.down().expect("compose down");
     let left = compose.leftovers();

@@ -13,9 +13,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use llm_breaker_harness::client;
-use llm_breaker_harness::docker::is_ci;
 use llm_breaker_harness::envoy::{Envoy, Options};
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
+use llm_breaker_harness::{is_ci, wait_for};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -24,11 +24,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+use tungstenite::{Message, WebSocket};
 
 /// How often the page refreshes itself (`REFRESH_MS` in `src/host/dashboard.html`).
 const PAGE_REFRESH: Duration = Duration::from_secs(2);
-use tungstenite::{Message, WebSocket};
-
 const PREFIX: &str = "/_llm_breaker";
 const TOKEN_ENV: &str = "LLM_BREAKER_ADMIN_TOKEN";
 const TOKEN: &str = "s3cret-dashboard-token";
@@ -57,18 +56,6 @@ fn start(protect_reads: bool, a: &MockUpstream, b: &MockUpstream) -> Envoy {
 /// Sends a chat request and waits until the filter has recorded its outcome.
 fn chat(e: &Envoy) -> client::Response {
     e.send_recorded(CHAT, &[], BODY.as_bytes())
-}
-
-/// Waits up to 3 s for an upstream's state gauge (0 closed, 1 open, 2 half-open).
-fn wait_state_metric(e: &Envoy, upstream: &str, want: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let got = e.upstream_stat(upstream, "state");
-        if got == want || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `window.prompt` answers from session storage (`__answer`, which survives a
@@ -181,14 +168,9 @@ fn the_page_shows_a_tripped_breaker_and_its_buttons_act_on_the_filter() {
         json!(true),
     );
     // The countdown runs between refreshes.
-    let deadline = Instant::now() + Duration::from_secs(4);
-    while br.eval(&field("openai", "left")) == left {
-        assert!(
-            Instant::now() < deadline,
-            "countdown did not move from {left}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("the countdown to move", Duration::from_secs(4), || {
+        br.eval(&field("openai", "left")) != left
+    });
 
     // A wrong token: the filter says 401, the page forgets it and says so.
     br.click(&button("openai", "reset"));
@@ -222,10 +204,10 @@ fn the_page_shows_a_tripped_breaker_and_its_buttons_act_on_the_filter() {
     a.set(Behaviour::Ok);
     br.click(&button("openai", "reset"));
     br.wait_eq("openai reset", &card_state("openai"), json!("closed"));
-    assert_eq!(
-        wait_state_metric(&e, "openai", 0),
-        0,
-        "state metric after Reset"
+    wait_for(
+        "state metric 0 (closed) after Reset",
+        Duration::from_secs(3),
+        || e.upstream_stat("openai", "state") == 0,
     );
     assert_eq!(chat(&e).upstream(), Some("openai"));
     assert_eq!(br.eval(PROMPTS), json!(2), "token asked for more than once");

@@ -7,10 +7,10 @@
 
 use llm_breaker_harness::client::{self, Response};
 use llm_breaker_harness::envoy::{Envoy, Options};
+use llm_breaker_harness::poll;
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
-use serde_json::Value;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHAT: &str = "/v1/chat/completions";
 const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
@@ -54,12 +54,8 @@ fn call(e: &Envoy, method: &str, path: &str, token: Option<&str>) -> Response {
     r
 }
 
-fn json(r: &Response) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
-}
-
 fn state_of(e: &Envoy, upstream: &str) -> String {
-    let doc = json(&call(e, "GET", "/status", None));
+    let doc = call(e, "GET", "/status", None).json();
     doc["upstreams"]
         .as_array()
         .unwrap()
@@ -79,7 +75,7 @@ fn status_shows_an_open_breaker_with_why_and_until_when_and_reset_closes_it() {
     let r = call(&e, "GET", "/status", None);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
-    let doc = json(&r);
+    let doc = r.json();
     let openai = &doc["upstreams"][0];
     assert_eq!(openai["upstream"], "openai");
     assert_eq!(openai["state"], "open");
@@ -100,17 +96,17 @@ fn status_shows_an_open_breaker_with_why_and_until_when_and_reset_closes_it() {
     // Health: "chat" still has azure; "rest" has only openai, so it is down.
     let h = call(&e, "GET", "/health", None);
     assert_eq!(h.status, 503);
-    assert_eq!(json(&h)["routes_down"], serde_json::json!(["rest"]));
+    assert_eq!(h.json()["routes_down"], serde_json::json!(["rest"]));
     // Reset with the token: closed again, traffic back on the primary.
     a.set(Behaviour::Ok);
     let r = call(&e, "POST", "/upstreams/openai/reset", Some(TOKEN));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(json(&r)["breakers"][0]["state"], "closed");
+    assert_eq!(r.json()["breakers"][0]["state"], "closed");
     assert_eq!(state_of(&e, "openai"), "closed");
     assert_eq!(e.upstream_stat("openai", "state"), 0);
     assert_eq!(chat(&e).upstream(), Some("openai"));
     assert_eq!(call(&e, "GET", "/health", None).status, 200);
-    let doc = json(&call(&e, "GET", "/status", None));
+    let doc = call(&e, "GET", "/status", None).json();
     assert_eq!(doc["transitions"][0]["reason"], "operator_reset");
     assert!(e.log().contains("reason=operator_reset"));
 }
@@ -134,16 +130,16 @@ fn isolate_forces_traffic_away_until_release_and_health_reports_the_route_down()
     );
     let h = call(&e, "GET", "/health", None);
     assert_eq!(h.status, 503);
-    assert_eq!(json(&h)["routes_down"], serde_json::json!(["chat", "rest"]));
+    assert_eq!(h.json()["routes_down"], serde_json::json!(["chat", "rest"]));
     let r = call(&e, "POST", "/upstreams/azure/release", Some(TOKEN));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(chat(&e).upstream(), Some("azure"), "openai stays isolated");
     assert_eq!(
-        json(&call(&e, "GET", "/health", None))["routes_down"],
+        call(&e, "GET", "/health", None).json()["routes_down"],
         serde_json::json!(["rest"])
     );
     let r = call(&e, "POST", "/upstreams/openai/release", Some(TOKEN));
-    assert_eq!(json(&r)["breakers"][0]["state"], "closed");
+    assert_eq!(r.json()["breakers"][0]["state"], "closed");
     assert_eq!(e.upstream_stat("openai", "isolated"), 0);
     assert_eq!(chat(&e).upstream(), Some("openai"));
     assert_eq!(a.requests(), 1);
@@ -266,16 +262,15 @@ fn active_probes_are_sent_once_per_interval_across_workers_and_half_open_early()
     );
     // The counter counts a probe when it is sent, the mock when it arrives: they
     // agree once none is in flight.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while e.upstream_stat("openai", "active_probes") as usize != probes_sent() {
-        assert!(
-            Instant::now() < deadline,
-            "active_probes {} against {} probes received",
-            e.upstream_stat("openai", "active_probes"),
-            probes_sent()
-        );
-        sleep(Duration::from_millis(10));
-    }
+    let agreed = poll(Duration::from_secs(3), || {
+        e.upstream_stat("openai", "active_probes") as usize == probes_sent()
+    });
+    assert!(
+        agreed.is_some(),
+        "active_probes {} against {} probes received",
+        e.upstream_stat("openai", "active_probes"),
+        probes_sent()
+    );
     assert_eq!(
         e.upstream_stat("openai", "state"),
         1,
@@ -286,15 +281,10 @@ fn active_probes_are_sent_once_per_interval_across_workers_and_half_open_early()
     assert_eq!(last.model().as_deref(), Some("gpt-4o-mini"));
     // The provider recovers: the next probe half-opens it long before the 10 minutes.
     a.set(Behaviour::Ok);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while e.upstream_stat("openai", "transitions.open_to_half_open") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no early half-open:\n{}",
-            e.log()
-        );
-        sleep(Duration::from_millis(50));
-    }
+    let half_opened = poll(Duration::from_secs(3), || {
+        e.upstream_stat("openai", "transitions.open_to_half_open") > 0
+    });
+    assert!(half_opened.is_some(), "no early half-open:\n{}", e.log());
     assert!(e
         .log()
         .contains("from=open to=half_open reason=active_probe"));

@@ -311,9 +311,9 @@ fn connection_refused_counts_as_a_connect_failure() {
 #[test]
 fn an_upstream_timeout_counts_as_a_timeout() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let mut opts = Options::breaker(
+    let mut opts = Options::breaker_for(
         &config(&["openai", "azure"], &consecutive(2, 60_000), ""),
-        &[("openai", a.addr()), ("azure", b.addr())],
+        &[&a, &b],
     );
     opts.route_timeout = Duration::from_millis(500);
     let e = Envoy::start(&opts);
@@ -471,7 +471,7 @@ fn invalid_configs_stop_envoy_with_a_message_naming_the_field() {
         ("{not json", "not valid JSON"),
     ];
     for (cfg, want) in cases {
-        let opts = Options::breaker(cfg, &[("openai", a.addr())]);
+        let opts = Options::breaker_for(cfg, &[&a]);
         match Envoy::try_start(&opts) {
             Ok(_) => panic!("Envoy started with invalid config {cfg}"),
             Err(log) => assert!(
@@ -527,13 +527,13 @@ fn undecodable_shared_state_resets_to_closed_without_crashing() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
     // Every admission reads shared data (no admission cache), so each corrupting
     // request is sure to read what the corruptor just wrote.
-    let mut opts = Options::breaker(
+    let mut opts = Options::breaker_for(
         &config(&["openai", "azure"], &consecutive(1, 60_000), "").replacen(
             '{',
             r#"{"admission_cache_ms":0,"#,
             1,
         ),
-        &[("openai", a.addr()), ("azure", b.addr())],
+        &[&a, &b],
     );
     opts.before = Some(corruptor);
     let e = Envoy::start(&opts);

@@ -207,9 +207,15 @@ fn streams_cut_or_ended_without_their_terminal_event_count() {
     let e = Envoy::start_breaker(&config(100, ""), &[&a, &b]);
     a.set(Behaviour::SseCut { chunks: 2 });
     let before = e.completed_total();
-    // The client sees a broken chunked body: an error or a short read.
-    let _ = client::post(e.listener, CHAT, STREAM);
-    e.wait_completed(before + 1);
+    // The client sees the 200 head and a chunked body that never ends properly.
+    let mut r = client::open(e.listener, "POST", CHAT, &[], STREAM.as_bytes()).unwrap();
+    assert_eq!(r.status, 200);
+    let (_, end) = r.read_all();
+    assert!(end.is_err(), "the client saw a complete body");
+    assert!(
+        e.wait_completed(before + 1) > before,
+        "outcome never recorded"
+    );
     assert_eq!(e.upstream_stat("openai", "failures.reset"), 1);
     a.set(Behaviour::SseNoTerminal { chunks: 2 });
     for path in [CHAT, MESSAGES] {

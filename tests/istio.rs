@@ -15,7 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use llm_breaker::config::Config;
-use llm_breaker_harness::docker::{docker, image_exists, require_engine};
+use llm_breaker_harness::docker::{docker, image_exists, plugin_image, require_engine};
 use llm_breaker_harness::envoy::{filter_wasm, workspace_root};
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -54,13 +54,6 @@ fn tar_files(tar: &[u8]) -> Vec<(String, Vec<u8>)> {
         at = body + size.div_ceil(512) * 512;
     }
     files
-}
-
-fn plugin_image() -> String {
-    std::env::var("PLUGIN_IMAGE")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "llm-breaker/plugin:dev".into())
 }
 
 #[test]
@@ -261,10 +254,11 @@ fn istio_manifests_parse_and_carry_the_required_fields() {
             str_at(spec, &["location"]),
             &["MESH_EXTERNAL", "MESH_INTERNAL"],
         );
-        for port in spec["ports"]
+        let ports = spec["ports"]
             .as_sequence()
-            .expect("ServiceEntry spec.ports")
-        {
+            .expect("ServiceEntry spec.ports");
+        assert!(!ports.is_empty(), "ServiceEntry spec.ports is empty");
+        for port in ports {
             assert!(port["number"].as_u64().is_some_and(|n| n > 0 && n < 65536));
             assert!(port["name"].as_str().is_some_and(|n| !n.is_empty()));
             one_of(
@@ -341,6 +335,7 @@ fn istio_manifests_parse_and_carry_the_required_fields() {
             r["match"][0]["headers"][route_header]["exact"].as_str() == Some(primary.as_str())
         })
         .and_then(|r| str_at(&r["route"][0], &["destination", "host"]));
+    assert!(catch_all.is_some(), "no route without a header match");
     assert_eq!(
         catch_all, primary_host,
         "the last route (no header: plugin missing) goes to the primary"

@@ -28,6 +28,11 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// Body as JSON; panics (with the body) if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+
     /// Which mock upstream answered (its `x-upstream` header), if any.
     pub fn upstream(&self) -> Option<&str> {
         self.header("x-upstream")

@@ -6,6 +6,7 @@
 
 use crate::client;
 use crate::envoy::{self, free_port, workspace_root};
+use crate::is_ci;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -13,17 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The official Envoy image of the version the project tests with.
-pub const ENVOY_OFFICIAL_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
+const ENVOY_OFFICIAL_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
 /// The local `FROM scratch` Envoy image `make images` builds (`$ENVOY_LOCAL_IMAGE`).
-pub const ENVOY_LOCAL_IMAGE: &str = "llm-breaker/envoy:1.40.0";
+const ENVOY_LOCAL_IMAGE: &str = "llm-breaker/envoy:1.40.0";
 /// The mock provider image `make images` builds (`$MOCK_IMAGE`).
-pub const MOCK_IMAGE: &str = "llm-breaker/mock-provider:dev";
-
-/// Whether this is a CI run (`CI` is `true` or `1`): a missing Docker engine or
-/// browser is then a failure, never a skip.
-pub fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
+const MOCK_IMAGE: &str = "llm-breaker/mock-provider:dev";
+/// The plugin OCI image `make oci` builds (`$PLUGIN_IMAGE`).
+const PLUGIN_IMAGE: &str = "llm-breaker/plugin:dev";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -55,7 +52,7 @@ pub fn docker(args: &[&str]) -> Result<String, String> {
 }
 
 /// Whether a Docker engine answers (`docker info`); the reason if not.
-pub fn engine_available() -> Result<(), String> {
+fn engine_available() -> Result<(), String> {
     docker(&["info", "--format", "{{.ServerVersion}}"]).map(|_| ())
 }
 
@@ -93,14 +90,19 @@ pub fn envoy_image() -> String {
     local
 }
 
+/// The plugin OCI image: `$PLUGIN_IMAGE`, else the one `make oci` builds.
+pub fn plugin_image() -> String {
+    env_or("PLUGIN_IMAGE", PLUGIN_IMAGE)
+}
+
 /// The mock provider image: `$MOCK_IMAGE`, else the one `make images` builds.
-pub fn mock_image() -> String {
+fn mock_image() -> String {
     env_or("MOCK_IMAGE", MOCK_IMAGE)
 }
 
 /// The compose command: `$COMPOSE` (split on spaces), else `docker compose` if the
 /// CLI has it, else `docker-compose`.
-pub fn compose_command() -> Vec<String> {
+fn compose_command() -> Vec<String> {
     if let Some(c) = std::env::var("COMPOSE")
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -216,7 +218,7 @@ impl Compose {
     }
 
     /// Runs a compose subcommand for this project.
-    pub fn run(&self, args: &[&str]) -> Result<String, String> {
+    fn run(&self, args: &[&str]) -> Result<String, String> {
         let file = self.file.display().to_string();
         let mut cmd = Command::new(&self.command[0]);
         cmd.args(&self.command[1..])
@@ -243,7 +245,7 @@ impl Compose {
 
     /// The container id of a service, running or not (by compose's labels, which v1
     /// and v2 both set; v2's `ps` lists only running containers).
-    pub fn container(&self, service: &str) -> String {
+    fn container(&self, service: &str) -> String {
         let out = docker(&[
             "ps",
             "-a",
@@ -260,7 +262,7 @@ impl Compose {
     }
 
     /// The Docker name of one of the compose file's networks.
-    pub fn network(&self, name: &str) -> String {
+    fn network(&self, name: &str) -> String {
         let out = docker(&[
             "network",
             "ls",
@@ -310,7 +312,7 @@ impl Compose {
     }
 
     /// The last lines of every service's log.
-    pub fn logs(&self) -> String {
+    fn logs(&self) -> String {
         self.run(&["logs", "--no-color", "--tail", "80"])
             .unwrap_or_else(|e| e)
     }

@@ -36,11 +36,6 @@ pub(super) fn open(u: &MockUpstream, path: &str, body: &str) -> StreamingRespons
     client::open(u.addr(), "POST", path, &headers, body.as_bytes()).expect("open stream")
 }
 
-/// The body as JSON.
-pub(super) fn json_of(r: &Response) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
-}
-
 /// Paths into a JSON document written `a.b.0.c` (object keys and array indices).
 pub(super) trait At {
     fn at(&self, path: &str) -> Option<&Value>;

@@ -36,7 +36,7 @@ fn stats_report_paths_models_and_the_last_request() {
 
     let r = client::get(u.addr(), "/_mock/stats").unwrap();
     assert_eq!(r.header("content-type"), Some("application/json"));
-    let v = json_of(&r);
+    let v = r.json();
     let n = |p: &str| v.at(p).and_then(Value::as_f64);
     assert_eq!(str_at(&v, "name"), Some("openai"));
     assert_eq!(str_at(&v, "behaviour"), Some("Ok"));
@@ -76,7 +76,7 @@ fn stats_report_paths_models_and_the_last_request() {
     assert_eq!(req.model().as_deref(), Some("gpt-4o-mini"));
     assert_eq!(req.header("content-type"), Some("application/json"));
     assert_eq!(u.last_headers(), req.headers);
-    let v = json_of(&client::get(u.addr(), "/_mock/stats").unwrap());
+    let v = client::get(u.addr(), "/_mock/stats").unwrap().json();
     assert_eq!(str_at(&v, "last.model"), Some("gpt-4o-mini"));
     assert_eq!(
         v.at("last.content_length").and_then(Value::as_f64),
@@ -101,18 +101,18 @@ fn chunked_request_bodies_are_read_whole_on_a_keep_alive_connection() {
     );
     let r = c.read().unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(str_at(&json_of(&r), "model"), Some("gpt-4o"));
+    assert_eq!(str_at(&r.json(), "model"), Some("gpt-4o"));
     let req = u.last_request().unwrap();
     assert_eq!(req.body, br#"{"model":"gpt-4o","stream":false}"#);
     assert_eq!(req.content_length(), None);
     assert_eq!(req.header("transfer-encoding"), Some("chunked"));
-    let v = json_of(&client::get(u.addr(), "/_mock/stats").unwrap());
+    let v = client::get(u.addr(), "/_mock/stats").unwrap().json();
     assert!(v.at("last.content_length").unwrap().is_null());
     assert_eq!(str_at(&v, "last.transfer_encoding"), Some("chunked"));
 
     // The connection is still usable.
     let r = c.post(MESSAGES, &body("claude", false));
-    assert_eq!(str_at(&json_of(&r), "model"), Some("claude"));
+    assert_eq!(str_at(&r.json(), "model"), Some("claude"));
     assert_eq!(u.requests(), 2);
 }
 
@@ -145,7 +145,7 @@ fn a_rule_for_one_model_leaves_the_others_alone() {
     assert_eq!(post(&u, CHAT, &body("gpt-4o", false)).status, 529);
     assert_eq!(post(&u, MESSAGES, &body("gpt-4o", false)).status, 529);
     let r = post(&u, CHAT, &body("gpt-4o-mini", false));
-    assert!(json_of(&r).get("error").is_some());
+    assert!(r.json().get("error").is_some());
     assert_eq!(post(&u, CHAT, &body("o3", false)).status, 200);
     assert_eq!(post(&u, "/other", "not json").status, 200);
     assert_eq!(u.requests_for_model("gpt-4o"), 2);

@@ -20,7 +20,8 @@ fn fail_every_fails_exactly_every_nth_request_from_the_last_set() {
     u.apply("mode=fail-every&n=3&fail=json-error").unwrap();
     let codes: Vec<bool> = (0..6)
         .map(|_| {
-            json_of(&post(&u, CHAT, &body("m", false)))
+            post(&u, CHAT, &body("m", false))
+                .json()
                 .get("error")
                 .is_some()
         })

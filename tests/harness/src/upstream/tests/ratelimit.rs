@@ -75,7 +75,7 @@ fn each_reset_form_sends_exactly_its_own_header() {
     assert_eq!(present(&r), ["anthropic-ratelimit-requests-reset"]);
     let at = r.header("anthropic-ratelimit-requests-reset").unwrap();
     assert!(within_a_second(at, 2, rfc3339), "{at}");
-    assert_eq!(str_at(&json_of(&r), "error.type"), Some("rate_limit_error"));
+    assert_eq!(str_at(&r.json(), "error.type"), Some("rate_limit_error"));
 
     let r = limited(&u, CHAT, ResetForm::None, secs(2));
     assert!(present(&r).is_empty());
@@ -99,7 +99,7 @@ fn rate_limits_carry_the_providers_429_body_and_may_use_another_status() {
     let u = MockUpstream::start("p");
     u.apply("mode=ratelimit&form=openai&seconds=90").unwrap();
     let r = post(&u, CHAT, &body("gpt-4o", false));
-    let v = json_of(&r);
+    let v = r.json();
     assert_eq!(str_at(&v, "error.type"), Some("requests"));
     assert_eq!(str_at(&v, "error.code"), Some("rate_limit_exceeded"));
 
@@ -107,5 +107,5 @@ fn rate_limits_carry_the_providers_429_body_and_may_use_another_status() {
         .unwrap();
     let r = post(&u, MESSAGES, &body("claude", false));
     assert_eq!((r.status, r.header("retry-after")), (529, Some("5")));
-    assert_eq!(str_at(&json_of(&r), "error.type"), Some("overloaded_error"));
+    assert_eq!(str_at(&r.json(), "error.type"), Some("overloaded_error"));
 }

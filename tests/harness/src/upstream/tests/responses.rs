@@ -14,7 +14,7 @@ fn healthy_openai_answer_is_a_chat_completion_echoing_the_model() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.upstream(), Some("openai"));
     assert!(r.header("x-request-id").is_some());
-    let v = json_of(&r);
+    let v = r.json();
     assert_eq!(str_at(&v, "object"), Some("chat.completion"));
     assert_eq!(str_at(&v, "model"), Some("gpt-4o-mini"));
     assert_eq!(str_at(&v, "choices.0.message.role"), Some("assistant"));
@@ -32,7 +32,7 @@ fn healthy_anthropic_answer_is_a_message_echoing_the_model() {
     let r = post(&u, MESSAGES, &body("claude-sonnet-4-5", false));
     assert_eq!(r.status, 200);
     assert!(r.header("request-id").is_some());
-    let v = json_of(&r);
+    let v = r.json();
     assert_eq!(str_at(&v, "type"), Some("message"));
     assert_eq!(str_at(&v, "role"), Some("assistant"));
     assert_eq!(str_at(&v, "model"), Some("claude-sonnet-4-5"));
@@ -53,7 +53,7 @@ fn other_paths_keep_the_generic_bodies() {
     u.set(Behaviour::Status(503));
     let r = client::get(u.addr(), "/healthz").unwrap();
     assert_eq!(r.status, 503);
-    let v = json_of(&r);
+    let v = r.json();
     assert_eq!(v.at("error.code").and_then(Value::as_f64), Some(503.0));
     assert_eq!(str_at(&v, "error.type"), Some("server_error"));
 }
@@ -104,7 +104,7 @@ fn status_errors_take_the_shape_of_the_provider_the_path_names() {
         let r = post(&u, CHAT, &body("gpt-4o", false));
         assert_eq!(r.status, status);
         assert_eq!(r.header("content-type"), Some("application/json"));
-        let v = json_of(&r);
+        let v = r.json();
         assert_eq!(str_at(&v, "error.type"), Some(oa_type), "{status}");
         assert_eq!(str_at(&v, "error.code"), oa_code, "{status}");
         assert!(v.at("error.code").is_some() && v.at("error.param").unwrap().is_null());
@@ -112,13 +112,13 @@ fn status_errors_take_the_shape_of_the_provider_the_path_names() {
 
         let r = post(&u, MESSAGES, &body("claude", true));
         assert_eq!(r.status, status, "errors are JSON even for stream requests");
-        let v = json_of(&r);
+        let v = r.json();
         assert_eq!(str_at(&v, "type"), Some("error"));
         assert_eq!(str_at(&v, "error.type"), Some(an_type), "{status}");
         assert!(str_at(&v, "error.message").is_some());
     }
     u.set(Behaviour::Status(404));
-    let v = json_of(&post(&u, CHAT, &body("gpt-9", false)));
+    let v = post(&u, CHAT, &body("gpt-9", false)).json();
     assert!(str_at(&v, "error.message").unwrap().contains("`gpt-9`"));
 }
 
@@ -128,12 +128,12 @@ fn json_error_is_a_200_carrying_the_providers_error_object() {
     u.set(Behaviour::JsonError(529));
     let r = post(&u, CHAT, &body("gpt-4o", false));
     assert_eq!(r.status, 200);
-    let v = json_of(&r);
+    let v = r.json();
     assert_eq!(str_at(&v, "error.type"), Some("server_error"));
     assert!(v.get("choices").is_none());
     let r = post(&u, MESSAGES, &body("claude", false));
     assert_eq!(r.status, 200);
-    let v = json_of(&r);
+    let v = r.json();
     assert_eq!(str_at(&v, "type"), Some("error"));
     assert_eq!(str_at(&v, "error.type"), Some("overloaded_error"));
     assert_eq!(str_at(&v, "error.message"), Some("Overloaded"));
@@ -145,7 +145,7 @@ fn sized_answers_are_that_big_and_still_completions() {
     u.set(Behaviour::OkSized(2048));
     let r = post(&u, CHAT, &body("gpt-4o", false));
     assert_eq!(r.body.len(), 2048);
-    assert_eq!(str_at(&json_of(&r), "object"), Some("chat.completion"));
+    assert_eq!(str_at(&r.json(), "object"), Some("chat.completion"));
     let r = post(&u, "/other", "");
     assert!((2000..2100).contains(&r.body.len()), "{}", r.body.len());
 }
