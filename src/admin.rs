@@ -2,8 +2,8 @@
 //! token is right (compared in constant time), and the JSON documents of `status`
 //! and `health`. Pure: the host adapter reads the states and sends the replies.
 
-use crate::breaker::{Breaker, Phase};
-use crate::config::{Config, WindowSpec};
+use crate::breaker::{Admission, Breaker, Phase};
+use crate::config::{BreakerConfig, Config, WindowSpec};
 use crate::history::Entry;
 use serde_json::{json, Value};
 
@@ -120,16 +120,10 @@ pub fn token_matches(expected: Option<&str>, authorization: Option<&[u8]>) -> bo
     diff == 0
 }
 
-/// Whether a breaker would admit a request now (without changing it).
-fn admits(b: &Breaker, permitted: u32, now_ms: u64) -> bool {
-    match &b.phase {
-        Phase::Closed => true,
-        Phase::Open { until_ms } => now_ms >= *until_ms,
-        Phase::HalfOpen { permits, .. } => {
-            permits.iter().filter(|&&p| p > now_ms).count() < permitted as usize
-        }
-        Phase::Isolated => false,
-    }
+/// Whether a breaker would admit a request now: what [`Breaker::admit`] answers, on
+/// a copy (the state is not changed).
+fn admits(b: &Breaker, cfg: &BreakerConfig, now_ms: u64) -> bool {
+    matches!(b.clone().admit(cfg, now_ms).value, Admission::Admitted(_))
 }
 
 /// Names of the routes none of whose upstreams admits traffic now. `states` is
@@ -139,13 +133,11 @@ pub fn routes_down(cfg: &Config, states: &[Breaker], now_ms: u64) -> Vec<String>
         .iter()
         .filter(|r| {
             !r.chain.iter().any(|&u| {
-                let permitted = cfg
-                    .upstreams
-                    .get(u)
-                    .map_or(0, |x| x.breaker.half_open.permitted_calls);
-                cfg.cells_of(u)
-                    .filter_map(|cell| states.get(cell))
-                    .any(|s| admits(s, permitted, now_ms))
+                cfg.upstreams.get(u).is_some_and(|up| {
+                    cfg.cells_of(u)
+                        .filter_map(|cell| states.get(cell))
+                        .any(|s| admits(s, &up.breaker, now_ms))
+                })
             })
         })
         .map(|r| r.name.clone())

@@ -28,6 +28,17 @@ pub fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Reproducible noise for tests: numbers below `n`, from [`splitmix64`] over a
+/// counter starting at `seed`.
+#[cfg(test)]
+pub(crate) fn noise(seed: u64) -> impl FnMut(usize) -> usize {
+    let mut counter = seed;
+    move |n| {
+        counter = counter.wrapping_add(1);
+        (splitmix64(counter) % n.max(1) as u64) as usize
+    }
+}
+
 /// FNV-1a of a string, to fold names into seeds.
 pub fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {

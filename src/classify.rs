@@ -6,6 +6,7 @@
 //! so the response flags, not the status, say which it was.
 
 use crate::config::FailurePolicy;
+use crate::inband::InBand;
 
 /// Envoy response flags (`response.flags` bitmask) that matter here.
 pub mod flags {
@@ -135,19 +136,10 @@ pub struct ResponseFacts {
     /// Time from the end of the request (headers, body or trailers) to the first
     /// response byte.
     pub ttfb_ms: Option<u64>,
-    /// What scanning the response body found, if it found anything.
-    pub in_band: Option<InBandFinding>,
+    /// What scanning the response body found (`Unknown` when it was not scanned).
+    pub in_band: InBand,
     /// For a rate-limited status: the provider's reset hint in ms.
     pub reset_in_ms: Option<u64>,
-}
-
-/// A provider failure found inside a response that looked successful.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InBandFinding {
-    /// An error event or error object in the body.
-    Error,
-    /// An event stream that ended without its terminal event.
-    Truncated,
 }
 
 /// Whether the classification needs Envoy's response flags (a host call); for a
@@ -197,10 +189,10 @@ pub fn classify(policy: &FailurePolicy, slow_ttfb_ms: u64, facts: &ResponseFacts
         return Verdict::ClientError(status);
     }
     match facts.in_band {
-        Some(InBandFinding::Error) if policy.in_band_error => {
+        InBand::Error(_) if policy.in_band_error => {
             return failure(FailureClass::InBandError, slow)
         }
-        Some(InBandFinding::Truncated) if policy.stream_truncated && facts.completed => {
+        InBand::Truncated if policy.stream_truncated && facts.completed => {
             return failure(FailureClass::StreamTruncated, slow)
         }
         _ => {}
@@ -232,6 +224,7 @@ fn failure(class: FailureClass, slow: bool) -> Verdict {
 mod tests {
     use super::flags::*;
     use super::*;
+    use crate::inband::InBandError;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -254,7 +247,7 @@ mod tests {
             completed,
             flags,
             ttfb_ms: Some(10),
-            in_band: None,
+            in_band: InBand::Unknown,
             reset_in_ms: None,
         }
     }
@@ -372,19 +365,19 @@ mod tests {
     #[test]
     fn in_band_findings_count_only_on_otherwise_good_responses() {
         let mut f = facts(Some(200), true, 0);
-        f.in_band = Some(InBandFinding::Error);
+        f.in_band = InBand::Error(InBandError::JsonErrorBody);
         assert_eq!(
             classify(&policy(), 1000, &f),
             fail(FailureClass::InBandError)
         );
-        f.in_band = Some(InBandFinding::Truncated);
+        f.in_band = InBand::Truncated;
         assert_eq!(
             classify(&policy(), 1000, &f),
             fail(FailureClass::StreamTruncated)
         );
         // A stream cut by the upstream is a reset, whatever the body said so far.
         let mut cut = facts(Some(200), false, UPSTREAM_RESET);
-        cut.in_band = Some(InBandFinding::Truncated);
+        cut.in_band = InBand::Truncated;
         assert_eq!(classify(&policy(), 1000, &cut), fail(FailureClass::Reset));
         // Turned off: a plain success.
         let off = FailurePolicy {
@@ -392,11 +385,11 @@ mod tests {
             stream_truncated: false,
             ..policy()
         };
-        f.in_band = Some(InBandFinding::Error);
+        f.in_band = InBand::Error(InBandError::JsonErrorBody);
         assert_eq!(classify(&off, 1000, &f), OK);
         // A client error stays a client error.
         let mut bad = facts(Some(400), true, 0);
-        bad.in_band = Some(InBandFinding::Error);
+        bad.in_band = InBand::Error(InBandError::JsonErrorBody);
         assert_eq!(classify(&policy(), 1000, &bad), Verdict::ClientError(400));
     }
 

@@ -74,7 +74,7 @@ pub enum InBandError {
 }
 
 /// What the body said about the provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InBand {
     /// A complete, well-formed answer.
     Clean,
@@ -85,6 +85,7 @@ pub enum InBand {
     Truncated,
     /// Nothing to say: not scanned, not recognised, too large, or cut short (the
     /// filter counts a stream that did not end as a reset on its own).
+    #[default]
     Unknown,
 }
 
@@ -244,23 +245,9 @@ fn is_str(v: &Option<serde_json::Value>, s: &str) -> bool {
     matches!(v, Some(serde_json::Value::String(x)) if x == s)
 }
 
-/// Whether `needle` occurs in `hay`.
+/// Whether `needle` occurs in `hay` (an empty needle does).
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((first, rest)) = needle.split_first() else {
-        return true;
-    };
-    let mut from = 0;
-    while let Some(i) = hay
-        .get(from..)
-        .and_then(|h| h.iter().position(|b| b == first))
-    {
-        let at = from + i + 1;
-        if hay.get(at..at + rest.len()) == Some(rest) {
-            return true;
-        }
-        from = at;
-    }
-    false
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Whether `hay` holds any of `names` as a quoted string (`"name"`): one pass over

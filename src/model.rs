@@ -87,7 +87,10 @@ pub fn rewrite_model(body: &[u8], span: &ModelSpan, new_model: &str) -> Vec<u8> 
     };
     let mut out = Vec::with_capacity(head.len() + new_model.len() + 2 + tail.len());
     out.extend_from_slice(head);
-    push_json_string(&mut out, new_model);
+    // serde_json writes a `&str` as a JSON string literal; writing to a Vec cannot fail.
+    if serde_json::to_writer(&mut out, new_model).is_err() {
+        return body.to_vec();
+    }
     out.extend_from_slice(tail);
     out
 }
@@ -98,34 +101,6 @@ pub fn model_from_header(value: &[u8]) -> Option<String> {
     let name = std::str::from_utf8(value.trim_ascii()).ok()?;
     let fits = (1..=MAX_MODEL_LEN).contains(&name.len());
     (fits && !name.chars().any(char::is_control)).then(|| name.to_owned())
-}
-
-/// Appends `s` as a JSON string literal, quotes included.
-fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            0x00..=0x1f => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]),
-            // Multi-byte UTF-8 is copied as is: JSON text is UTF-8.
-            _ => out.push(b),
-        }
-    }
-    out.push(b'"');
 }
 
 #[cfg(test)]

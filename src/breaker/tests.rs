@@ -448,6 +448,17 @@ fn an_operator_reset_closes_and_clears_counts_and_backoff() {
     assert_eq!((b.consecutive_failures, b.reopens), (0, 0));
     assert_eq!(b.window.totals(50).calls, 0);
     assert!(matches!(b.admit(&c, 51).value, Admission::Admitted(_)));
+    // Opening already cleared the streak and the window above: a closed breaker
+    // with both filled shows that the reset itself clears them.
+    let mut b = Breaker::new(&c, 0);
+    for now in 0..3 {
+        feed(&mut b, &c, now, FAIL);
+    }
+    assert_eq!(b.consecutive_failures, 3);
+    assert_eq!(b.window.totals(10).calls, 3);
+    b.operator_reset(&c, 10);
+    assert_eq!(b.consecutive_failures, 0);
+    assert_eq!(b.window.totals(10).calls, 0);
 }
 
 #[test]

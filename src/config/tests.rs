@@ -339,8 +339,7 @@ fn invalid_model_settings_name_the_field() {
         r#"{{"models":[{}],"routes":[{{"name":"r","upstreams":["a"]}}]}}"#,
         many.join(",")
     );
-    let err = Config::parse(json.as_bytes()).unwrap_err().to_string();
-    assert!(err.contains("`models`: at most 64"), "{err}");
+    assert_rejected(&json, "`models`: at most 64");
 }
 
 #[test]

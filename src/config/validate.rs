@@ -15,14 +15,12 @@ use std::fmt;
 /// A model name used as-is (rewrite target, `models` entry): no glob characters.
 fn check_model_name(field: &str, m: &str) -> Result<(), ConfigError> {
     let p = ModelPattern::parse(m).map_err(|e| invalid(field, e))?;
+    // Also refuses `*`, the name of the breaker all other models share.
     if !p.is_exact() {
         return Err(invalid(
             field,
             format!("must be a model name, not a pattern, got {m:?}"),
         ));
-    }
-    if m == OTHER_MODELS {
-        return Err(invalid(field, "`*` is reserved"));
     }
     Ok(())
 }

@@ -7,9 +7,9 @@ use super::abi::{self, Body, Level, Map};
 use super::{EnvoyStore, Shared};
 use crate::backoff::{fnv1a, splitmix64};
 use crate::breaker::{Admission, Step, Ticket};
-use crate::classify::{self, InBandFinding, Outcome, ResponseFacts, Verdict};
+use crate::classify::{self, Outcome, ResponseFacts, Verdict};
 use crate::config::{ModelSource, WindowSpec};
-use crate::inband::{self, BodyKind, InBand, Scanner};
+use crate::inband::{self, BodyKind, Scanner};
 use crate::model;
 use crate::ratelimit;
 use crate::routing::{self, Decision, Why};
@@ -376,7 +376,7 @@ impl HttpContext for Stream {
                 scan.feed(&abi::body(Body::Response, offset, len));
             }
             if eos {
-                self.facts.in_band = finding(scan.finish(true));
+                self.facts.in_band = scan.finish(true);
                 self.scan = None;
             }
         }
@@ -388,7 +388,7 @@ impl HttpContext for Stream {
 
     fn on_http_response_trailers(&mut self, _n: usize) -> Action {
         if let Some(mut scan) = self.scan.take() {
-            self.facts.in_band = finding(scan.finish(true));
+            self.facts.in_band = scan.finish(true);
         }
         self.facts.completed = true;
         Action::Continue
@@ -405,7 +405,7 @@ impl HttpContext for Stream {
         };
         if let Some(mut scan) = self.scan.take() {
             // The body never ended: only an error already seen says anything.
-            self.facts.in_band = finding(scan.finish(false));
+            self.facts.in_band = scan.finish(false);
         }
         if classify::needs_flags(self.facts.status, self.facts.completed) {
             self.facts.flags = abi::property(&["response", "flags"])
@@ -464,14 +464,5 @@ impl HttpContext for Stream {
         }
         // Counters last, so that a visible count implies the breaker saw the outcome.
         shared.metrics.outcome(u, &verdict);
-    }
-}
-
-/// What the body scan means for classification.
-fn finding(scan: InBand) -> Option<InBandFinding> {
-    match scan {
-        InBand::Error(_) => Some(InBandFinding::Error),
-        InBand::Truncated => Some(InBandFinding::Truncated),
-        InBand::Clean | InBand::Unknown => None,
     }
 }

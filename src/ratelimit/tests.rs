@@ -27,6 +27,13 @@ const GARBAGE: &[&[u8]] = &[
     b"Mon, 32 Foo 2026",
 ];
 
+/// Checks a parser against a table of header values and what they must give.
+fn check(parse: impl Fn(&[u8]) -> Option<u64>, table: &[(&[u8], Option<u64>)]) {
+    for (value, want) in table {
+        assert_eq!(parse(value), *want, "{:?}", String::from_utf8_lossy(value));
+    }
+}
+
 #[test]
 fn retry_after_reads_delay_seconds_and_lenient_decimals() {
     let table: &[(&[u8], Option<u64>)] = &[
@@ -45,14 +52,7 @@ fn retry_after_reads_delay_seconds_and_lenient_decimals() {
         (b"1 s", None),
         (b"1s", None),
     ];
-    for (value, want) in table {
-        assert_eq!(
-            retry_after(value, NOW),
-            *want,
-            "{:?}",
-            String::from_utf8_lossy(value)
-        );
-    }
+    check(|v| retry_after(v, NOW), table);
 }
 
 #[test]
@@ -167,14 +167,7 @@ fn retry_after_ms_reads_integer_and_decimal_milliseconds() {
         (b"18446744073709551615.5", Some(u64::MAX)),
         (b"20ms", None),
     ];
-    for (value, want) in table {
-        assert_eq!(
-            retry_after_ms(value),
-            *want,
-            "{:?}",
-            String::from_utf8_lossy(value)
-        );
-    }
+    check(retry_after_ms, table);
 }
 
 #[test]
@@ -208,14 +201,7 @@ fn go_durations_sum_their_components_and_round_up_to_a_millisecond() {
         (b"1sec", None),
         (b"1\xb5s", None),
     ];
-    for (value, want) in table {
-        assert_eq!(
-            go_duration(value),
-            *want,
-            "{:?}",
-            String::from_utf8_lossy(value)
-        );
-    }
+    check(go_duration, table);
 }
 
 #[test]
@@ -249,14 +235,7 @@ fn rfc3339_timestamps_count_down_to_their_instant() {
         (b"2026-11-25T10:50Z", None),
         (b"+2026-11-25T10:50:18Z", None),
     ];
-    for (value, want) in table {
-        assert_eq!(
-            rfc3339(value, NOW),
-            *want,
-            "{:?}",
-            String::from_utf8_lossy(value)
-        );
-    }
+    check(|v| rfc3339(v, NOW), table);
 }
 
 #[test]

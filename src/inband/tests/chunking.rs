@@ -2,7 +2,7 @@
 //! a stream, the cost bound past the budget, and byte soup that must not panic.
 
 use super::*;
-use crate::backoff::splitmix64;
+use crate::backoff::noise;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -162,16 +162,6 @@ fn overlong_lines_are_skipped_not_fatal() {
         run(BodyKind::Sse, BUDGET, &chunks, true),
         InBand::Error(InBandError::SseDataError)
     );
-}
-
-/// Reproducible noise: numbers below `n`, from the crate's `splitmix64` over a
-/// counter.
-fn noise(seed: u64) -> impl FnMut(usize) -> usize {
-    let mut counter = seed;
-    move |n| {
-        counter = counter.wrapping_add(1);
-        (splitmix64(counter) % n.max(1) as u64) as usize
-    }
 }
 
 #[test]

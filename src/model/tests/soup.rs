@@ -2,19 +2,9 @@
 //! serde_json on what is a JSON object.
 
 use super::*;
-use crate::backoff::splitmix64;
+use crate::backoff::noise;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
-
-/// Reproducible noise: numbers below `n`, from the crate's `splitmix64` over a
-/// counter.
-fn noise(seed: u64) -> impl FnMut(usize) -> usize {
-    let mut counter = seed;
-    move |n| {
-        counter = counter.wrapping_add(1);
-        (splitmix64(counter) % n.max(1) as u64) as usize
-    }
-}
 
 /// Whatever `find_model` says about `body` must be consistent: a span is a JSON
 /// string of the body that decodes to the value, and serde_json agrees on validity.
