@@ -192,6 +192,27 @@ pub fn peek<S: SharedStore + ?Sized>(
     load(store, key, cfg, now_ms).map(|(s, _, _)| s)
 }
 
+/// Whether the breaker is open now: from the head of its encoding when that says
+/// closed or open (one read, no decode), else from a full read.
+pub fn is_open<S: SharedStore + ?Sized>(
+    store: &S,
+    key: &str,
+    cfg: &BreakerConfig,
+    now_ms: u64,
+) -> bool {
+    let head = store
+        .get(key)
+        .ok()
+        .flatten()
+        .and_then(|(b, _)| codec::peek(&b));
+    match head {
+        Some(Head::Closed { .. }) => false,
+        Some(Head::Open { .. }) => true,
+        None => peek(store, key, cfg, now_ms)
+            .is_ok_and(|b| matches!(b.phase, crate::breaker::Phase::Open { .. })),
+    }
+}
+
 /// Writes a closed state for the upstream if its key does not exist yet. Run at
 /// configuration time, so the request path rarely meets an absent key (Envoy's
 /// `set` on an absent key ignores the CAS token, so creation is not atomic).

@@ -70,36 +70,41 @@ fn per_model_breakers_keep_one_model_flowing_while_another_fails_over() {
 
 #[test]
 fn a_failover_rewrites_the_model_and_content_length_for_the_fallback() {
-    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("vllm"));
-    let cfg = format!(
-        r#"{{"routes":[{{"name":"chat","upstreams":["openai",{{"upstream":"vllm","model":"meta-llama/Llama-3.1-70B-Instruct"}}]}}],
-            {BREAKER}}}"#
-    );
-    let e = Envoy::start_breaker(&cfg, &[&a, &b]);
-    // Healthy: the primary gets the body byte for byte.
-    let r = chat(&e, "gpt-4o", &[]);
-    assert_eq!(r.upstream(), Some("openai"));
-    let sent = a.last_request().unwrap();
-    assert_eq!(sent.body, body("gpt-4o").as_bytes());
-    a.set(Behaviour::Status(503));
-    chat(&e, "gpt-4o", &[]);
-    chat(&e, "gpt-4o", &[]);
-    let r = chat(&e, "gpt-4o", &[]);
-    assert_eq!((r.status, r.upstream()), (200, Some("vllm")));
-    let got = b.last_request().unwrap();
-    assert_eq!(
-        got.model().as_deref(),
-        Some("meta-llama/Llama-3.1-70B-Instruct")
-    );
-    assert_eq!(got.content_length(), Some(got.body.len()));
-    // Only the model changed: the rest of the body is byte for byte the client's.
-    let want = body("gpt-4o").replace(
-        r#""model":"gpt-4o""#,
-        r#""model":"meta-llama/Llama-3.1-70B-Instruct""#,
-    );
-    assert_eq!(String::from_utf8_lossy(&got.body), want);
-    // The completion names the model the fallback actually ran.
-    assert!(r.text().contains("Llama-3.1-70B"), "{}", r.text());
+    // With the header source the body is read only for the rewrite; either way the
+    // fallback gets the same bytes.
+    for source in ["body", "header"] {
+        let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("vllm"));
+        let cfg = format!(
+            r#"{{"model":{{"source":"{source}"}},
+                "routes":[{{"name":"chat","upstreams":["openai",{{"upstream":"vllm","model":"meta-llama/Llama-3.1-70B-Instruct"}}]}}],
+                {BREAKER}}}"#
+        );
+        let e = Envoy::start_breaker(&cfg, &[&a, &b]);
+        // Healthy: the primary gets the body byte for byte.
+        let r = chat(&e, "gpt-4o", &[("x-llm-model", "gpt-4o")]);
+        assert_eq!(r.upstream(), Some("openai"));
+        let sent = a.last_request().unwrap();
+        assert_eq!(sent.body, body("gpt-4o").as_bytes());
+        a.set(Behaviour::Status(503));
+        chat(&e, "gpt-4o", &[("x-llm-model", "gpt-4o")]);
+        chat(&e, "gpt-4o", &[("x-llm-model", "gpt-4o")]);
+        let r = chat(&e, "gpt-4o", &[("x-llm-model", "gpt-4o")]);
+        assert_eq!((r.status, r.upstream()), (200, Some("vllm")), "{source}");
+        let got = b.last_request().unwrap();
+        assert_eq!(
+            got.model().as_deref(),
+            Some("meta-llama/Llama-3.1-70B-Instruct")
+        );
+        assert_eq!(got.content_length(), Some(got.body.len()));
+        // Only the model changed: the rest of the body is byte for byte the client's.
+        let want = body("gpt-4o").replace(
+            r#""model":"gpt-4o""#,
+            r#""model":"meta-llama/Llama-3.1-70B-Instruct""#,
+        );
+        assert_eq!(String::from_utf8_lossy(&got.body), want);
+        // The completion names the model the fallback actually ran.
+        assert!(r.text().contains("Llama-3.1-70B"), "{}", r.text());
+    }
 }
 
 #[test]

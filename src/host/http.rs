@@ -74,7 +74,7 @@ impl Stream {
         shared: &Rc<Shared>,
         route_idx: usize,
         model: Option<&str>,
-        body: Option<(&model::ModelSpan, &[u8])>,
+        body: RequestBody,
     ) -> Action {
         let cfg = &shared.config;
         let Some(route) = cfg.routes.get(route_idx) else {
@@ -131,8 +131,18 @@ impl Stream {
                 // foreign call, which would cost a host call on every request here.
                 // The failover tests fail if a request ever goes to the old route.
                 let rewrite = model_on(upstream);
-                if let (Some(new_model), Some((span, bytes))) = (rewrite, body) {
-                    if span.value != new_model {
+                if let Some(new_model) = rewrite {
+                    let read;
+                    let (span, bytes) = match body {
+                        RequestBody::None => (None, &[][..]),
+                        RequestBody::Scanned(span, bytes) => (span, bytes),
+                        // Read and scanned only now that a rewrite needs it.
+                        RequestBody::Unread(size) => {
+                            read = abi::body(Body::Request, 0, size);
+                            (model::find_model(&read).ok().flatten(), &read[..])
+                        }
+                    };
+                    if let Some(span) = span.as_ref().filter(|s| s.value != new_model) {
                         rewrite_body(bytes, span, new_model);
                     }
                 }
@@ -171,20 +181,23 @@ impl Stream {
                 }
                 let body = routing::reject_body(&route.name, retry_after_s);
                 let retry = retry_after_s.to_string();
-                let names: Vec<&str> = skipped
-                    .iter()
-                    .filter_map(|&i| cfg.upstreams.get(i).map(|u| u.name.as_str()))
-                    .collect();
-                let info = format!(
-                    "upstream=none; reason=all_open; skipped={}",
-                    names.join(",")
-                );
+                let info = cfg.response_header.as_ref().map(|h| {
+                    let names: Vec<&str> = skipped
+                        .iter()
+                        .filter_map(|&i| cfg.upstreams.get(i).map(|u| u.name.as_str()))
+                        .collect();
+                    let value = format!(
+                        "upstream=none; reason=all_open; skipped={}",
+                        names.join(",")
+                    );
+                    (h.as_str(), value)
+                });
                 let mut headers = vec![
                     ("content-type", "application/json"),
                     ("retry-after", retry.as_str()),
                 ];
-                if let Some(h) = &cfg.response_header {
-                    headers.push((h.as_str(), info.as_str()));
+                if let Some((h, value)) = &info {
+                    headers.push((h, value.as_str()));
                 }
                 if abi::send_local_response(503, "llm_breaker_all_open", body.as_bytes(), &headers)
                     .is_err()
@@ -213,6 +226,16 @@ fn header_model(cfg: &crate::config::Config) -> Option<String> {
 fn pass_through(cfg: &crate::config::Config) -> Action {
     let _ = abi::remove_header(Map::Request, &cfg.route_header);
     Action::Continue
+}
+
+/// The whole request body, as far as routing can use it to rewrite the model.
+enum RequestBody<'a> {
+    /// Not available (not buffered, or over `model.max_body_bytes`).
+    None,
+    /// Read, with the model field found in it (if any).
+    Scanned(Option<model::ModelSpan>, &'a [u8]),
+    /// Buffered in Envoy, `size` bytes, not read yet: read only for a rewrite.
+    Unread(usize),
 }
 
 /// Replaces the buffered request body with one naming `new_model`, and fixes its
@@ -254,7 +277,7 @@ impl HttpContext for Stream {
         }
         if !shared.uses_models {
             return match cfg.route_for(&path) {
-                Some((route_idx, _)) => self.route(&shared, route_idx, None, None),
+                Some((route_idx, _)) => self.route(&shared, route_idx, None, RequestBody::None),
                 None => pass_through(cfg),
             };
         }
@@ -266,7 +289,9 @@ impl HttpContext for Stream {
         }
         let model = header_model(cfg);
         match cfg.route_for_request(&path, model.as_deref()) {
-            Some((route_idx, _)) => self.route(&shared, route_idx, model.as_deref(), None),
+            Some((route_idx, _)) => {
+                self.route(&shared, route_idx, model.as_deref(), RequestBody::None)
+            }
             None => pass_through(cfg),
         }
     }
@@ -282,30 +307,41 @@ impl HttpContext for Stream {
                 self.awaiting_body = Some(path);
                 return Action::Pause;
             }
-            // The whole body, or more than the limit: decide on what is known.
-            let body = if size <= cfg.max_body_bytes {
-                abi::body(Body::Request, 0, size)
-            } else {
-                Vec::new()
-            };
-            let span = model::find_model(&body).ok().flatten();
-            let model = match cfg.model_source {
-                ModelSource::Header => header_model(cfg),
-                ModelSource::Body => span.as_ref().map(|s| s.value.clone()),
-            };
-            let action = match cfg.route_for_request(&path, model.as_deref()) {
-                Some((route_idx, _)) => self.route(
-                    &shared,
-                    route_idx,
-                    model.as_deref(),
-                    span.as_ref().filter(|_| eos).map(|s| (s, &body[..])),
+            // The whole body, or more than the limit: decide on what is known. Only
+            // a complete body within the limit can be rewritten. (Routing reads the
+            // clock for the time to first byte; a body still coming past the limit
+            // resets it at its end, below.)
+            let whole = eos && size <= cfg.max_body_bytes;
+            let read;
+            let (model, body) = match cfg.model_source {
+                ModelSource::Header => (
+                    header_model(cfg),
+                    if whole {
+                        RequestBody::Unread(size)
+                    } else {
+                        RequestBody::None
+                    },
                 ),
+                ModelSource::Body => {
+                    read = if size <= cfg.max_body_bytes {
+                        abi::body(Body::Request, 0, size)
+                    } else {
+                        Vec::new()
+                    };
+                    let span = model::find_model(&read).ok().flatten();
+                    let model = span.as_ref().map(|s| s.value.clone());
+                    let body = if whole {
+                        RequestBody::Scanned(span, &read[..])
+                    } else {
+                        RequestBody::None
+                    };
+                    (model, body)
+                }
+            };
+            return match cfg.route_for_request(&path, model.as_deref()) {
+                Some((route_idx, _)) => self.route(&shared, route_idx, model.as_deref(), body),
                 None => pass_through(cfg),
             };
-            if eos {
-                self.request_complete();
-            }
-            return action;
         }
         if eos {
             self.request_complete();
@@ -330,7 +366,13 @@ impl HttpContext for Stream {
         if let Some(up) = shared.config.upstreams.get(routed.upstream) {
             let policy = &up.breaker.failure;
             match self.facts.status {
-                Some(s) if policy.rate_limited.contains(&s) => {
+                // The hint only sets an open time: read its headers only when the
+                // outcome will be recorded and hints are used.
+                Some(s)
+                    if policy.rate_limited.contains(&s)
+                        && routed.ticket.is_some()
+                        && up.breaker.rate_limit.trip_on_reset_hint =>
+                {
                     self.facts.reset_in_ms =
                         ratelimit::reset_hint_ms(|name| abi::header(Map::Response, name), now);
                 }
@@ -338,7 +380,14 @@ impl HttpContext for Stream {
                     let kind = abi::header(Map::Response, "content-type")
                         .map_or(BodyKind::Other, |v| inband::body_kind(&v));
                     self.awaiting_first_event = kind == BodyKind::Sse;
-                    if kind != BodyKind::Other {
+                    // A JSON body can only hold an error object: not worth scanning
+                    // when in-band errors do not count.
+                    let useful = match kind {
+                        BodyKind::Sse => true,
+                        BodyKind::Json => policy.in_band_error,
+                        BodyKind::Other => false,
+                    };
+                    if useful {
                         self.scan = Some(Scanner::new(kind, shared.config.max_scan_bytes));
                     }
                 }

@@ -41,7 +41,8 @@ impl SharedStore for EnvoyStore {
     }
 }
 
-/// Fast successes one worker holds for an upstream before writing them at once.
+/// Fast successes one worker holds for a breaker cell (an upstream, or an upstream
+/// and model) before writing them at once.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Pending {
     /// Breaker epoch the requests were admitted in.
@@ -59,7 +60,7 @@ const MAX_PENDING: u32 = 256;
 /// another read, that a completing success may be held (see [`Shared::quiet`]).
 const SEEN_FRESH_MS: u64 = 20;
 
-/// What this worker last read of an upstream's breaker.
+/// What this worker last read of a breaker cell.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Seen {
     /// Breaker epoch.
@@ -157,7 +158,7 @@ impl Shared {
         self.keys.get(cell).map_or("", String::as_str)
     }
 
-    /// Notes what this worker just read or wrote of an upstream's breaker.
+    /// Notes what this worker just read or wrote of a breaker cell.
     pub fn saw(&self, cell: usize, epoch: u32, quiet: bool, at_ms: u64) {
         self.note_seen(cell, |s| {
             *s = Seen {
@@ -169,7 +170,7 @@ impl Shared {
         });
     }
 
-    /// Notes that this worker just read an upstream's breaker denying admission until
+    /// Notes that this worker just read a breaker cell denying admission until
     /// `until_ms` (open, isolated, or half-open with every permit taken).
     pub fn saw_denied(&self, cell: usize, until_ms: u64, at_ms: u64) {
         self.note_seen(cell, |s| {
@@ -262,7 +263,7 @@ impl Shared {
         due
     }
 
-    /// Takes the upstream's held successes, to write them with another update.
+    /// Takes the cell's held successes, to write them with another update.
     pub fn take_pending(&self, cell: usize) -> Option<Pending> {
         let mut all = self.pending.try_borrow_mut().ok()?;
         let p = std::mem::take(all.get_mut(cell)?);

@@ -5,7 +5,6 @@
 
 use super::abi::{self, Level, Map};
 use super::{EnvoyStore, Shared};
-use crate::breaker::Phase;
 use crate::{probe, store};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,10 +21,8 @@ fn any_open(shared: &Shared, upstream: usize, now_ms: u64) -> bool {
     let Some(up) = cfg.upstreams.get(upstream) else {
         return false;
     };
-    cfg.cells_of(upstream).any(|cell| {
-        store::peek(&EnvoyStore, shared.key(cell), &up.breaker, now_ms)
-            .is_ok_and(|b| matches!(b.phase, Phase::Open { .. }))
-    })
+    cfg.cells_of(upstream)
+        .any(|cell| store::is_open(&EnvoyStore, shared.key(cell), &up.breaker, now_ms))
 }
 
 /// Sends the probes that are due and that this worker wins.

@@ -249,3 +249,28 @@ fn quiet_now_is_true_only_for_a_closed_breaker_without_a_streak_in_the_same_epoc
     s.put_raw(&key("a"), b"junk");
     assert!(!quiet_now(&s, &key("a"), 0));
 }
+
+#[test]
+fn is_open_reads_the_head_and_falls_back_to_the_whole_state() {
+    let s = MemoryStore::default();
+    let c = cfg();
+    let a = key("a");
+    seed(&s, &a, &c, 0).unwrap();
+    assert!(!is_open(&s, &a, &c, 0), "closed");
+    for _ in 0..5 {
+        let t = admit(&s, &c, 0);
+        fail(&s, &c, 0, t);
+    }
+    assert!(is_open(&s, &a, &c, 0), "open");
+    // Past the open time, a request half-opens it: neither closed nor open.
+    let open_ms = c.open.max_ms;
+    admit(&s, &c, open_ms + 1);
+    assert_eq!(
+        peek(&s, &a, &c, open_ms + 1).unwrap().kind(),
+        PhaseKind::HalfOpen
+    );
+    assert!(!is_open(&s, &a, &c, open_ms + 1), "half-open");
+    assert!(!is_open(&s, &key("missing"), &c, 0));
+    s.put_raw(&a, b"junk");
+    assert!(!is_open(&s, &a, &c, 0), "undecodable reads as closed");
+}
