@@ -167,11 +167,6 @@ impl MockUpstream {
     pub fn stats_json(&self) -> String {
         self.state.stats_json()
     }
-
-    /// Healthy again, no chunk delay, counts cleared (as `/_mock/reset`).
-    pub fn reset(&self) {
-        self.state.reset();
-    }
 }
 
 impl Drop for MockUpstream {

@@ -126,8 +126,8 @@ impl Reply<'_> {
                 openai_error_body(kind, code, &message)
             }
             Provider::Generic => format!(
-                "{{\"error\":{{\"type\":\"server_error\",\"code\":{status},\"message\":\"mock {} failing\"}}}}\n",
-                self.name.replace(['"', '\\'], "")
+                "{{\"error\":{{\"type\":\"server_error\",\"code\":{status},\"message\":{}}}}}\n",
+                quote(&format!("mock {} failing", self.name))
             ),
         }
     }

@@ -231,11 +231,14 @@ fn traffic(
             return Ok(Next::Close);
         }
         Behaviour::CutMidBody => {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-upstream: {}\r\ncontent-length: 1000\r\n\r\n{{\"partial\":",
-                s.name
-            );
-            out.write_all(head.as_bytes())?;
+            // A head promising 1000 bytes, then a few and the connection closes.
+            let headers = [
+                ("content-type", "application/json".to_string()),
+                ("x-upstream", s.name.clone()),
+                ("content-length", "1000".to_string()),
+            ];
+            write_head(out, 200, &headers)?;
+            out.write_all(b"{\"partial\":")?;
             out.flush()?;
             thread::sleep(Duration::from_millis(50));
             return Ok(Next::Close);
