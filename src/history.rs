@@ -44,27 +44,6 @@ impl Entry {
     }
 }
 
-const PHASES: [PhaseKind; 4] = [
-    PhaseKind::Closed,
-    PhaseKind::Open,
-    PhaseKind::HalfOpen,
-    PhaseKind::Isolated,
-];
-
-const REASONS: [Reason; 11] = [
-    Reason::ConsecutiveFailures,
-    Reason::FailureRate,
-    Reason::SlowCallRate,
-    Reason::RateLimitReset,
-    Reason::OpenElapsed,
-    Reason::ProbeFailed,
-    Reason::ProbesSucceeded,
-    Reason::OperatorReset,
-    Reason::OperatorIsolate,
-    Reason::OperatorRelease,
-    Reason::ActiveProbe,
-];
-
 fn code<T: PartialEq>(all: &[T], v: &T) -> u8 {
     all.iter()
         .position(|x| x == v)
@@ -80,9 +59,9 @@ pub fn encode(entries: &[Entry]) -> Vec<u8> {
     for e in entries {
         out.extend_from_slice(&e.at_ms.to_le_bytes());
         out.extend_from_slice(&e.cell.to_le_bytes());
-        out.push(code(&PHASES, &e.from));
-        out.push(code(&PHASES, &e.to));
-        out.push(code(&REASONS, &e.reason));
+        out.push(code(&PhaseKind::ALL, &e.from));
+        out.push(code(&PhaseKind::ALL, &e.to));
+        out.push(code(&Reason::ALL, &e.reason));
     }
     out
 }
@@ -106,9 +85,9 @@ pub fn decode(bytes: &[u8]) -> Vec<Entry> {
             Some(Entry {
                 at_ms: u64::from_le_bytes(at),
                 cell: u16::from_le_bytes([c[8], c[9]]),
-                from: *PHASES.get(usize::from(c[10]))?,
-                to: *PHASES.get(usize::from(c[11]))?,
-                reason: *REASONS.get(usize::from(c[12]))?,
+                from: *PhaseKind::ALL.get(usize::from(c[10]))?,
+                to: *PhaseKind::ALL.get(usize::from(c[11]))?,
+                reason: *Reason::ALL.get(usize::from(c[12]))?,
             })
         })();
         match entry {
@@ -180,9 +159,9 @@ mod tests {
 
     #[test]
     fn every_phase_and_reason_round_trips() {
-        let entries: Vec<Entry> = REASONS
+        let entries: Vec<Entry> = Reason::ALL
             .iter()
-            .zip(PHASES.iter().cycle())
+            .zip(PhaseKind::ALL.iter().cycle())
             .enumerate()
             .map(|(i, (&reason, &to))| Entry {
                 at_ms: i as u64,

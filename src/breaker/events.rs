@@ -15,6 +15,15 @@ pub enum PhaseKind {
 }
 
 impl PhaseKind {
+    /// Every kind. The transition history stores a kind as its position here:
+    /// append new kinds, never reorder.
+    pub const ALL: [PhaseKind; 4] = [
+        PhaseKind::Closed,
+        PhaseKind::Open,
+        PhaseKind::HalfOpen,
+        PhaseKind::Isolated,
+    ];
+
     /// Name used in logs, metrics and headers.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,6 +72,23 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason. The transition history stores a reason as its position here:
+    /// append new reasons (a reason missing here is dropped from the history),
+    /// never reorder.
+    pub const ALL: [Reason; 11] = [
+        Reason::ConsecutiveFailures,
+        Reason::FailureRate,
+        Reason::SlowCallRate,
+        Reason::RateLimitReset,
+        Reason::OpenElapsed,
+        Reason::ProbeFailed,
+        Reason::ProbesSucceeded,
+        Reason::OperatorReset,
+        Reason::OperatorIsolate,
+        Reason::OperatorRelease,
+        Reason::ActiveProbe,
+    ];
+
     /// Name used in logs.
     pub fn as_str(self) -> &'static str {
         match self {
