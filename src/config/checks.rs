@@ -48,6 +48,19 @@ fn check_chars(
     }
 }
 
+/// An absolute URL path prefix other than `/`; returned without trailing slashes.
+pub(super) fn check_path_prefix(field: &str, v: &str) -> Result<String, ConfigError> {
+    let what =
+        "a path like \"/_llm_breaker\" ('/' then [A-Za-z0-9/-_.~], at most 128 chars, not \"/\")";
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b);
+    check_chars(field, v, 128, ok, what)?;
+    let prefix = v.trim_end_matches('/');
+    if !v.starts_with('/') || prefix.is_empty() {
+        return Err(invalid(field, format!("must be {what}, got {v:?}")));
+    }
+    Ok(prefix.to_string())
+}
+
 pub(super) fn check_header_name(field: &str, v: &str) -> Result<(), ConfigError> {
     check_chars(
         field,

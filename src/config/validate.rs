@@ -2,7 +2,8 @@
 //! and reports the first problem with the path of the field that has it.
 
 use super::checks::{
-    check_header_name, check_name, check_upstream_name, invalid, range, unit_interval,
+    check_header_name, check_name, check_path_prefix, check_upstream_name, invalid, range,
+    unit_interval,
 };
 use super::raw::{RawBreaker, RawConfig, RawProbe};
 use super::{
@@ -270,23 +271,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     }
     let admin = if raw.admin.enabled {
         let a = &raw.admin;
-        let prefix = a.path_prefix.trim_end_matches('/');
-        if !a.path_prefix.starts_with('/')
-            || prefix.is_empty()
-            || a.path_prefix.len() > 128
-            || !a
-                .path_prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
-        {
-            return Err(invalid(
-                "admin.path_prefix",
-                format!(
-                    "must be a path like \"/_llm_breaker\" ('/' then [A-Za-z0-9/-_.~], at most 128 chars, not \"/\"), got {:?}",
-                    a.path_prefix
-                ),
-            ));
-        }
+        let prefix = check_path_prefix("admin.path_prefix", &a.path_prefix)?;
         if a.token_env.is_empty() || a.token_env.len() > 128 {
             return Err(invalid(
                 "admin.token_env",
@@ -295,7 +280,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         }
         range("admin.history", a.history.into(), 1, 1000)?;
         Some(AdminConfig {
-            path_prefix: prefix.to_string(),
+            path_prefix: prefix,
             protect_reads: a.protect_reads,
             token_env: a.token_env.clone(),
             history: u16::try_from(a.history).unwrap_or(1000),
