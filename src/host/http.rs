@@ -461,6 +461,10 @@ impl HttpContext for Stream {
                 .and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
                 .unwrap_or(0);
         }
+        if classify::needs_details(&self.facts) {
+            self.facts.ended_by = abi::property(&["response", "code_details"])
+                .map_or(classify::EndedBy::Other, |d| classify::ended_by(&d));
+        }
         let verdict = classify::classify(&up.breaker.failure, up.breaker.slow_ttfb_ms, &self.facts);
         let now = abi::now_ms();
         let holdable = shared.config.success_flush_ms > 0

@@ -43,6 +43,8 @@ pub struct UpstreamMetrics {
     pub client_errors_by_status: [Option<u32>; CLIENT_ERROR_STATUSES.len() + 1],
     /// Outcomes that say nothing about the provider (client left, Envoy's own refusal).
     pub ignored: Option<u32>,
+    /// Of which healthy streams cut by the operator's total-duration limit.
+    pub ignored_proxy_limit: Option<u32>,
     /// Shared-data bytes that did not decode and were reset.
     pub state_resets: Option<u32>,
     /// Updates dropped after too many CAS conflicts or a host error.
@@ -118,6 +120,7 @@ impl Metrics {
                         }
                     }),
                     ignored: c("outcomes_ignored"),
+                    ignored_proxy_limit: c("outcomes_ignored.proxy_limit"),
                     state_resets: c("state_resets"),
                     update_errors: c("update_errors"),
                 }
@@ -186,6 +189,10 @@ impl Metrics {
                 abi::increment(m.client_errors_by_status.get(i).copied().flatten(), 1);
             }
             Verdict::Ignored => abi::increment(m.ignored, 1),
+            Verdict::ProxyLimit => {
+                abi::increment(m.ignored, 1);
+                abi::increment(m.ignored_proxy_limit, 1);
+            }
         }
     }
 
