@@ -30,7 +30,8 @@ const PRIMARY: &str = "openai";
 const FALLBACK: &str = "azure-openai";
 const CHAT: &str = "/v1/chat/completions";
 const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
-/// From `envoy/envoy-compose.yaml`.
+/// From `envoy/envoy-compose.yaml`: the bound on the time to the response headers
+/// (`per_try_timeout`; the route itself has no total bound).
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(3);
 const CONSECUTIVE_FAILURES: usize = 3;
 const OPEN: Duration = Duration::from_secs(2);

@@ -132,8 +132,22 @@ pub struct Options {
     pub filter: Filter,
     /// Clusters: name and address.
     pub clusters: Vec<(String, SocketAddr)>,
-    /// Route timeout.
+    /// Route `timeout`: a bound on the whole response, streaming included; zero
+    /// means none (the LLM shape of `envoy/envoy.yaml`).
     pub route_timeout: Duration,
+    /// Retry policy `per_try_timeout`: a bound on the time to the response headers
+    /// (it stops counting once they arrive). With `num_retries: 0` unless
+    /// [`Options::retry_on`] is set.
+    pub per_try_timeout: Option<Duration>,
+    /// Route `idle_timeout`: a bound on silence in either direction (a stalled
+    /// stream, but also the wait for the headers).
+    pub idle_timeout: Option<Duration>,
+    /// Route `max_stream_duration`: another total bound (tests of the proxy's own
+    /// limits).
+    pub max_stream_duration: Option<Duration>,
+    /// A retry policy with `num_retries: 1` and this `retry_on` (how Istio
+    /// translates `retries: {attempts: 1, retryOn: ...}`), instead of none.
+    pub retry_on: Option<String>,
     /// Worker threads.
     pub concurrency: u32,
     /// The route header name (for `cluster_header`).
@@ -147,7 +161,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// llm-breaker with `config`, two workers, a 5 s route timeout.
+    /// llm-breaker with `config`, two workers, and the example's timeout shape with
+    /// test values: no total bound, 5 s to the response headers, 5 s idle.
     pub fn breaker(config: &str, clusters: &[(&str, SocketAddr)]) -> Options {
         Options {
             filter: Filter::Breaker {
@@ -155,7 +170,11 @@ impl Options {
                 wasm: None,
             },
             clusters: clusters.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
-            route_timeout: Duration::from_secs(5),
+            route_timeout: Duration::ZERO,
+            per_try_timeout: Some(Duration::from_secs(5)),
+            idle_timeout: Some(Duration::from_secs(5)),
+            max_stream_duration: None,
+            retry_on: None,
             concurrency: 2,
             route_header: "x-llm-breaker-upstream".into(),
             before: None,
@@ -254,20 +273,48 @@ static_resources:
               - match: {{ prefix: "/v1/" }}
                 route:
                   {route_action}
-                  timeout: {timeout}s
-              - match: {{ prefix: "/" }}
+{timeouts}              - match: {{ prefix: "/" }}
                 route:
                   cluster: {first}
-                  timeout: {timeout}s
-          http_filters:
+{timeouts}          http_filters:
 {before}{filter}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
 {clusters}"#,
-        timeout = opts.route_timeout.as_secs_f64(),
+        timeouts = route_timeouts(opts),
         first = opts.clusters.first().map_or("none", |(n, _)| n.as_str()),
     )
+}
+
+/// The timeout lines of a route (as in `envoy/envoy.yaml`).
+fn route_timeouts(opts: &Options) -> String {
+    let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+    let mut lines = format!("                  timeout: {}\n", secs(opts.route_timeout));
+    if let Some(d) = opts.idle_timeout {
+        lines.push_str(&format!("                  idle_timeout: {}\n", secs(d)));
+    }
+    if let Some(d) = opts.max_stream_duration {
+        lines.push_str(&format!(
+            "                  max_stream_duration: {{ max_stream_duration: {} }}\n",
+            secs(d)
+        ));
+    }
+    let retries = match &opts.retry_on {
+        Some(on) => format!("num_retries: 1, retry_on: {}", yaml_quote(on)),
+        None => "num_retries: 0".to_string(),
+    };
+    match opts.per_try_timeout {
+        Some(d) => lines.push_str(&format!(
+            "                  retry_policy: {{ {retries}, per_try_timeout: {} }}\n",
+            secs(d)
+        )),
+        None if opts.retry_on.is_some() => {
+            lines.push_str(&format!("                  retry_policy: {{ {retries} }}\n"))
+        }
+        None => {}
+    }
+    lines
 }
 
 fn wasm_filter(
