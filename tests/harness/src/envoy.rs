@@ -309,9 +309,9 @@ fn route_timeouts(opts: &Options) -> String {
             "                  retry_policy: {{ {retries}, per_try_timeout: {} }}\n",
             secs(d)
         )),
-        None if opts.retry_on.is_some() => {
-            lines.push_str(&format!("                  retry_policy: {{ {retries} }}\n"))
-        }
+        None if opts.retry_on.is_some() => lines.push_str(&format!(
+            "                  retry_policy: {{ {retries} }}\n"
+        )),
         None => {}
     }
     lines

@@ -8,8 +8,7 @@ pub mod client;
 pub mod docker;
 pub mod envoy;
 pub mod load;
-#[cfg(test)]
-mod sse;
+pub mod sse;
 pub mod upstream;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
-//! Splitting a `text/event-stream` body into its events, so the mock's tests can
-//! assert on the framing of the streams it writes (test-only: nothing else reads SSE).
+//! Splitting a `text/event-stream` body into its events, so tests can assert on
+//! the framing of the streams the mock writes and on what a client got through
+//! Envoy (how many events, whether the terminal one came).
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]
