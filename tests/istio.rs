@@ -173,6 +173,7 @@ fn istio_manifests_parse_and_carry_the_required_fields() {
         let api = str_at(d, &["apiVersion"]).unwrap_or_else(|| panic!("{file}: no apiVersion"));
         let expected_api: &[&str] = match kind {
             "WasmPlugin" => &["extensions.istio.io/v1alpha1"],
+            "EnvoyFilter" => &["networking.istio.io/v1alpha3"],
             "ServiceEntry" | "DestinationRule" | "VirtualService" | "Gateway" => &[
                 "networking.istio.io/v1",
                 "networking.istio.io/v1beta1",
@@ -289,6 +290,7 @@ fn istio_manifests_parse_and_carry_the_required_fields() {
         .expect("VirtualService spec.http");
     let mut routed = BTreeSet::new();
     let mut catch_all = None;
+    let mut idle_patched = Vec::new();
     for (i, route) in http.iter().enumerate() {
         let dests = route["route"].as_sequence().expect("http[].route");
         assert_eq!(dests.len(), 1, "http[{i}]: one destination per provider");
@@ -297,15 +299,27 @@ fn istio_manifests_parse_and_carry_the_required_fields() {
             entry_hosts.contains(host),
             "http[{i}]: {host} has no ServiceEntry"
         );
+        // The LLM timeout shape: no total bound, a bound on the first byte that
+        // Istio keeps (it drops the retry policy for `attempts: 0`), no retries.
         assert_eq!(
-            route["retries"]["attempts"].as_u64(),
-            Some(0),
-            "http[{i}]: Istio retries must be off (the filter sees only the final outcome)"
+            route["timeout"].as_str(),
+            Some("0s"),
+            "http[{i}]: no total bound (a flowing stream would be cut)"
         );
         assert!(
-            route["timeout"].as_str().is_some(),
-            "http[{i}]: a route timeout"
+            route["retries"]["perTryTimeout"].as_str().is_some(),
+            "http[{i}]: retries.perTryTimeout bounds the time to the response headers"
         );
+        assert_eq!(
+            (
+                route["retries"]["attempts"].as_u64(),
+                route["retries"]["retryOn"].as_str()
+            ),
+            (Some(1), Some("retriable-status-codes")),
+            "http[{i}]: Istio retries must never fire (the filter sees only the final outcome)"
+        );
+        let name = str_at(route, &["name"]).expect("http[].name (the idle patch targets it)");
+        idle_patched.push(name.to_string());
         let values: Vec<&str> = route["match"]
             .as_sequence()
             .into_iter()
@@ -344,5 +358,37 @@ fn istio_manifests_parse_and_carry_the_required_fields() {
         http.last()
             .is_some_and(|r| r["match"][0]["headers"].is_null()),
         "the header-less route must come last"
+    );
+
+    // The idle bound: an EnvoyFilter on the plugin's gateway gives every route an
+    // `idle_timeout`.
+    let filters = of_kind(&docs, "EnvoyFilter");
+    assert_eq!(filters.len(), 1, "one EnvoyFilter (the idle bound)");
+    let f = &filters[0]["spec"];
+    assert_eq!(
+        f["workloadSelector"]["labels"], p["selector"]["matchLabels"],
+        "the EnvoyFilter selects the WasmPlugin's gateway"
+    );
+    let mut patched = Vec::new();
+    for patch in f["configPatches"].as_sequence().expect("configPatches") {
+        assert_eq!(str_at(patch, &["applyTo"]), Some("HTTP_ROUTE"));
+        assert_eq!(str_at(patch, &["match", "context"]), Some("GATEWAY"));
+        assert_eq!(str_at(patch, &["patch", "operation"]), Some("MERGE"));
+        assert!(
+            str_at(patch, &["patch", "value", "route", "idle_timeout"]).is_some(),
+            "a patch without route.idle_timeout"
+        );
+        let name = str_at(
+            patch,
+            &["match", "routeConfiguration", "vhost", "route", "name"],
+        )
+        .expect("a patch names its route");
+        patched.push(name.to_string());
+    }
+    patched.sort();
+    idle_patched.sort();
+    assert_eq!(
+        patched, idle_patched,
+        "an idle_timeout patch for every VirtualService route"
     );
 }
