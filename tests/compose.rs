@@ -6,7 +6,7 @@
 //! is stopped, paused and cut off its network in turn. Each time the breaker must
 //! open, traffic must move to the fallback (`azure-openai`), and once the fault is
 //! undone half-open probes must close the breaker and traffic must return. Every
-//! request must get an answer within the route timeout — a success from some
+//! request must get an answer within the first-byte timeout — a success from some
 //! provider, the failure Envoy reports for the broken primary (503 connect failure,
 //! 504 timeout) or the filter's documented all-open 503 — and Envoy's and the
 //! filter's counters must account for every request sent.
@@ -32,14 +32,14 @@ const CHAT: &str = "/v1/chat/completions";
 const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 /// From `envoy/envoy-compose.yaml`: the bound on the time to the response headers
 /// (`per_try_timeout`; the route itself has no total bound).
-const ROUTE_TIMEOUT: Duration = Duration::from_secs(3);
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
 const CONSECUTIVE_FAILURES: usize = 3;
 const OPEN: Duration = Duration::from_secs(2);
 const PERMITTED_PROBES: usize = 2;
 /// Client threads sending requests, each pausing this long between requests.
 const CLIENTS: usize = 4;
 const GAP: Duration = Duration::from_millis(20);
-/// Slack over the route timeout for the answer to reach the client.
+/// Slack over the first-byte timeout for the answer to reach the client.
 const ANSWER_SLACK: Duration = Duration::from_millis(1500);
 
 /// Which part of which scenario a request was sent in.
@@ -354,9 +354,9 @@ fn check_answers(records: &[Record], timings: &[(Fault, Timing)]) {
                 Ok(_) => {}
             },
         }
-        if r.elapsed > ROUTE_TIMEOUT + ANSWER_SLACK {
+        if r.elapsed > FIRST_BYTE_TIMEOUT + ANSWER_SLACK {
             problems.push(format!(
-                "answered after {:?} (route timeout {ROUTE_TIMEOUT:?}): {:?}",
+                "answered after {:?} (first-byte timeout {FIRST_BYTE_TIMEOUT:?}): {:?}",
                 r.elapsed, r.answer
             ));
         }
