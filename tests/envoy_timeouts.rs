@@ -284,3 +284,49 @@ fn istios_translation_bounds_the_first_byte_and_never_retries() {
     assert!(s.whole && s.done() && s.took > FIRST_BYTE + IDLE, "{s:?}");
     assert_eq!(e.upstream_stat("openai", "failures.timeout"), 1);
 }
+
+/// Seconds of an Envoy duration string (`300s`, `1.5s`, `0s`).
+fn duration_secs(v: &serde_yaml::Value) -> Option<f64> {
+    v.as_str()?.strip_suffix('s')?.parse().ok()
+}
+
+#[test]
+fn the_shipped_envoy_configs_have_the_llm_timeout_shape() {
+    // The example and the compose config: the `/v1/` route has no total bound, a
+    // first-byte bound with no retries, and an idle bound at least as long (Envoy's
+    // idle timer also runs while the headers are awaited).
+    let root = llm_breaker_harness::envoy::workspace_root();
+    for file in ["envoy/envoy.yaml", "envoy/envoy-compose.yaml"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let listeners = doc["static_resources"]["listeners"].as_sequence().unwrap();
+        let routes: Vec<&serde_yaml::Value> = listeners
+            .iter()
+            .flat_map(|l| l["filter_chains"].as_sequence().unwrap())
+            .flat_map(|c| c["filters"].as_sequence().unwrap())
+            .flat_map(|f| {
+                f["typed_config"]["route_config"]["virtual_hosts"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+            })
+            .flat_map(|vh| vh["routes"].as_sequence().unwrap())
+            .filter(|r| r["match"]["prefix"].as_str() == Some("/v1/"))
+            .map(|r| &r["route"])
+            .collect();
+        assert_eq!(routes.len(), 1, "{file}: one /v1/ route");
+        let r = routes[0];
+        assert_eq!(
+            duration_secs(&r["timeout"]),
+            Some(0.0),
+            "{file}: timeout 0s"
+        );
+        assert_eq!(r["retry_policy"]["num_retries"].as_u64(), Some(0), "{file}");
+        let first_byte = duration_secs(&r["retry_policy"]["per_try_timeout"])
+            .unwrap_or_else(|| panic!("{file}: retry_policy.per_try_timeout"));
+        let idle =
+            duration_secs(&r["idle_timeout"]).unwrap_or_else(|| panic!("{file}: idle_timeout"));
+        assert!(first_byte > 0.0 && idle >= first_byte, "{file}");
+        assert!(r["max_stream_duration"].is_null(), "{file}: no total bound");
+    }
+}
