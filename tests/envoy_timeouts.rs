@@ -9,6 +9,7 @@
 //! - A total-duration limit the operator sets anyway (route `timeout`, route
 //!   `max_stream_duration`) that cuts a flowing stream is the proxy's doing: not
 //!   counted against the provider, counted in `outcomes_ignored.proxy_limit`.
+//! - The example and compose configs keep that shape.
 //!
 //! Envoy missing is a failure, never a skip. Run with `--nocapture` to see the
 //! measured times.
