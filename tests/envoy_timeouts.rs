@@ -43,7 +43,11 @@ const CONFIG: &str = r#"{"routes":[{"name":"chat","match":{"path_prefix":"/v1/"}
 
 /// The example's shape: no total bound, a first-byte bound, an idle bound.
 fn llm_shape(a: &MockUpstream, b: &MockUpstream) -> Options {
-    let mut opts = Options::breaker_for(CONFIG, &[a, b]);
+    llm_shape_with(CONFIG, a, b)
+}
+
+fn llm_shape_with(config: &str, a: &MockUpstream, b: &MockUpstream) -> Options {
+    let mut opts = Options::breaker_for(config, &[a, b]);
     opts.route_timeout = Duration::ZERO;
     opts.per_try_timeout = Some(FIRST_BYTE);
     opts.idle_timeout = Some(IDLE);
@@ -330,4 +334,26 @@ fn the_shipped_envoy_configs_have_the_llm_timeout_shape() {
         assert!(first_byte > 0.0 && idle >= first_byte, "{file}");
         assert!(r["max_stream_duration"].is_null(), "{file}: no total bound");
     }
+}
+
+#[test]
+fn slow_call_ttfb_below_the_first_byte_bound_marks_slow_answers_without_cutting_them() {
+    // `slow_call.ttfb_ms` 500 under a 1 s `per_try_timeout`: a first byte at 0.7 s is
+    // a slow success (answered); at 1.5 s Envoy cuts it: a timeout failure (and slow).
+    let (a, b) = providers();
+    let config = CONFIG.replace(
+        r#""consecutive_failures":3,"#,
+        r#""consecutive_failures":3,"slow_call":{"ttfb_ms":500,"rate_threshold":1.0},"#,
+    );
+    let e = Envoy::start(&llm_shape_with(&config, &a, &b));
+    a.set(Behaviour::Delay(Duration::from_millis(700)));
+    let r = e.send_recorded(CHAT, &[], BODY.as_bytes());
+    assert_eq!((r.status, r.upstream()), (200, Some("openai")));
+    assert_eq!(e.upstream_stat("openai", "successes"), 1);
+    assert_eq!(e.upstream_stat("openai", "slow_calls"), 1);
+    a.set(Behaviour::Delay(Duration::from_millis(1500)));
+    assert_eq!(e.send_recorded(CHAT, &[], BODY.as_bytes()).status, 504);
+    assert_eq!(e.upstream_stat("openai", "failures.timeout"), 1);
+    assert_eq!(e.upstream_stat("openai", "slow_calls"), 2);
+    assert_eq!(e.upstream_stat("openai", "state"), 0);
 }
