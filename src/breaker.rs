@@ -10,8 +10,7 @@ use crate::window::Window;
 mod events;
 pub use events::{PhaseKind, Reason, Transition};
 
-/// Most half-open permits an upstream can hand out at once.
-pub const MAX_PERMITS: usize = 32;
+pub use crate::config::MAX_PERMITS;
 
 /// Where the breaker is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,14 +3,14 @@
 //! checks every rule, returning a [`ConfigError`] that names the offending field.
 
 mod checks;
+mod limits;
 pub mod raw;
 mod validate;
 
 use crate::model::ModelPattern;
 pub use raw::{ModelSource, Scope, WhenAllOpen};
 
-/// Most models with breakers of their own (bounds shared-data keys per upstream).
-pub const MAX_MODELS: usize = 64;
+pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
 pub use validate::ConfigError;
 
 /// The validated runtime configuration.

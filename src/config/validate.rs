@@ -458,7 +458,7 @@ fn breaker_config(v: serde_json::Value, at: &str) -> Result<BreakerConfig, Confi
                 &format!("{at}.failure_rate.window.calls"),
                 c.into(),
                 1,
-                crate::window::MAX_CALLS.into(),
+                super::MAX_CALLS.into(),
             )?;
             if fr.minimum_calls > c {
                 return Err(invalid(
@@ -518,7 +518,7 @@ fn breaker_config(v: serde_json::Value, at: &str) -> Result<BreakerConfig, Confi
         &format!("{at}.half_open.permitted_calls"),
         h.permitted_calls.into(),
         1,
-        crate::breaker::MAX_PERMITS as u64,
+        super::MAX_PERMITS as u64,
     )?;
     range(
         &format!("{at}.half_open.success_threshold"),
