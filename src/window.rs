@@ -2,8 +2,8 @@
 //! time window of fixed buckets, or a ring of the last N calls. Both are small and
 //! fixed-size so they encode into a few hundred bytes of shared data.
 
-pub use crate::config::MAX_CALLS;
 use crate::config::WindowSpec;
+pub use crate::config::MAX_CALLS;
 
 /// Most buckets a time window is split into.
 pub const MAX_BUCKETS: u32 = 20;
