@@ -1,17 +1,15 @@
 //! The transition history shown by the status endpoint and the dashboard: the last
 //! N transitions of every breaker, kept as one bounded ring in shared data so that
 //! all workers append to, and read, the same list. Pure: [`append`] works through
-//! [`SharedStore`] with the same bounded CAS loop as the breaker state.
+//! [`SharedStore`] through the same read-modify-CAS helper as the breaker state.
 
 use crate::breaker::{PhaseKind, Reason, Transition};
-use crate::store::{SharedStore, StoreError};
+use crate::store::{self, Rewrite, SharedStore};
 
 /// Version byte of the ring's encoding.
 const VERSION: u8 = 1;
 /// Bytes per entry: time (8), cell (2), from, to, reason.
 const ENTRY: usize = 13;
-/// CAS attempts before an append gives up.
-const MAX_ATTEMPTS: usize = 64;
 
 /// Shared-data key of the ring.
 pub const KEY: &str = "llm_breaker.history.v1";
@@ -98,26 +96,22 @@ pub fn decode(bytes: &[u8]) -> Vec<Entry> {
     out
 }
 
-/// Appends `entry`, keeping the newest `capacity`, through a CAS loop. Returns
-/// whether it was written (gives up after contention or a host error: the history
-/// is informational and never blocks a request).
+/// Appends `entry`, keeping the newest `capacity`, through
+/// [`store::read_modify_cas`]. Returns whether it was written (gives up after
+/// contention or a host error: the history is informational and never blocks a
+/// request).
 pub fn append<S: SharedStore + ?Sized>(store: &S, entry: Entry, capacity: usize) -> bool {
-    for _ in 0..MAX_ATTEMPTS {
-        let (mut entries, cas) = match store.get(KEY) {
-            Ok(Some((bytes, cas))) => (decode(&bytes), cas),
-            Ok(None) => (Vec::new(), 0),
-            Err(_) => return false,
-        };
+    store::read_modify_cas(store, KEY, store::MAX_ATTEMPTS, |read| {
+        let mut entries = read.map(decode).unwrap_or_default();
         entries.push(entry);
         let excess = entries.len().saturating_sub(capacity.max(1));
         entries.drain(..excess);
-        match store.set(KEY, &encode(&entries), cas) {
-            Ok(()) => return true,
-            Err(StoreError::CasMismatch) => continue,
-            Err(_) => return false,
+        Rewrite {
+            value: (),
+            bytes: Some(encode(&entries)),
         }
-    }
-    false
+    })
+    .is_ok()
 }
 
 /// The ring, newest first.
