@@ -2,6 +2,7 @@
 //! `deny_unknown_fields`. Nothing here is validated beyond its JSON type; see
 //! [`super::validate`] for the rules.
 
+use super::units::Millis;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -20,11 +21,11 @@ pub struct RawConfig {
     /// How long a worker may hold fast successes on a healthy upstream before
     /// writing them to shared data in one update; 0 writes each one.
     #[serde(default = "default_success_flush_ms")]
-    pub success_flush_ms: u64,
+    pub success_flush_ms: Millis,
     /// How long a worker may admit requests to a closed, quiet breaker from its own
     /// last read of it, without reading shared data again; 0 reads every time.
     #[serde(default = "default_admission_cache_ms")]
-    pub admission_cache_ms: u64,
+    pub admission_cache_ms: Millis,
     /// Breaker settings for every upstream, kept as JSON so per-upstream overrides
     /// can be merged into it before it is typed.
     #[serde(default)]
@@ -213,12 +214,12 @@ fn default_route_header() -> String {
     "x-llm-breaker-upstream".to_string()
 }
 
-fn default_admission_cache_ms() -> u64 {
-    1
+fn default_admission_cache_ms() -> Millis {
+    Millis(1)
 }
 
-fn default_success_flush_ms() -> u64 {
-    250
+fn default_success_flush_ms() -> Millis {
+    Millis(250)
 }
 
 fn default_response_header() -> String {
@@ -277,7 +278,7 @@ pub struct RawUpstream {
 }
 
 /// A health request sent to an open upstream's cluster.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProbe {
     /// HTTP method.
@@ -296,10 +297,10 @@ pub struct RawProbe {
     pub expect_status: Vec<u16>,
     /// Probe timeout.
     #[serde(default = "default_probe_timeout_ms")]
-    pub timeout_ms: u64,
+    pub timeout_ms: Millis,
     /// One probe per this interval, across all workers.
     #[serde(default = "default_probe_interval_ms")]
-    pub interval_ms: u64,
+    pub interval_ms: Millis,
 }
 
 fn default_probe_method() -> String {
@@ -310,12 +311,12 @@ fn default_expect_status() -> Vec<u16> {
     vec![200]
 }
 
-fn default_probe_timeout_ms() -> u64 {
-    5_000
+fn default_probe_timeout_ms() -> Millis {
+    Millis(5_000)
 }
 
-fn default_probe_interval_ms() -> u64 {
-    5_000
+fn default_probe_interval_ms() -> Millis {
+    Millis(5_000)
 }
 
 /// Breaker settings (after merging overrides).
@@ -358,7 +359,7 @@ pub struct RawRateLimit {
     pub trip_on_reset_hint: bool,
     /// Cap on an open period taken from a provider's reset hint.
     #[serde(default = "default_max_ms")]
-    pub max_open_ms: u64,
+    pub max_open_ms: Millis,
 }
 
 impl Default for RawRateLimit {
@@ -432,7 +433,7 @@ impl Default for RawWindow {
 pub struct RawSlowCall {
     /// A call is slow when its first response byte came later than this.
     #[serde(default = "default_ttfb_ms")]
-    pub ttfb_ms: u64,
+    pub ttfb_ms: Millis,
     /// Trip when slow calls / calls in the window reach this (0 < t <= 1).
     #[serde(default = "default_slow_rate")]
     pub rate_threshold: f64,
@@ -447,8 +448,8 @@ impl Default for RawSlowCall {
     }
 }
 
-fn default_ttfb_ms() -> u64 {
-    15_000
+fn default_ttfb_ms() -> Millis {
+    Millis(15_000)
 }
 
 fn default_slow_rate() -> f64 {
@@ -461,10 +462,10 @@ fn default_slow_rate() -> f64 {
 pub struct RawOpen {
     /// First open duration.
     #[serde(default = "default_base_ms")]
-    pub base_ms: u64,
+    pub base_ms: Millis,
     /// Cap on the open duration.
     #[serde(default = "default_max_ms")]
-    pub max_ms: u64,
+    pub max_ms: Millis,
     /// Growth per re-open without a full close in between.
     #[serde(default = "default_multiplier")]
     pub multiplier: f64,
@@ -484,12 +485,12 @@ impl Default for RawOpen {
     }
 }
 
-fn default_base_ms() -> u64 {
-    30_000
+fn default_base_ms() -> Millis {
+    Millis(30_000)
 }
 
-fn default_max_ms() -> u64 {
-    300_000
+fn default_max_ms() -> Millis {
+    Millis(300_000)
 }
 
 fn default_multiplier() -> f64 {
@@ -512,7 +513,7 @@ pub struct RawHalfOpen {
     pub success_threshold: u32,
     /// A probe permit not reported back within this is released.
     #[serde(default = "default_permit_timeout_ms")]
-    pub permit_timeout_ms: u64,
+    pub permit_timeout_ms: Millis,
 }
 
 impl Default for RawHalfOpen {
@@ -533,8 +534,8 @@ fn default_success_threshold() -> u32 {
     2
 }
 
-fn default_permit_timeout_ms() -> u64 {
-    60_000
+fn default_permit_timeout_ms() -> Millis {
+    Millis(60_000)
 }
 
 /// Failure classification settings.
