@@ -121,9 +121,7 @@ fn invalid_documents_and_routes_name_the_field() {
             "routes[0].match.prefix",
         ),
     ];
-    for (json, want) in cases {
-        assert_rejected(&json, want);
-    }
+    assert_all_rejected(&cases);
 }
 
 #[test]
@@ -181,9 +179,7 @@ fn invalid_breaker_settings_name_the_field() {
             "`breaker.failure.rate_limited`",
         ),
     ];
-    for (json, want) in cases {
-        assert_rejected(&json, want);
-    }
+    assert_all_rejected(&cases);
 }
 
 #[test]
@@ -229,8 +225,13 @@ fn invalid_overrides_headers_and_limits_name_the_field() {
             "`in_band.max_scan_bytes`: must be between 0 and 16777216",
         ),
     ];
+    assert_all_rejected(&cases);
+}
+
+/// Each config is refused naming what its case wants.
+fn assert_all_rejected(cases: &[(String, &str)]) {
     for (json, want) in cases {
-        assert_rejected(&json, want);
+        assert_rejected(json, want);
     }
 }
 
