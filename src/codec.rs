@@ -37,17 +37,16 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// Encodes a breaker for shared data.
+/// Encodes a breaker for shared data (the layout [`layout`] reads back).
 pub fn encode(b: &Breaker) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.push(VERSION);
-    let (tag, extra): (u8, Option<&Phase>) = match &b.phase {
-        Phase::Closed => (0, None),
-        p @ Phase::Open { .. } => (1, Some(p)),
-        p @ Phase::HalfOpen { .. } => (2, Some(p)),
-        Phase::Isolated => (3, None),
-    };
-    out.push(tag);
+    out.push(match &b.phase {
+        Phase::Closed => 0,
+        Phase::Open { .. } => 1,
+        Phase::HalfOpen { .. } => 2,
+        Phase::Isolated => 3,
+    });
     out.extend_from_slice(&b.epoch.to_le_bytes());
     out.extend_from_slice(&b.since_ms.to_le_bytes());
     out.extend_from_slice(&b.consecutive_failures.to_le_bytes());
@@ -58,9 +57,17 @@ pub fn encode(b: &Breaker) -> Vec<u8> {
         .map_or((0u8, 0u64), |(c, at)| (c as u8 + 1, at));
     out.push(class);
     out.extend_from_slice(&at.to_le_bytes());
-    match extra {
-        Some(Phase::Open { until_ms }) => out.extend_from_slice(&until_ms.to_le_bytes()),
-        Some(Phase::HalfOpen { permits, successes }) => {
+    encode_phase_data(&mut out, &b.phase);
+    encode_window(&mut out, &b.window);
+    out
+}
+
+/// The open period's end, or the half-open successes and permits (at most
+/// [`MAX_PERMITS`]); nothing for the other phases.
+fn encode_phase_data(out: &mut Vec<u8>, phase: &Phase) {
+    match phase {
+        Phase::Open { until_ms } => out.extend_from_slice(&until_ms.to_le_bytes()),
+        Phase::HalfOpen { permits, successes } => {
             out.extend_from_slice(&successes.to_le_bytes());
             let n = permits.len().min(MAX_PERMITS);
             out.push(n as u8);
@@ -68,9 +75,13 @@ pub fn encode(b: &Breaker) -> Vec<u8> {
                 out.extend_from_slice(&p.to_le_bytes());
             }
         }
-        _ => {}
+        Phase::Closed | Phase::Isolated => {}
     }
-    match &b.window {
+}
+
+/// The window kind (0 time, 1 count) and its fields.
+fn encode_window(out: &mut Vec<u8>, window: &Window) {
+    match window {
         Window::Time { bucket_ms, buckets } => {
             out.push(0);
             out.extend_from_slice(&bucket_ms.to_le_bytes());
@@ -98,7 +109,6 @@ pub fn encode(b: &Breaker) -> Vec<u8> {
             out.extend_from_slice(slow);
         }
     }
-    out
 }
 
 /// What the fixed-size head of an encoding says, read without decoding the window.

@@ -167,3 +167,47 @@ fn impossible_values_are_rejected() {
         Err(DecodeError::Invalid("count window"))
     );
 }
+
+/// The bytes of a few states, as running Envoys and the corruptor test filter read
+/// them: a change here is a change of the shared-data format (bump [`VERSION`]).
+#[test]
+fn the_byte_layout_is_pinned() {
+    let cases = [
+        (
+            Phase::Open { until_ms: 42 },
+            WindowSpec::Calls(10),
+            concat!(
+                "0201070000000068e5cf8b010000030000000200000009000000067b68e5cf8b",
+                "0100002a00000000000000010a000200020001000200"
+            ),
+        ),
+        (
+            Phase::HalfOpen {
+                permits: vec![7, 9],
+                successes: 1,
+            },
+            WindowSpec::Calls(3),
+            concat!(
+                "0202070000000068e5cf8b010000030000000200000009000000067b68e5cf8b",
+                "0100000100000002070000000000000009000000000000000103000200020001",
+                "02"
+            ),
+        ),
+        (
+            Phase::Isolated,
+            WindowSpec::Seconds(2),
+            concat!(
+                "0203070000000068e5cf8b010000030000000200000009000000067b68e5cf8b",
+                "01000000e8030000000000000206000000000000000100000000000000010000",
+                "000500000000000000010000000100000000000000"
+            ),
+        ),
+    ];
+    for (phase, spec, want) in cases {
+        let hex: String = encode(&sample(phase, spec))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, want);
+    }
+}
