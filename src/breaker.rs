@@ -201,30 +201,10 @@ impl Breaker {
                 permit: None,
             })),
             Phase::HalfOpen { permits, .. } => {
-                let before = permits.len();
-                permits.retain(|&expiry| expiry > now_ms);
-                let mut changed = transition.is_some() || permits.len() != before;
-                let limit = (cfg.half_open.permitted_calls as usize).min(MAX_PERMITS);
-                let value = if permits.len() < limit {
-                    let mut token = now_ms.saturating_add(cfg.half_open.permit_timeout_ms);
-                    while permits.contains(&token) {
-                        token += 1;
-                    }
-                    permits.push(token);
-                    changed = true;
-                    Admission::Admitted(Ticket {
-                        epoch,
-                        permit: Some(token),
-                    })
-                } else {
-                    let earliest = permits.iter().copied().min().unwrap_or(now_ms);
-                    Admission::Denied {
-                        retry_at_ms: earliest.min(now_ms + 1000),
-                    }
-                };
+                let (value, permits_changed) = rules::admit_probe(permits, cfg, now_ms, epoch);
                 Step {
                     value,
-                    changed,
+                    changed: permits_changed || transition.is_some(),
                     transition,
                 }
             }

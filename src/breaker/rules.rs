@@ -1,10 +1,10 @@
 //! The small policies the state machine consults: which rule trips a closed
-//! breaker, how long a rate limit's reset hint keeps it open, and whether a stored
-//! open period is plausible enough to trust.
+//! breaker, how long a rate limit's reset hint keeps it open, whether a stored
+//! open period is plausible enough to trust, and how half-open hands out permits.
 
-use super::{Breaker, Reason};
+use super::{Admission, Breaker, Reason, Ticket};
 use crate::classify::{FailureClass, Outcome};
-use crate::config::BreakerConfig;
+use crate::config::{BreakerConfig, MAX_PERMITS};
 
 /// The rule a closed breaker trips by after its last outcome, if any.
 pub(super) fn trip_reason(cfg: &BreakerConfig, b: &Breaker, now_ms: u64) -> Option<Reason> {
@@ -50,4 +50,34 @@ pub fn open_end_plausible(cfg: &BreakerConfig, since_ms: u64, until_ms: u64, now
     let longest = cfg.longest_open_ms();
     until_ms <= since_ms.saturating_add(longest)
         && until_ms <= now_ms.saturating_add(longest + CLOCK_SLACK_MS)
+}
+
+/// A half-open admission: expired permits are dropped, then a permit is handed
+/// out if fewer than the limit are in use. Returns the answer and whether the
+/// permits changed.
+pub(super) fn admit_probe(
+    permits: &mut Vec<u64>,
+    cfg: &BreakerConfig,
+    now_ms: u64,
+    epoch: u32,
+) -> (Admission, bool) {
+    let before = permits.len();
+    permits.retain(|&expiry| expiry > now_ms);
+    let expired = permits.len() != before;
+    let limit = (cfg.half_open.permitted_calls as usize).min(MAX_PERMITS);
+    if permits.len() >= limit {
+        let earliest = permits.iter().copied().min().unwrap_or(now_ms);
+        let retry_at_ms = earliest.min(now_ms.saturating_add(1000));
+        return (Admission::Denied { retry_at_ms }, expired);
+    }
+    let mut token = now_ms.saturating_add(cfg.half_open.permit_timeout_ms);
+    while permits.contains(&token) {
+        token = token.wrapping_add(1);
+    }
+    permits.push(token);
+    let ticket = Ticket {
+        epoch,
+        permit: Some(token),
+    };
+    (Admission::Admitted(ticket), true)
 }
