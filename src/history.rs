@@ -184,4 +184,31 @@ mod tests {
             assert_eq!(read(&s), vec![entry(1, 0)]);
         }
     }
+
+    #[test]
+    fn random_bytes_never_panic_and_decode_only_as_what_they_encode() {
+        let mut x = 3u64;
+        let mut rand = move || {
+            x = crate::backoff::splitmix64(x);
+            x
+        };
+        for len in 0..600 {
+            let mut bytes: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+            // Half of them with a plausible head: the version and the right count.
+            if len % 2 == 0 && len >= 3 {
+                let n = u16::try_from((len - 3) / ENTRY).unwrap();
+                bytes[0] = VERSION;
+                bytes[1..3].copy_from_slice(&n.to_le_bytes());
+                for c in bytes[3..].chunks_exact_mut(ENTRY) {
+                    c[10] %= 5;
+                    c[11] %= 5;
+                    c[12] = (rand() % Reason::ALL.len() as u64) as u8;
+                }
+            }
+            let entries = decode(&bytes);
+            if !entries.is_empty() {
+                assert_eq!(encode(&entries), bytes);
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Breaker state in a shared key-value store with compare-and-swap (Envoy shared
-//! data in production, [`MemoryStore`] in tests): one key per upstream, updated
-//! through a bounded read-modify-CAS loop so every worker sees one count.
+//! data in production, [`MemoryStore`] in tests): one key per breaker cell, updated
+//! through [`read_modify_cas`], the one bounded read-modify-CAS loop of the crate
+//! (the history ring and the probe lease use it too), so every worker sees one count.
 
 use crate::breaker::{Admission, Breaker, Step, Ticket, Transition};
 use crate::codec::{self, DecodeError, Head};
