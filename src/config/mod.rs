@@ -2,16 +2,24 @@
 //! structs users write; [`Config::parse`] types them, merges per-upstream overrides and
 //! checks every rule, returning a [`ConfigError`] that names the offending field.
 
+mod breaker;
 mod checks;
+mod error;
+mod limits;
+mod models;
+mod probe;
 pub mod raw;
+mod routes;
+mod sections;
+mod units;
 mod validate;
 
 use crate::model::ModelPattern;
 pub use raw::{ModelSource, Scope, WhenAllOpen};
 
-/// Most models with breakers of their own (bounds shared-data keys per upstream).
-pub const MAX_MODELS: usize = 64;
-pub use validate::ConfigError;
+pub use error::ConfigError;
+pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
+pub use units::Millis;
 
 /// The validated runtime configuration.
 #[derive(Debug, Clone, PartialEq)]

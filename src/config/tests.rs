@@ -79,7 +79,7 @@ fn an_override_may_switch_the_window_kind() {
 }
 
 #[test]
-fn invalid_configs_name_the_field() {
+fn invalid_documents_and_routes_name_the_field() {
     let route = r#""routes":[{"name":"r","upstreams":["a"]}]"#;
     let cases: Vec<(String, &str)> = vec![
         ("".into(), "configuration is empty"),
@@ -120,6 +120,14 @@ fn invalid_configs_name_the_field() {
             r#"{"routes":[{"name":"r","match":{"prefix":"/"},"upstreams":["a"]}]}"#.into(),
             "routes[0].match.prefix",
         ),
+    ];
+    assert_all_rejected(&cases);
+}
+
+#[test]
+fn invalid_breaker_settings_name_the_field() {
+    let route = r#""routes":[{"name":"r","upstreams":["a"]}]"#;
+    let cases: Vec<(String, &str)> = vec![
         (
             format!(r#"{{{route},"breaker":{{"failure_rate":{{"threshold":1.5}}}}}}"#),
             "`breaker.failure_rate.threshold`: must be above 0 and at most 1, got 1.5",
@@ -170,6 +178,14 @@ fn invalid_configs_name_the_field() {
             format!(r#"{{{route},"breaker":{{"failure":{{"rate_limited":[503]}}}}}}"#),
             "`breaker.failure.rate_limited`",
         ),
+    ];
+    assert_all_rejected(&cases);
+}
+
+#[test]
+fn invalid_overrides_headers_and_limits_name_the_field() {
+    let route = r#""routes":[{"name":"r","upstreams":["a"]}]"#;
+    let cases: Vec<(String, &str)> = vec![
         (
             format!(r#"{{{route},"breaker":[]}}"#),
             "`breaker`: expected an object",
@@ -209,8 +225,13 @@ fn invalid_configs_name_the_field() {
             "`in_band.max_scan_bytes`: must be between 0 and 16777216",
         ),
     ];
+    assert_all_rejected(&cases);
+}
+
+/// Each config is refused naming what its case wants.
+fn assert_all_rejected(cases: &[(String, &str)]) {
     for (json, want) in cases {
-        assert_rejected(&json, want);
+        assert_rejected(json, want);
     }
 }
 
@@ -373,3 +394,5 @@ fn a_probe_gets_its_pseudo_headers_and_a_host_override() {
     assert!(c.upstreams[1].probe.is_none());
     assert!(c.admin.is_none(), "admin endpoints are off by default");
 }
+
+mod sections;
