@@ -133,9 +133,9 @@ pub fn routes_down(cfg: &Config, states: &[Breaker], now_ms: u64) -> Vec<String>
         .iter()
         .filter(|r| {
             !r.chain.iter().any(|&u| {
-                cfg.upstreams.get(u).is_some_and(|up| {
+                cfg.upstream(u).is_some_and(|up| {
                     cfg.cells_of(u)
-                        .filter_map(|cell| states.get(cell))
+                        .filter_map(|cell| states.get(cell.index()))
                         .any(|s| admits(s, &up.breaker, now_ms))
                 })
             })
@@ -161,7 +161,7 @@ pub fn status_json(cfg: &Config, states: &[Breaker], history: &[Entry], now_ms: 
         .iter()
         .zip(states)
         .filter_map(|(c, b)| {
-            let up = cfg.upstreams.get(c.upstream)?;
+            let up = cfg.upstream(c.upstream)?;
             let bc = &up.breaker;
             let t = b.window.totals(now_ms);
             let rate = |n: u32| {
@@ -223,7 +223,7 @@ pub fn status_json(cfg: &Config, states: &[Breaker], history: &[Entry], now_ms: 
             let names: Vec<&str> = r
                 .chain
                 .iter()
-                .filter_map(|&u| cfg.upstreams.get(u).map(|x| x.name.as_str()))
+                .filter_map(|&u| cfg.upstream(u).map(|x| x.name.as_str()))
                 .collect();
             json!({"route": r.name, "upstreams": names, "available": !down.contains(&r.name)})
         })
@@ -232,7 +232,7 @@ pub fn status_json(cfg: &Config, states: &[Breaker], history: &[Entry], now_ms: 
         .iter()
         .filter_map(|e| {
             let c = cfg.cells.get(usize::from(e.cell))?;
-            let up = cfg.upstreams.get(c.upstream)?;
+            let up = cfg.upstream(c.upstream)?;
             Some(json!({
                 "at_ms": e.at_ms,
                 "upstream": up.name,

@@ -7,6 +7,7 @@
 //! on `wasm32-unknown-unknown`, plus a thin host adapter ([`host`], only on
 //! `wasm32-wasip1`) that talks to Envoy through proxy-wasm.
 
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -19,6 +20,7 @@ pub mod classify;
 pub mod codec;
 pub mod config;
 pub mod history;
+pub mod ids;
 pub mod inband;
 pub mod model;
 pub mod probe;
@@ -26,6 +28,7 @@ pub mod ratelimit;
 pub mod routing;
 pub mod store;
 pub mod window;
+pub mod worker;
 
 #[cfg(target_os = "wasi")]
 pub mod host;

@@ -10,6 +10,7 @@ use super::{
     AdminConfig, BreakerConfig, Cell, Config, FailurePolicy, HalfOpenPolicy, OpenPolicy,
     ProbeConfig, RateLimitPolicy, Route, Scope, Upstream, WindowSpec, MAX_MODELS, OTHER_MODELS,
 };
+use crate::ids::{CellId, UpstreamId};
 use crate::model::ModelPattern;
 use std::fmt;
 
@@ -223,7 +224,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
                     upstreams.len() - 1
                 }
             };
-            chain.push(idx);
+            chain.push(UpstreamId::new(idx));
         }
         let mut models = Vec::new();
         for (j, m) in r.matcher.models.iter().flatten().enumerate() {
@@ -290,8 +291,8 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     };
     let mut cells = Vec::new();
     let mut cell_base = Vec::with_capacity(upstreams.len());
-    for (u, up) in upstreams.iter().enumerate() {
-        cell_base.push(cells.len());
+    for (u, up) in UpstreamId::all(upstreams.len()).zip(&upstreams) {
+        cell_base.push(CellId::new(cells.len()));
         if up.breaker.scope == Scope::UpstreamAndModel {
             for m in known_models
                 .iter()

@@ -2,10 +2,28 @@
 //! every status the host returns becomes a `Result` instead of the SDK's `panic!`
 //! (a panic would kill the worker's VM). Buffers the host allocates through the
 //! SDK's `proxy_on_memory_allocate` are taken back as `Vec`s, as the SDK does.
+//!
+//! This is the only module allowed `unsafe` (the crate root denies it): the raw
+//! imports, the module's entry point (`#[no_mangle]`, from `proxy_wasm::main!`),
+//! and taking back host buffers.
+//!
+//! One call still goes through the SDK: [`dispatch_http_call`] wraps
+//! `proxy_wasm::hostcalls::dispatch_http_call`, because the SDK must register the
+//! call's token in its dispatcher to route the answer to
+//! `RootContext::on_http_call_response`, and that callout registry is private to
+//! the SDK. That call panics (killing the VM) if the host answers a status other
+//! than OK, `BadArgument` or `InternalFailure`, and if the host hands out a token
+//! that is still registered ("duplicate token_id"). Envoy returns only those three
+//! statuses from `proxy_http_call` and never reuses a live token.
 
 #![allow(unsafe_code)]
 
 use std::ptr::null_mut;
+use std::time::Duration;
+
+proxy_wasm::main! {{
+    super::start();
+}}
 
 /// A non-OK status from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +51,10 @@ pub enum Map {
 }
 
 /// Log levels.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// Trace.
+    Trace = 0,
     /// Debug.
     Debug = 1,
     /// Info.
@@ -51,6 +71,7 @@ pub enum Level {
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_get_log_level(ret_level: *mut u32) -> u32;
     fn proxy_get_current_time_nanoseconds(ret: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_buffer_bytes(
@@ -143,6 +164,37 @@ pub fn log(level: Level, msg: &str) {
     unsafe {
         proxy_log(level as u32, msg.as_ptr(), msg.len());
     }
+}
+
+/// The host's log level for this plugin, `None` if it does not say.
+pub fn log_level() -> Option<Level> {
+    let mut level = 0u32;
+    let status = unsafe { proxy_get_log_level(&mut level) };
+    if status != status::OK {
+        return None;
+    }
+    [
+        Level::Trace,
+        Level::Debug,
+        Level::Info,
+        Level::Warn,
+        Level::Error,
+        Level::Critical,
+    ]
+    .into_iter()
+    .find(|l| *l as u32 == level)
+}
+
+/// Sends an HTTP call to `cluster` through the SDK (see the module docs for why,
+/// and when it panics); its answer arrives in `on_http_call_response`.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
+    timeout_ms: u64,
+) -> Result<u32, proxy_wasm::types::Status> {
+    let timeout = Duration::from_millis(timeout_ms);
+    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout)
 }
 
 /// Wall-clock time in unix milliseconds (0 if the host refuses).
