@@ -57,9 +57,17 @@ impl log::Log for HostLogger {
     fn flush(&self) {}
 }
 
-/// Installs [`HostLogger`] at the host's log level, read once (all levels if the
-/// host does not say).
+/// Installs [`HostLogger`]; every level passes until [`use_host_log_level`].
 fn install_logger() {
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+}
+
+/// Reads the host's log level once (not allowed while the module initializes,
+/// hence at VM start) and lets only what it would print through (all levels if
+/// the host does not say).
+fn use_host_log_level() {
     let max = match abi::log_level() {
         Some(Level::Trace) | None => log::LevelFilter::Trace,
         Some(Level::Debug) => log::LevelFilter::Debug,
@@ -68,9 +76,7 @@ fn install_logger() {
         Some(Level::Error) => log::LevelFilter::Error,
         Some(Level::Critical) => log::LevelFilter::Off,
     };
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(max);
-    }
+    log::set_max_level(max);
 }
 
 /// Envoy shared data as a [`SharedStore`].
@@ -147,6 +153,11 @@ fn admin_token(config: &Config) -> Option<String> {
 }
 
 impl RootContext for Root {
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        use_host_log_level();
+        true
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = read_config() else {
             return false;
