@@ -5,14 +5,11 @@
 
 use super::abi::{self, Body, Map};
 use super::Shared;
-use crate::classify::{self, ResponseFacts};
 use crate::config::{Config, ModelSource};
 use crate::ids::RouteId;
-use crate::inband::{self, BodyKind, Scanner};
 use crate::model;
-use crate::ratelimit;
 use crate::worker::request::{self, Routed, Routing};
-use crate::worker::response::Watch;
+use crate::worker::response::Response;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -21,12 +18,7 @@ use std::rc::Rc;
 pub struct Stream {
     shared: Option<Rc<Shared>>,
     routed: Option<Routed>,
-    facts: ResponseFacts,
-    /// In-band error scanner of the response body, when it is worth scanning.
-    scan: Option<Scanner>,
-    /// The response is an event stream whose first body byte has not come yet:
-    /// its time to first byte is taken then (the first token, as users feel it).
-    awaiting_first_event: bool,
+    response: Response,
     /// Routing waits for the request body (to read or rewrite the model); holds
     /// the request path meanwhile.
     awaiting_body: Option<String>,
@@ -47,9 +39,7 @@ impl Stream {
         Stream {
             shared,
             routed: None,
-            facts: ResponseFacts::default(),
-            scan: None,
-            awaiting_first_event: false,
+            response: Response::default(),
             awaiting_body: None,
         }
     }
@@ -266,23 +256,11 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let now = abi::now_ms();
-        self.facts.ttfb_ms = Some(now.saturating_sub(routed.start_ms));
-        self.facts.status = abi::header(Map::Response, ":status")
+        let status = abi::header(Map::Response, ":status")
             .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
-        self.facts.completed = eos;
-        match shared.core.watch(routed, self.facts.status, eos) {
-            Watch::ResetHint => {
-                self.facts.reset_in_ms =
-                    ratelimit::reset_hint_ms(|name| abi::header(Map::Response, name), now);
-            }
-            Watch::Body => {
-                let kind = abi::header(Map::Response, "content-type")
-                    .map_or(BodyKind::Other, |v| inband::body_kind(&v));
-                self.awaiting_first_event = kind == BodyKind::Sse;
-                self.scan = shared.core.scanner(routed, kind);
-            }
-            Watch::Nothing => {}
-        }
+        let header = |name: &str| abi::header(Map::Response, name);
+        self.response
+            .headers(&shared.core, routed, status, eos, now, header);
         if let Some((h, value)) = shared.core.served_header(routed) {
             let _ = abi::set_header(Map::Response, h, &value);
         }
@@ -290,33 +268,15 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        if self.awaiting_first_event && size > 0 {
-            self.awaiting_first_event = false;
-            if let Some(r) = &self.routed {
-                self.facts.ttfb_ms = Some(abi::now_ms().saturating_sub(r.start_ms));
-            }
-        }
-        if let Some(scan) = &mut self.scan {
-            let (offset, len) = scan.wants(size);
-            if len > 0 {
-                scan.feed(&abi::body(Body::Response, offset, len));
-            }
-            if eos {
-                self.facts.in_band = scan.finish(true);
-                self.scan = None;
-            }
-        }
-        if eos {
-            self.facts.completed = true;
+        if let Some(routed) = &self.routed {
+            let read = |offset, len| abi::body(Body::Response, offset, len);
+            self.response.body(routed, size, eos, abi::now_ms, read);
         }
         Action::Continue
     }
 
     fn on_http_response_trailers(&mut self, _n: usize) -> Action {
-        if let Some(mut scan) = self.scan.take() {
-            self.facts.in_band = scan.finish(true);
-        }
-        self.facts.completed = true;
+        self.response.trailers();
         Action::Continue
     }
 
@@ -324,15 +284,11 @@ impl HttpContext for Stream {
         let (Some(shared), Some(routed)) = (self.shared.take(), self.routed.take()) else {
             return;
         };
-        if let Some(mut scan) = self.scan.take() {
-            // The body never ended: only an error already seen says anything.
-            self.facts.in_band = scan.finish(false);
-        }
-        if classify::needs_flags(self.facts.status, self.facts.completed) {
-            self.facts.flags = abi::property(&["response", "flags"])
+        let facts = self.response.end(|| {
+            abi::property(&["response", "flags"])
                 .and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
-                .unwrap_or(0);
-        }
-        shared.core.finish(&routed, &self.facts, abi::now_ms());
+                .unwrap_or(0)
+        });
+        shared.core.finish(&routed, facts, abi::now_ms());
     }
 }
