@@ -5,8 +5,8 @@
 //! time passed in as a value.
 //!
 //! One file per concept: [`cells`] (the per-cell record), [`cache`] (the admission
-//! cache), [`batch`] (success batching), [`request`] (routing a request and the
-//! model rewrite), [`response`] (what to watch in a response), [`outcome`]
+//! cache), [`batch`] (success batching), [`intake`] (route match, model source,
+//! the body for a rewrite), [`request`] (routing a request and the model rewrite), [`response`] (what to watch in a response), [`outcome`]
 //! (recording it), [`report`] (reporting state changes), [`accounting`] (which
 //! counters move), [`metrics`] (the metrics seam), [`operator`] (admin endpoints
 //! and active probes).
@@ -15,6 +15,7 @@ pub mod accounting;
 pub mod batch;
 pub mod cache;
 pub mod cells;
+pub mod intake;
 pub mod metrics;
 pub mod operator;
 pub mod outcome;

@@ -1,14 +1,7 @@
-//! One HTTP stream: route on request headers (or on the body, when the model is
-//! in it), note the time to first byte and status on response headers, watch the
-//! body, and hand the outcome to the worker core when Envoy logs the stream (the
-//! one callback that runs however the stream ended).
-
 use super::abi::{self, Body, Map};
 use super::Shared;
-use crate::config::{Config, ModelSource};
-use crate::ids::RouteId;
-use crate::model;
-use crate::worker::request::{self, Routed, Routing};
+use crate::worker::intake::{Intake, RequestBody};
+use crate::worker::request::{Routed, Routing};
 use crate::worker::response::Response;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -22,16 +15,6 @@ pub struct Stream {
     /// Routing waits for the request body (to read or rewrite the model); holds
     /// the request path meanwhile.
     awaiting_body: Option<String>,
-}
-
-/// The whole request body, as far as routing can use it to rewrite the model.
-enum RequestBody<'a> {
-    /// Not available (not buffered, or over `model.max_body_bytes`).
-    None,
-    /// Read, with the model field found in it (if any).
-    Scanned(Option<model::ModelSpan>, &'a [u8]),
-    /// Buffered in Envoy, `size` bytes, not read yet: read only for a rewrite.
-    Unread(usize),
 }
 
 impl Stream {
@@ -52,180 +35,103 @@ impl Stream {
         }
     }
 
-    /// Routes a request that matched `route`: writes the route header (and the
-    /// body's model, when the chosen entry names one), or answers locally when
-    /// every upstream is open.
-    fn route(
-        &mut self,
-        shared: &Shared,
-        route: RouteId,
-        model: Option<&str>,
-        body: RequestBody,
-    ) -> Action {
-        let cfg = shared.core.config();
-        match shared.core.route(route, model, abi::now_ms()) {
-            None => Action::Continue,
-            Some(Routing::Send {
-                routed,
-                cluster,
-                rewrite,
-            }) => {
-                if let Err(s) = abi::set_header(Map::Request, &cfg.route_header, cluster) {
-                    log::warn!(
-                        "llm-breaker: cannot set {} (status {})",
-                        cfg.route_header,
-                        s.0
-                    );
-                }
-                // Envoy clears the route cache on this write, so the router sees the
-                // new value: it does for every module that exports ABI 0.2.1 (as the
-                // Rust SDK 0.2 does); only newer ABIs need the `clear_route_cache`
-                // foreign call, which would cost a host call on every request here.
-                // The failover tests fail if a request ever goes to the old route.
-                if let Some(new_model) = rewrite {
-                    rewrite_body(body, new_model);
-                }
-                self.routed = Some(routed);
+    /// Carries out what the core made of the request so far.
+    fn intake(&mut self, shared: &Shared, intake: Intake, path: &str) -> Action {
+        match intake {
+            Intake::PassThrough => {
+                // Clients never choose a cluster.
+                let _ = abi::remove_header(Map::Request, &shared.core.config().route_header);
                 Action::Continue
             }
-            Some(Routing::Reject(r)) => {
-                let headers = r.headers();
-                let sent = abi::send_local_response(
-                    503,
-                    "llm_breaker_all_open",
-                    r.body.as_bytes(),
-                    &headers,
-                );
-                if sent.is_err() {
-                    return Action::Continue;
-                }
+            Intake::AwaitBody => {
+                // Decided when the body is in (Envoy holds the headers meanwhile, with
+                // `allow_on_headers_stop_iteration`).
+                self.awaiting_body = Some(path.to_string());
                 Action::Pause
+            }
+            Intake::Route { route, model, body } => {
+                match shared.core.route(route, model.as_deref(), abi::now_ms()) {
+                    None => Action::Continue,
+                    Some(Routing::Send {
+                        routed,
+                        cluster,
+                        rewrite,
+                    }) => {
+                        let header = &shared.core.config().route_header;
+                        if let Err(s) = abi::set_header(Map::Request, header, cluster) {
+                            log::warn!("llm-breaker: cannot set {header} (status {})", s.0);
+                        }
+                        // Envoy clears the route cache on this write, so the router sees
+                        // the new value: it does for every module that exports ABI 0.2.1
+                        // (as the Rust SDK 0.2 does); only newer ABIs need the
+                        // `clear_route_cache` foreign call, which would cost a host call
+                        // on every request here. The failover tests fail if a request
+                        // ever goes to the old route.
+                        if let Some(new_model) = rewrite {
+                            rewrite_body(body, new_model);
+                        }
+                        self.routed = Some(routed);
+                        Action::Continue
+                    }
+                    Some(Routing::Reject(r)) => {
+                        let body = r.body.as_bytes();
+                        match abi::send_local_response(
+                            503,
+                            "llm_breaker_all_open",
+                            body,
+                            &r.headers(),
+                        ) {
+                            Ok(()) => Action::Pause,
+                            Err(_) => Action::Continue,
+                        }
+                    }
+                }
             }
         }
     }
+}
 
-    /// Routes on what the request body says (the model source, or a rewrite).
-    fn route_with_body(&mut self, shared: &Shared, path: &str, size: usize, eos: bool) -> Action {
-        let cfg = shared.core.config();
-        // The whole body, or more than the limit: decide on what is known. Only a
-        // complete body within the limit can be rewritten. (Routing reads the clock
-        // for the time to first byte; a body still coming past the limit resets it
-        // at its end.)
-        let whole = eos && size <= cfg.max_body_bytes;
-        let read;
-        let (model, body) = match cfg.model_source {
-            ModelSource::Header => {
-                let body = if whole {
-                    RequestBody::Unread(size)
-                } else {
-                    RequestBody::None
-                };
-                (header_model(cfg), body)
-            }
-            ModelSource::Body => {
-                read = if size <= cfg.max_body_bytes {
-                    abi::body(Body::Request, 0, size)
-                } else {
-                    Vec::new()
-                };
-                let span = model::find_model(&read).ok().flatten();
-                let model = span.as_ref().map(|s| s.value.clone());
-                let body = if whole {
-                    RequestBody::Scanned(span, &read[..])
-                } else {
-                    RequestBody::None
-                };
-                (model, body)
-            }
-        };
-        match cfg.route_for_request(path, model.as_deref()) {
-            Some((route, _)) => self.route(shared, route, model.as_deref(), body),
-            None => pass_through(cfg),
-        }
+fn request_header(name: &str) -> Option<Vec<u8>> {
+    abi::header(Map::Request, name)
+}
+
+/// Replaces the buffered request body with one naming `new_model`, and fixes its
+/// `content-length` (a chunked body has none to fix).
+fn rewrite_body(body: RequestBody, new_model: &str) {
+    let read = |size| abi::body(Body::Request, 0, size);
+    let Some((old_len, new)) = body.rewrite(new_model, read) else {
+        return;
+    };
+    if abi::set_body(Body::Request, 0, old_len, &new).is_err() {
+        log::warn!("llm-breaker: cannot rewrite the request body's model");
+        return;
+    }
+    if request_header("content-length").is_some() {
+        let _ = abi::set_header(Map::Request, "content-length", &new.len().to_string());
     }
 }
 
 impl Context for Stream {}
-
-/// The model a request names in the configured header, when that is the source.
-fn header_model(cfg: &Config) -> Option<String> {
-    match cfg.model_source {
-        ModelSource::Header => {
-            abi::header(Map::Request, &cfg.model_header).and_then(|v| model::model_from_header(&v))
-        }
-        ModelSource::Body => None,
-    }
-}
-
-/// Lets a request that matches no route through; clients never choose a cluster.
-fn pass_through(cfg: &Config) -> Action {
-    let _ = abi::remove_header(Map::Request, &cfg.route_header);
-    Action::Continue
-}
-
-/// Replaces the buffered request body with one naming `new_model` (read and
-/// scanned only now, if it was not), and fixes its `content-length` (a chunked
-/// body has none to fix).
-fn rewrite_body(body: RequestBody, new_model: &str) {
-    let read;
-    let (span, bytes) = match body {
-        RequestBody::None => (None, &[][..]),
-        RequestBody::Scanned(span, bytes) => (span, bytes),
-        RequestBody::Unread(size) => {
-            read = abi::body(Body::Request, 0, size);
-            (model::find_model(&read).ok().flatten(), &read[..])
-        }
-    };
-    let Some(new) = request::rewritten(bytes, span.as_ref(), new_model) else {
-        return;
-    };
-    if abi::set_body(Body::Request, 0, bytes.len(), &new).is_err() {
-        log::warn!("llm-breaker: cannot rewrite the request body's model");
-        return;
-    }
-    if abi::header(Map::Request, "content-length").is_some() {
-        let _ = abi::set_header(Map::Request, "content-length", &new.len().to_string());
-    }
-}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        let cfg = shared.core.config();
-        let path = abi::header(Map::Request, ":path").unwrap_or_default();
+        let path = request_header(":path").unwrap_or_default();
         let path = String::from_utf8_lossy(&path);
         // Only requests under the admin prefix pay for reading the method.
-        if let Some(a) = cfg
-            .admin
-            .as_ref()
-            .filter(|a| path.starts_with(&a.path_prefix))
-        {
-            let method = abi::header(Map::Request, ":method").unwrap_or_default();
+        let admin = shared.core.config().admin.as_ref();
+        if let Some(a) = admin.filter(|a| path.starts_with(&a.path_prefix)) {
+            let method = request_header(":method").unwrap_or_default();
             let method = String::from_utf8_lossy(&method);
             if let Some(request) = crate::admin::parse(&a.path_prefix, &method, &path) {
                 super::admin::serve(&shared, request);
                 return Action::Pause;
             }
         }
-        if !shared.core.uses_models() {
-            return match cfg.route_for(&path) {
-                Some((route, _)) => self.route(&shared, route, None, RequestBody::None),
-                None => pass_through(cfg),
-            };
-        }
-        if !eos && cfg.needs_body(&path) {
-            // Decided when the body is in (Envoy holds the headers meanwhile, with
-            // `allow_on_headers_stop_iteration`).
-            self.awaiting_body = Some(path.into_owned());
-            return Action::Pause;
-        }
-        let model = header_model(cfg);
-        match cfg.route_for_request(&path, model.as_deref()) {
-            Some((route, _)) => self.route(&shared, route, model.as_deref(), RequestBody::None),
-            None => pass_through(cfg),
-        }
+        let intake = shared.core.intake_headers(&path, eos, request_header);
+        self.intake(&shared, intake, &path)
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
@@ -233,12 +139,18 @@ impl HttpContext for Stream {
             let Some(shared) = self.shared.clone() else {
                 return Action::Continue;
             };
-            if !eos && size <= shared.core.config().max_body_bytes {
+            if !shared.core.body_is_enough(size, eos) {
                 // Let Envoy buffer the rest.
                 self.awaiting_body = Some(path);
                 return Action::Pause;
             }
-            return self.route_with_body(&shared, &path, size, eos);
+            // (Routing reads the clock for the time to first byte; a body still
+            // coming past the limit resets it at its end, below.)
+            let read = |size| abi::body(Body::Request, 0, size);
+            let intake = shared
+                .core
+                .intake_body(&path, size, eos, request_header, read);
+            return self.intake(&shared, intake, &path);
         }
         if eos {
             self.request_complete();

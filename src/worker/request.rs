@@ -7,7 +7,6 @@ use super::{accounting, Metrics, Worker};
 use crate::breaker::{Admission, Ticket};
 use crate::config::Route;
 use crate::ids::{CellId, RouteId, UpstreamId};
-use crate::model::{self, ModelSpan};
 use crate::routing::{self, Decision, Why};
 use crate::store::{self, SharedStore};
 use std::borrow::Cow;
@@ -75,12 +74,6 @@ impl Rejection<'_> {
 pub fn rewrite_on(route: &Route, upstream: UpstreamId) -> Option<&str> {
     let i = route.chain.iter().position(|&x| x == upstream)?;
     route.chain_models.get(i)?.as_deref()
-}
-
-/// The body naming `new_model` instead of what `span` found, if that differs.
-pub fn rewritten(bytes: &[u8], span: Option<&ModelSpan>, new_model: &str) -> Option<Vec<u8>> {
-    let span = span.filter(|s| s.value != new_model)?;
-    Some(model::rewrite_model(bytes, span, new_model))
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {

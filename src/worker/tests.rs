@@ -8,3 +8,4 @@ mod admission;
 mod batching;
 mod fakes;
 mod flows;
+mod intake;

@@ -114,12 +114,7 @@ fn each_routing_decision_bumps_its_counters() {
 #[test]
 fn a_probe_counts_as_admitted_probe_and_fails_over_the_skipped() {
     let store = Store::default();
-    let w = worker(
-        &config(&["openai", "azure"], &consecutive(1, 1000), ""),
-        &store,
-        T0,
-    );
-    exchange(&w, 503, T0);
+    let w = tripped(&store, T0);
     // azure too, so that a probe of azure skips openai
     let (r, c) = send(&w, T0 + 1);
     assert_eq!(c, "azure");

@@ -165,6 +165,18 @@ pub fn consecutive(n: u32, open_ms: u64) -> String {
     )
 }
 
+/// A worker over openai then azure whose openai breaker opened at `now` for 1 s
+/// (then 3 s after a failed probe).
+pub fn tripped(store: &Store, now: u64) -> TestWorker {
+    let w = worker(
+        &config(&["openai", "azure"], &consecutive(1, 1000), ""),
+        store,
+        now,
+    );
+    exchange(&w, 503, now);
+    w
+}
+
 /// Routes one request on route 0; `Ok` if sent (with the cluster), `Err(retry_after)`
 /// if rejected.
 pub fn route(w: &TestWorker, now: u64) -> Result<(Routed, String), String> {

@@ -49,12 +49,7 @@ fn half_open_probes_close_the_breaker_when_the_primary_recovers() {
 fn a_failed_probe_reopens_for_a_longer_time() {
     let store = Store::default();
     // base 1 s, multiplier 3: the re-open lasts 3 s.
-    let w = worker(
-        &config(&["openai", "azure"], &consecutive(1, 1000), ""),
-        &store,
-        T0,
-    );
-    exchange(&w, 503, T0);
+    let w = tripped(&store, T0);
     let (probe, _) = send(&w, T0 + 1000);
     assert_eq!(header(&w, &probe), "upstream=openai; reason=probe");
     w.finish(&probe, &answered(503), T0 + 1000);
@@ -272,17 +267,5 @@ fn a_chain_entry_with_a_model_rewrites_the_request_on_that_upstream_only() {
     assert_eq!(
         (r.upstream, rewrite.as_deref()),
         (ids[1], Some("gpt-4o-az"))
-    );
-    let body = br#"{"model":"gpt-4o","messages":[]}"#;
-    let span = crate::model::find_model(body).unwrap();
-    let new = request::rewritten(body, span.as_ref(), "gpt-4o-az").unwrap();
-    assert_eq!(new, br#"{"model":"gpt-4o-az","messages":[]}"#);
-    assert_eq!(
-        request::rewritten(
-            &new,
-            crate::model::find_model(&new).unwrap().as_ref(),
-            "gpt-4o-az"
-        ),
-        None
     );
 }
