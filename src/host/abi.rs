@@ -166,23 +166,19 @@ pub fn log(level: Level, msg: &str) {
     }
 }
 
-/// The host's log level for this plugin, `None` if it does not say.
-pub fn log_level() -> Option<Level> {
+/// The host's log level for this plugin as a `log` filter (its critical level lets
+/// no `log` record through), `None` if the host does not say.
+pub fn log_filter() -> Option<log::LevelFilter> {
+    use log::LevelFilter::*;
     let mut level = 0u32;
     let status = unsafe { proxy_get_log_level(&mut level) };
-    if status != status::OK {
-        return None;
-    }
-    [
-        Level::Trace,
-        Level::Debug,
-        Level::Info,
-        Level::Warn,
-        Level::Error,
-        Level::Critical,
-    ]
-    .into_iter()
-    .find(|l| *l as u32 == level)
+    let filters = [Trace, Debug, Info, Warn, Error, Off];
+    (status == status::OK).then(|| filters.get(level as usize).copied())?
+}
+
+/// The `:status` of a response header map, if it is a number.
+pub fn status_code(map: Map) -> Option<u16> {
+    header(map, ":status").and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
 }
 
 /// Sends an HTTP call to `cluster` through the SDK (see the module docs for why,

@@ -168,8 +168,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let now = abi::now_ms();
-        let status = abi::header(Map::Response, ":status")
-            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
+        let status = abi::status_code(Map::Response);
         let header = |name: &str| abi::header(Map::Response, name);
         self.response
             .headers(&shared.core, routed, status, eos, now, header);

@@ -68,15 +68,7 @@ fn install_logger() {
 /// hence at VM start) and lets only what it would print through (all levels if
 /// the host does not say).
 fn use_host_log_level() {
-    let max = match abi::log_level() {
-        Some(Level::Trace) | None => log::LevelFilter::Trace,
-        Some(Level::Debug) => log::LevelFilter::Debug,
-        Some(Level::Info) => log::LevelFilter::Info,
-        Some(Level::Warn) => log::LevelFilter::Warn,
-        Some(Level::Error) => log::LevelFilter::Error,
-        Some(Level::Critical) => log::LevelFilter::Off,
-    };
-    log::set_max_level(max);
+    log::set_max_level(abi::log_filter().unwrap_or(log::LevelFilter::Trace));
 }
 
 /// Envoy shared data as a [`SharedStore`].
@@ -139,19 +131,6 @@ fn read_config() -> Option<Config> {
         .ok()
 }
 
-/// The admin token from the VM's environment, when admin endpoints are on.
-fn admin_token(config: &Config) -> Option<String> {
-    let a = config.admin.as_ref()?;
-    let token = std::env::var(&a.token_env).ok().filter(|t| !t.is_empty());
-    if token.is_none() {
-        log::warn!(
-            "llm-breaker: admin endpoints enabled but the VM environment has no {} (vm_config.environment_variables): reset/isolate/release will answer 401",
-            a.token_env
-        );
-    }
-    token
-}
-
 impl RootContext for Root {
     fn on_vm_start(&mut self, _size: usize) -> bool {
         use_host_log_level();
@@ -169,7 +148,7 @@ impl RootContext for Root {
         if let Err(s) = abi::set_tick_period_ms(tick) {
             log::warn!("llm-breaker: cannot arm the flush timer (status {})", s.0);
         }
-        let admin_token = admin_token(core.config());
+        let admin_token = core.admin_token(|name| std::env::var(name).ok());
         self.shared = Some(Rc::new(Shared { core, admin_token }));
         true
     }

@@ -35,9 +35,6 @@ pub fn tick(core: &Core, probes: &mut Probes, now_ms: u64) {
 
 /// Hands a probe's answer to the core.
 pub fn answered(core: &Core, probes: &mut Probes, token: u32) {
-    let status = || {
-        abi::header(Map::HttpCallResponse, ":status")
-            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
-    };
+    let status = || abi::status_code(Map::HttpCallResponse);
     core.probe_answered(probes, token, status, abi::now_ms());
 }

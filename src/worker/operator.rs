@@ -103,6 +103,20 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
     }
 
+    /// The admin bearer token, when admin endpoints are on: the value of the
+    /// configured variable in the VM's environment (`env` reads it).
+    pub fn admin_token(&self, env: impl FnOnce(&str) -> Option<String>) -> Option<String> {
+        let a = self.config.admin.as_ref()?;
+        let token = env(&a.token_env).filter(|t| !t.is_empty());
+        if token.is_none() {
+            log::warn!(
+                "llm-breaker: admin endpoints enabled but the VM environment has no {} (vm_config.environment_variables): reset/isolate/release will answer 401",
+                a.token_env
+            );
+        }
+        token
+    }
+
     /// Applies an operator action to every cell of the named upstream.
     fn act(&self, upstream: &str, action: Action, now_ms: u64) -> Reply {
         let Some((u, up)) = self.config.upstream_ids().find(|(_, x)| x.name == upstream) else {

@@ -9,3 +9,4 @@ mod batching;
 mod fakes;
 mod flows;
 mod intake;
+mod operator;

@@ -155,3 +155,46 @@ fn transitions_count_their_edge_and_set_the_state_gauge() {
         1
     );
 }
+
+#[test]
+fn every_upstream_metric_keeps_its_documented_name() {
+    let names: Vec<String> = UpstreamMetric::all().map(UpstreamMetric::name).collect();
+    let want = [
+        "state",
+        "isolated",
+        "transitions.closed_to_open",
+        "transitions.open_to_half_open",
+        "transitions.half_open_to_closed",
+        "transitions.half_open_to_open",
+        "active_probes",
+        "active_probe_failures",
+        "requests_admitted",
+        "requests_probe",
+        "requests_failed_over",
+        "requests_rejected",
+        "successes",
+        "failures.status",
+        "failures.rate_limited",
+        "failures.connect_failure",
+        "failures.reset",
+        "failures.timeout",
+        "failures.in_band_error",
+        "failures.stream_truncated",
+        "slow_calls",
+        "client_errors",
+        "client_errors.400",
+        "client_errors.401",
+        "client_errors.403",
+        "client_errors.404",
+        "client_errors.408",
+        "client_errors.413",
+        "client_errors.422",
+        "client_errors.other",
+        "outcomes_ignored",
+        "state_resets",
+        "update_errors",
+    ];
+    assert_eq!(names, want);
+    let route: Vec<&str> = RouteMetric::ALL.iter().map(|m| m.name()).collect();
+    assert_eq!(route, ["requests_rejected", "requests_fail_open"]);
+}
