@@ -159,6 +159,20 @@ unsafe fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
     }
 }
 
+/// Runs a host call that hands back a buffer through `(data, size)` out-pointers:
+/// the buffer on OK (`None` if the host gave none), `Ok(None)` if not found.
+fn fetch(
+    call: impl FnOnce(*mut *mut u8, *mut usize) -> u32,
+) -> Result<Option<Vec<u8>>, HostStatus> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    match call(&mut data, &mut size) {
+        // Safety: on OK the host filled `data` and `size` through the SDK's allocator.
+        status::OK => Ok(unsafe { take(data, size) }),
+        status::NOT_FOUND => Ok(None),
+        s => Err(HostStatus(s)),
+    }
+}
+
 /// Writes a log line at `level`; failures are ignored (there is nowhere to report them).
 pub fn log(level: Level, msg: &str) {
     unsafe {
@@ -210,14 +224,9 @@ pub fn set_tick_period_ms(ms: u32) -> Result<(), HostStatus> {
 /// The plugin configuration bytes.
 pub fn plugin_configuration() -> Result<Vec<u8>, HostStatus> {
     const PLUGIN_CONFIGURATION: u32 = 7;
-    let (mut data, mut size) = (null_mut(), 0usize);
-    unsafe {
-        match proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size) {
-            status::OK => Ok(take(data, size).unwrap_or_default()),
-            status::NOT_FOUND => Ok(Vec::new()),
-            s => Err(HostStatus(s)),
-        }
-    }
+    let max = usize::MAX;
+    fetch(|d, n| unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, max, d, n) })
+        .map(Option::unwrap_or_default)
 }
 
 /// Body buffers.
@@ -231,13 +240,8 @@ pub enum Body {
 
 /// Up to `max` bytes of a body buffer from `start`; empty if there is nothing.
 pub fn body(which: Body, start: usize, max: usize) -> Vec<u8> {
-    let (mut data, mut size) = (null_mut(), 0usize);
-    unsafe {
-        match proxy_get_buffer_bytes(which as u32, start, max, &mut data, &mut size) {
-            status::OK => take(data, size).unwrap_or_default(),
-            _ => Vec::new(),
-        }
-    }
+    let got = fetch(|d, n| unsafe { proxy_get_buffer_bytes(which as u32, start, max, d, n) });
+    got.ok().flatten().unwrap_or_default()
 }
 
 /// Replaces `size` bytes of a body buffer from `start` with `value`.
@@ -255,19 +259,10 @@ pub fn set_body(which: Body, start: usize, size: usize, value: &[u8]) -> Result<
 
 /// A header's value, `None` if absent or not readable.
 pub fn header(map: Map, name: &str) -> Option<Vec<u8>> {
-    let (mut data, mut size) = (null_mut(), 0usize);
-    unsafe {
-        match proxy_get_header_map_value(
-            map as u32,
-            name.as_ptr(),
-            name.len(),
-            &mut data,
-            &mut size,
-        ) {
-            status::OK => take(data, size),
-            _ => None,
-        }
-    }
+    let (key, len) = (name.as_ptr(), name.len());
+    fetch(|d, n| unsafe { proxy_get_header_map_value(map as u32, key, len, d, n) })
+        .ok()
+        .flatten()
 }
 
 /// Sets a header, replacing any value a client sent.
@@ -297,13 +292,10 @@ pub fn remove_header(map: Map, name: &str) -> Result<(), HostStatus> {
 /// A property such as `response.flags`, given as path segments.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     let serialized = path.join("\0");
-    let (mut data, mut size) = (null_mut(), 0usize);
-    unsafe {
-        match proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) {
-            status::OK => take(data, size),
-            _ => None,
-        }
-    }
+    let (key, len) = (serialized.as_ptr(), serialized.len());
+    fetch(|d, n| unsafe { proxy_get_property(key, len, d, n) })
+        .ok()
+        .flatten()
 }
 
 /// A shared-data value and its CAS token; `Ok(None)` if the key does not exist.

@@ -1,56 +1,42 @@
-//! Envoy stats as the worker's [`Metrics`]: every metric of every upstream and
-//! route is defined once per VM at configure time (definition takes a global
-//! lock); the request path only looks up an id in a flat table and increments.
+//! Envoy stats as the worker's [`Metrics`]: every metric the core lists for the
+//! configuration ([`definitions`]) is defined once per VM at configure time
+//! (definition takes a global lock); the request path only looks an id up by its
+//! position and increments.
 
 use super::abi::{self, MetricKind};
 use crate::config::Config;
-use crate::worker::metrics::{stat_segment, Metric, Metrics, RouteMetric, UpstreamMetric};
+use crate::worker::metrics::{definitions, position, Metric, Metrics};
 
-/// Host metric ids (`None` where the host refused the definition), per upstream
-/// `UpstreamMetric::COUNT` in slot order, then per route.
+/// Host metric ids in [`definitions`] order (`None` where the host refused one).
 #[derive(Debug, Default)]
 pub struct HostMetrics {
-    upstreams: Vec<Option<u32>>,
-    routes: Vec<Option<u32>>,
+    ids: Vec<Option<u32>>,
+    upstreams: usize,
 }
 
 impl HostMetrics {
     /// Defines every metric for `config`.
     pub fn define(config: &Config) -> HostMetrics {
-        let mut upstreams = Vec::with_capacity(config.upstreams.len() * UpstreamMetric::COUNT);
-        for u in &config.upstreams {
-            let p = format!("llm_breaker.upstream.{}.", stat_segment(&u.name));
-            for m in UpstreamMetric::all() {
-                let kind = if m.is_gauge() {
-                    MetricKind::Gauge
-                } else {
-                    MetricKind::Counter
-                };
-                upstreams.push(abi::define_metric(kind, &format!("{p}{}", m.name())));
+        let kind = |gauge| {
+            if gauge {
+                MetricKind::Gauge
+            } else {
+                MetricKind::Counter
             }
-        }
-        let mut routes = Vec::with_capacity(config.routes.len() * RouteMetric::ALL.len());
-        for r in &config.routes {
-            let p = format!("llm_breaker.route.{}.", stat_segment(&r.name));
-            for m in RouteMetric::ALL {
-                routes.push(abi::define_metric(
-                    MetricKind::Counter,
-                    &format!("{p}{}", m.name()),
-                ));
-            }
-        }
-        HostMetrics { upstreams, routes }
+        };
+        let ids = definitions(config)
+            .into_iter()
+            .map(|(name, gauge)| abi::define_metric(kind(gauge), &name))
+            .collect();
+        let upstreams = config.upstreams.len();
+        HostMetrics { ids, upstreams }
     }
 
     fn id(&self, metric: Metric) -> Option<u32> {
-        let (table, i) = match metric {
-            Metric::Upstream(u, m) => (
-                &self.upstreams,
-                u.index() * UpstreamMetric::COUNT + m.slot(),
-            ),
-            Metric::Route(r, m) => (&self.routes, r.index() * RouteMetric::ALL.len() + m.slot()),
-        };
-        table.get(i).copied().flatten()
+        self.ids
+            .get(position(metric, self.upstreams))
+            .copied()
+            .flatten()
     }
 }
 

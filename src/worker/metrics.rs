@@ -8,6 +8,7 @@
 
 use crate::breaker::PhaseKind;
 use crate::classify::FailureClass;
+use crate::config::Config;
 use crate::ids::{RouteId, UpstreamId};
 
 /// Where the worker's counters and gauges go.
@@ -232,6 +233,34 @@ impl RouteMetric {
         match self {
             RouteMetric::Rejected => "requests_rejected",
             RouteMetric::FailOpen => "requests_fail_open",
+        }
+    }
+}
+
+/// Every metric of `config` as (stat name, is a gauge): each upstream's in slot
+/// order, then each route's. [`position`] says where a metric stands in it.
+pub fn definitions(config: &Config) -> Vec<(String, bool)> {
+    let mut out = Vec::with_capacity(
+        config.upstreams.len() * UpstreamMetric::COUNT
+            + config.routes.len() * RouteMetric::ALL.len(),
+    );
+    for u in &config.upstreams {
+        let p = format!("llm_breaker.upstream.{}.", stat_segment(&u.name));
+        out.extend(UpstreamMetric::all().map(|m| (format!("{p}{}", m.name()), m.is_gauge())));
+    }
+    for r in &config.routes {
+        let p = format!("llm_breaker.route.{}.", stat_segment(&r.name));
+        out.extend(RouteMetric::ALL.map(|m| (format!("{p}{}", m.name()), false)));
+    }
+    out
+}
+
+/// Where `metric` stands in [`definitions`] of a config with `upstreams` upstreams.
+pub fn position(metric: Metric, upstreams: usize) -> usize {
+    match metric {
+        Metric::Upstream(u, m) => u.index() * UpstreamMetric::COUNT + m.slot(),
+        Metric::Route(r, m) => {
+            upstreams * UpstreamMetric::COUNT + r.index() * RouteMetric::ALL.len() + m.slot()
         }
     }
 }

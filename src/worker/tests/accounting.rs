@@ -198,3 +198,34 @@ fn every_upstream_metric_keeps_its_documented_name() {
     let route: Vec<&str> = RouteMetric::ALL.iter().map(|m| m.name()).collect();
     assert_eq!(route, ["requests_rejected", "requests_fail_open"]);
 }
+
+#[test]
+fn stat_names_are_prefixed_and_made_safe_and_positions_find_them() {
+    let json = r#"{"routes":[{"name":"chat-v1","upstreams":["openai","azure.eu"]}]}"#;
+    let w = worker(json, &Store::default(), T0);
+    let defs = crate::worker::metrics::definitions(w.config());
+    let n = UpstreamMetric::COUNT;
+    assert_eq!(defs.len(), 2 * n + 2);
+    let at = |m: Metric| defs[crate::worker::metrics::position(m, 2)].clone();
+    let cases = [
+        (u(0, State), "llm_breaker.upstream.openai.state", true),
+        (
+            u(1, Isolated),
+            "llm_breaker.upstream.azure_eu.isolated",
+            true,
+        ),
+        (
+            u(1, Failures(FailureClass::Timeout)),
+            "llm_breaker.upstream.azure_eu.failures.timeout",
+            false,
+        ),
+        (
+            Metric::Route(RouteId::new(0), RouteMetric::FailOpen),
+            "llm_breaker.route.chat-v1.requests_fail_open",
+            false,
+        ),
+    ];
+    for (metric, name, gauge) in cases {
+        assert_eq!(at(metric), (name.to_string(), gauge));
+    }
+}
