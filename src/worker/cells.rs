@@ -25,22 +25,30 @@ pub struct CellRecord {
 }
 
 impl CellRecord {
-    /// The records of every cell of `config`, indexed by [`CellId`].
+    /// The records of every cell of `config`, indexed by [`CellId`] (each
+    /// upstream's cells are contiguous and in upstream order).
     pub fn all(config: &Config) -> Vec<CellRecord> {
+        let model = |cell: CellId| {
+            config
+                .cells
+                .get(cell.index())
+                .and_then(|c| c.model.as_deref())
+        };
         config
-            .cells
-            .iter()
-            .map(|c| {
-                let name = config.upstream(c.upstream).map_or("", |u| u.name.as_str());
-                CellRecord {
-                    key: store::cell_key(name, c.model.as_deref()),
-                    label: match &c.model {
-                        None => name.to_string(),
-                        Some(m) => format!("{name} model={m}"),
-                    },
-                    held: Cell::new(None),
-                    seen: Cell::new(None),
-                }
+            .upstream_ids()
+            .flat_map(|(u, up)| {
+                config
+                    .cells_of(u)
+                    .map(move |cell| (up.name.as_str(), model(cell)))
+            })
+            .map(|(name, model)| CellRecord {
+                key: store::cell_key(name, model),
+                label: match model {
+                    None => name.to_string(),
+                    Some(m) => format!("{name} model={m}"),
+                },
+                held: Cell::new(None),
+                seen: Cell::new(None),
             })
             .collect()
     }

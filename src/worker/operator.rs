@@ -168,9 +168,9 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             .upstream_ids()
             .flat_map(|(u, up)| self.config.cells_of(u).map(move |cell| (cell, &up.breaker)))
             .map(|(cell, bc)| {
-                let key = self.cell(cell).map_or("", |r| r.key.as_str());
-                store::peek(&self.store, key, bc, now_ms)
-                    .unwrap_or_else(|_| Breaker::new(bc, now_ms))
+                let rec = self.cell(cell);
+                let read = rec.and_then(|r| store::peek(&self.store, &r.key, bc, now_ms).ok());
+                read.unwrap_or_else(|| Breaker::new(bc, now_ms))
             })
             .collect()
     }

@@ -110,7 +110,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             self.admit(self.config.cell(u, rewrite_on(r, u).or(model)), now_ms)
         });
         accounting::decision(&self.metrics, route, &decision);
-        Some(match decision {
+        match decision {
             Decision::Send {
                 upstream,
                 ticket,
@@ -126,18 +126,18 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                     skipped,
                     start_ms: now_ms,
                 };
-                let cluster = self.config.upstream(upstream).map_or("", |u| &u.name);
-                Routing::Send {
+                let cluster = &self.config.upstream(upstream)?.name;
+                Some(Routing::Send {
                     routed,
                     cluster,
                     rewrite,
-                }
+                })
             }
             Decision::Reject {
                 retry_after_s,
                 skipped,
-            } => Routing::Reject(self.rejection(r, retry_after_s, &skipped)),
-        })
+            } => Some(Routing::Reject(self.rejection(r, retry_after_s, &skipped))),
+        }
     }
 
     fn rejection(&self, r: &Route, retry_after_s: u64, skipped: &[UpstreamId]) -> Rejection<'_> {
@@ -171,10 +171,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         let value = match common {
             Some(v) => Cow::Borrowed(v.as_str()),
             None => {
-                let name = self
-                    .config
-                    .upstream(routed.upstream)
-                    .map_or("", |u| &u.name);
+                let name = &self.config.upstream(routed.upstream)?.name;
                 let skipped = self.names(&routed.skipped);
                 Cow::Owned(routing::describe(name, routed.why, &skipped))
             }
