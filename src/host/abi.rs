@@ -21,6 +21,7 @@
 use std::ptr::null_mut;
 use std::time::Duration;
 
+// The module's entry point (`_initialize`, once per VM).
 proxy_wasm::main! {{
     super::start();
 }}

@@ -18,6 +18,7 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// A stream of `shared`'s configuration (none: pass everything through).
     pub fn new(shared: Option<Rc<Shared>>) -> Stream {
         Stream {
             shared,

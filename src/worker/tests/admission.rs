@@ -97,3 +97,29 @@ fn another_workers_trip_is_seen_once_the_cached_read_expires() {
     // ...and no longer after it.
     assert_eq!(send(&w1, T0 + 101).1, "azure");
 }
+
+#[test]
+fn a_fresh_read_tells_whether_a_success_may_be_held_without_another_read() {
+    let store = Store::default();
+    let w = worker(
+        &config(&["openai", "azure"], &consecutive(1, 1000), ""),
+        &store,
+        T0,
+    );
+    let cell = CellId::new(0);
+    let (ok, _) = send(&w, T0);
+    let epoch = ok.ticket.unwrap().epoch;
+    let before = store.reads();
+    assert!(w.quiet(cell, epoch, T0 + 20), "its quiet read, 20 ms old");
+    assert_eq!(store.reads(), before);
+    assert!(
+        w.quiet(cell, epoch, T0 + 21),
+        "too old: read again, still quiet"
+    );
+    assert_eq!(store.reads(), before + 1);
+    exchange(&w, 503, T0 + 30);
+    send(&w, T0 + 31);
+    let before = store.reads();
+    assert!(!w.quiet(cell, epoch, T0 + 40), "a fresh denial: not quiet");
+    assert_eq!(store.reads(), before, "answered by the denial");
+}
