@@ -3,9 +3,11 @@
 //! along a route's chain of upstreams.
 //!
 //! The crate is a pure core (config, breaker, windows, backoff, classification,
-//! routing, shared-state encoding and CAS loop) that builds and tests natively and
-//! on `wasm32-unknown-unknown`, plus a thin host adapter ([`host`], only on
-//! `wasm32-wasip1`) that talks to Envoy through proxy-wasm.
+//! routing, shared-state encoding and CAS loop, and the per-worker logic in
+//! [`worker`]) that builds and tests natively and on `wasm32-unknown-unknown`,
+//! plus a thin host adapter ([`host`], only on `wasm32-wasip1`) that talks to
+//! Envoy through proxy-wasm. Unsafe code is denied everywhere but in the
+//! adapter's ABI module (`host::abi`).
 
 #![deny(unsafe_code)]
 #![cfg_attr(

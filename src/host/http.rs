@@ -1,3 +1,9 @@
+//! One HTTP stream: hands the request to the worker core on request headers (or
+//! on the body, when routing needs it) and carries out its answer (route header,
+//! body rewrite, or the all-open reply), feeds it the response as it comes, and
+//! has it record the outcome when Envoy logs the stream (the one callback that
+//! runs however the stream ended).
+
 use super::abi::{self, Body, Map};
 use super::Shared;
 use crate::worker::intake::{Intake, RequestBody};
@@ -76,14 +82,16 @@ impl Stream {
                     }
                     Some(Routing::Reject(r)) => {
                         let body = r.body.as_bytes();
-                        match abi::send_local_response(
+                        let sent = abi::send_local_response(
                             503,
                             "llm_breaker_all_open",
                             body,
                             &r.headers(),
-                        ) {
-                            Ok(()) => Action::Pause,
-                            Err(_) => Action::Continue,
+                        );
+                        if sent.is_ok() {
+                            Action::Pause
+                        } else {
+                            Action::Continue
                         }
                     }
                 }
