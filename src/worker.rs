@@ -46,6 +46,8 @@ pub struct Worker<S, M> {
     primary_header: Vec<String>,
     /// Some route depends on the request's model ([`Config::uses_models`]).
     uses_models: bool,
+    /// The admin bearer token ([`Worker::load_admin_token`]).
+    admin_token: Option<String>,
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
@@ -61,6 +63,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             cells: CellRecord::all(&config),
             uses_models: config.uses_models(),
             primary_header,
+            admin_token: None,
             config,
             store,
             metrics,

@@ -1,11 +1,10 @@
 //! Serves the operator endpoints (see [`crate::admin`]) as local replies: the
-//! worker core answers; this reads the bearer token (from the VM's environment,
-//! never in a reply or a log) and the request's `authorization` header, and sends
-//! the reply or the dashboard page.
+//! worker core answers (and checks the bearer token); this reads the request's
+//! `authorization` header when asked, and sends the reply or the dashboard page.
 
 use super::abi::{self, Map};
-use super::Shared;
-use crate::admin::{self, Endpoint, Refusal};
+use super::Core;
+use crate::admin::{Endpoint, Refusal};
 use crate::worker::operator::Reply;
 
 /// The dashboard page (self-contained: no external scripts, fonts or styles).
@@ -23,12 +22,9 @@ const DASHBOARD_HEADERS: [(&str, &str); 3] = [
 ];
 
 /// Answers an admin request with a local reply.
-pub fn serve(shared: &Shared, request: Result<Endpoint, Refusal>) {
-    let authorized = || {
-        let auth = abi::header(Map::Request, "authorization");
-        admin::token_matches(shared.admin_token.as_deref(), auth.as_deref())
-    };
-    let (status, body, extra) = match shared.core.answer(request, authorized, abi::now_ms()) {
+pub fn serve(core: &Core, request: Result<Endpoint, Refusal>) {
+    let authorization = || abi::header(Map::Request, "authorization");
+    let (status, body, extra) = match core.answer(request, authorization, abi::now_ms()) {
         Reply::Dashboard => {
             let page = DASHBOARD.as_bytes();
             let _ = abi::send_local_response(200, "llm_breaker_admin", page, &DASHBOARD_HEADERS);

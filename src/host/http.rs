@@ -5,7 +5,7 @@
 //! runs however the stream ended).
 
 use super::abi::{self, Body, Map};
-use super::Shared;
+use super::Core;
 use crate::worker::intake::{Intake, RequestBody};
 use crate::worker::request::{Routed, Routing};
 use crate::worker::response::Response;
@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 /// Per-stream state.
 pub struct Stream {
-    shared: Option<Rc<Shared>>,
+    core: Option<Rc<Core>>,
     routed: Option<Routed>,
     response: Response,
     /// Routing waits for the request body (to read or rewrite the model); holds
@@ -24,10 +24,10 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// A stream of `shared`'s configuration (none: pass everything through).
-    pub fn new(shared: Option<Rc<Shared>>) -> Stream {
+    /// A stream of `core`'s configuration (none: pass everything through).
+    pub fn new(core: Option<Rc<Core>>) -> Stream {
         Stream {
-            shared,
+            core,
             routed: None,
             response: Response::default(),
             awaiting_body: None,
@@ -43,11 +43,11 @@ impl Stream {
     }
 
     /// Carries out what the core made of the request so far.
-    fn intake(&mut self, shared: &Shared, intake: Intake, path: &str) -> Action {
+    fn intake(&mut self, core: &Core, intake: Intake, path: &str) -> Action {
         match intake {
             Intake::PassThrough => {
                 // Clients never choose a cluster.
-                let _ = abi::remove_header(Map::Request, &shared.core.config().route_header);
+                let _ = abi::remove_header(Map::Request, &core.config().route_header);
                 Action::Continue
             }
             Intake::AwaitBody => {
@@ -57,14 +57,14 @@ impl Stream {
                 Action::Pause
             }
             Intake::Route { route, model, body } => {
-                match shared.core.route(route, model.as_deref(), abi::now_ms()) {
+                match core.route(route, model.as_deref(), abi::now_ms()) {
                     None => Action::Continue,
                     Some(Routing::Send {
                         routed,
                         cluster,
                         rewrite,
                     }) => {
-                        let header = &shared.core.config().route_header;
+                        let header = &core.config().route_header;
                         if let Err(s) = abi::set_header(Map::Request, header, cluster) {
                             log::warn!("llm-breaker: cannot set {header} (status {})", s.0);
                         }
@@ -124,31 +124,31 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        let Some(shared) = self.shared.clone() else {
+        let Some(core) = self.core.clone() else {
             return Action::Continue;
         };
         let path = request_header(":path").unwrap_or_default();
         let path = String::from_utf8_lossy(&path);
         // Only requests under the admin prefix pay for reading the method.
-        let admin = shared.core.config().admin.as_ref();
+        let admin = core.config().admin.as_ref();
         if let Some(a) = admin.filter(|a| path.starts_with(&a.path_prefix)) {
             let method = request_header(":method").unwrap_or_default();
             let method = String::from_utf8_lossy(&method);
             if let Some(request) = crate::admin::parse(&a.path_prefix, &method, &path) {
-                super::admin::serve(&shared, request);
+                super::admin::serve(&core, request);
                 return Action::Pause;
             }
         }
-        let intake = shared.core.intake_headers(&path, eos, request_header);
-        self.intake(&shared, intake, &path)
+        let intake = core.intake_headers(&path, eos, request_header);
+        self.intake(&core, intake, &path)
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
         if let Some(path) = self.awaiting_body.take() {
-            let Some(shared) = self.shared.clone() else {
+            let Some(core) = self.core.clone() else {
                 return Action::Continue;
             };
-            if !shared.core.body_is_enough(size, eos) {
+            if !core.body_is_enough(size, eos) {
                 // Let Envoy buffer the rest.
                 self.awaiting_body = Some(path);
                 return Action::Pause;
@@ -156,10 +156,8 @@ impl HttpContext for Stream {
             // (Routing reads the clock for the time to first byte; a body still
             // coming past the limit resets it at its end, below.)
             let read = |size| abi::body(Body::Request, 0, size);
-            let intake = shared
-                .core
-                .intake_body(&path, size, eos, request_header, read);
-            return self.intake(&shared, intake, &path);
+            let intake = core.intake_body(&path, size, eos, request_header, read);
+            return self.intake(&core, intake, &path);
         }
         if eos {
             self.request_complete();
@@ -173,15 +171,15 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        let (Some(shared), Some(routed)) = (&self.shared, &self.routed) else {
+        let (Some(core), Some(routed)) = (&self.core, &self.routed) else {
             return Action::Continue;
         };
         let now = abi::now_ms();
         let status = abi::status_code(Map::Response);
         let header = |name: &str| abi::header(Map::Response, name);
         self.response
-            .headers(&shared.core, routed, status, eos, now, header);
-        if let Some((h, value)) = shared.core.served_header(routed) {
+            .headers(core, routed, status, eos, now, header);
+        if let Some((h, value)) = core.served_header(routed) {
             let _ = abi::set_header(Map::Response, h, &value);
         }
         Action::Continue
@@ -201,7 +199,7 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
-        let (Some(shared), Some(routed)) = (self.shared.take(), self.routed.take()) else {
+        let (Some(core), Some(routed)) = (self.core.take(), self.routed.take()) else {
             return;
         };
         let facts = self.response.end(|| {
@@ -209,6 +207,6 @@ impl HttpContext for Stream {
                 .and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
                 .unwrap_or(0)
         });
-        shared.core.finish(&routed, facts, abi::now_ms());
+        core.finish(&routed, facts, abi::now_ms());
     }
 }

@@ -90,26 +90,18 @@ impl SharedStore for EnvoyStore {
 /// The worker core as this adapter builds it.
 pub type Core = Worker<EnvoyStore, metrics::HostMetrics>;
 
-/// What every HTTP context of one configuration (in one VM) shares.
-pub struct Shared {
-    /// The worker core.
-    pub core: Core,
-    /// The admin bearer token, from the VM's environment.
-    pub admin_token: Option<String>,
-}
-
 /// The root context: owns the configuration of one VM.
 #[derive(Default)]
 pub struct Root {
-    shared: Option<Rc<Shared>>,
+    core: Option<Rc<Core>>,
     /// Active probes in flight from this VM.
     probes: Probes,
 }
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _h: usize, _b: usize, _t: usize) {
-        if let Some(shared) = &self.shared {
-            probe::answered(&shared.core, &mut self.probes, token);
+        if let Some(core) = &self.core {
+            probe::answered(core, &mut self.probes, token);
         }
     }
 }
@@ -142,28 +134,28 @@ impl RootContext for Root {
             return false;
         };
         let metrics = metrics::HostMetrics::define(&config);
-        let core = Worker::new(config, EnvoyStore, metrics);
+        let mut core = Worker::new(config, EnvoyStore, metrics);
         core.seed(abi::now_ms());
         let tick = u32::try_from(core.tick_period_ms()).unwrap_or(u32::MAX);
         if let Err(s) = abi::set_tick_period_ms(tick) {
             log::warn!("llm-breaker: cannot arm the flush timer (status {})", s.0);
         }
-        let admin_token = core.admin_token(|name| std::env::var(name).ok());
-        self.shared = Some(Rc::new(Shared { core, admin_token }));
+        core.load_admin_token(|name| std::env::var(name).ok());
+        self.core = Some(Rc::new(core));
         true
     }
 
     fn on_tick(&mut self) {
-        if let Some(shared) = &self.shared {
+        if let Some(core) = &self.core {
             let now = abi::now_ms();
-            shared.core.tick(now);
-            probe::tick(&shared.core, &mut self.probes, now);
+            core.tick(now);
+            probe::tick(core, &mut self.probes, now);
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Without a configuration the filter passes everything through.
-        Some(Box::new(http::Stream::new(self.shared.clone())))
+        Some(Box::new(http::Stream::new(self.core.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -49,12 +49,12 @@ pub struct Probes {
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
-    /// Answers an admin request; `authorized` checks the bearer token (called only
-    /// when the endpoint needs it).
+    /// Answers an admin request; `authorization` reads its `authorization` header
+    /// (only when the endpoint needs the token).
     pub fn answer(
         &self,
         request: Result<Endpoint, Refusal>,
-        authorized: impl FnOnce() -> bool,
+        authorization: impl FnOnce() -> Option<Vec<u8>>,
         now_ms: u64,
     ) -> Reply {
         let endpoint = match request {
@@ -76,6 +76,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         // The page itself is never protected: a browser sends no token when it loads
         // it; the page then asks for the token and sends it with its reads.
         let needs_token = endpoint.mutates() || (protect && endpoint != Endpoint::Dashboard);
+        let authorized =
+            || admin::token_matches(self.admin_token.as_deref(), authorization().as_deref());
         if needs_token && !authorized() {
             let body = error("unauthorized", "a valid bearer token is required");
             let headers = vec![("www-authenticate", "Bearer")];
@@ -103,18 +105,19 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
     }
 
-    /// The admin bearer token, when admin endpoints are on: the value of the
-    /// configured variable in the VM's environment (`env` reads it).
-    pub fn admin_token(&self, env: impl FnOnce(&str) -> Option<String>) -> Option<String> {
-        let a = self.config.admin.as_ref()?;
-        let token = env(&a.token_env).filter(|t| !t.is_empty());
-        if token.is_none() {
+    /// Loads the admin bearer token, when admin endpoints are on: the value of the
+    /// configured variable in the VM's environment (`env` reads it; never logged).
+    pub fn load_admin_token(&mut self, env: impl FnOnce(&str) -> Option<String>) {
+        let Some(a) = self.config.admin.as_ref() else {
+            return;
+        };
+        self.admin_token = env(&a.token_env).filter(|t| !t.is_empty());
+        if self.admin_token.is_none() {
             log::warn!(
                 "llm-breaker: admin endpoints enabled but the VM environment has no {} (vm_config.environment_variables): reset/isolate/release will answer 401",
                 a.token_env
             );
         }
-        token
     }
 
     /// Applies an operator action to every cell of the named upstream.

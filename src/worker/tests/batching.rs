@@ -189,13 +189,14 @@ fn some_successes_are_never_held() {
 fn an_operator_action_drops_held_successes() {
     let store = Store::default();
     let json = r#"{"routes":[{"name":"chat","upstreams":["openai"]}],"admin":{"enabled":true}}"#;
-    let w = worker(json, &store, T0);
+    let mut w = worker(json, &store, T0);
+    w.load_admin_token(|_| Some("s3cret".into()));
     exchange(&w, 200, T0);
     exchange(&w, 200, T0 + 1);
     let act = crate::admin::Endpoint::Act {
         upstream: "openai".into(),
         action: crate::admin::Action::Reset,
     };
-    w.answer(Ok(act), || true, T0 + 2);
+    w.answer(Ok(act), || Some(b"Bearer s3cret".to_vec()), T0 + 2);
     assert!(w.cell(CellId::new(0)).unwrap().take().is_none());
 }

@@ -28,39 +28,68 @@ fn code(r: &Reply) -> u32 {
     }
 }
 
+/// An admin worker whose environment holds the token `s3cret`.
+fn admin() -> TestWorker {
+    let mut w = worker(ADMIN, &Store::default(), T0);
+    w.load_admin_token(|name| (name == "LLM_BREAKER_ADMIN_TOKEN").then(|| "s3cret".into()));
+    w
+}
+
+fn token() -> Option<Vec<u8>> {
+    Some(b"Bearer s3cret".to_vec())
+}
+
 #[test]
 fn mutations_need_the_token_and_reads_do_not_unless_protected() {
-    let w = worker(ADMIN, &Store::default(), T0);
-    let never = || -> bool { panic!("a read without protect_reads checks no token") };
-    // (request, authorized, status)
+    let w = admin();
+    let never = || -> Option<Vec<u8>> { panic!("a read without protect_reads checks no token") };
     assert_eq!(code(&w.answer(Ok(Endpoint::Status), never, T0)), 200);
     assert_eq!(code(&w.answer(Ok(Endpoint::Dashboard), never, T0)), 200);
-    let refused = w.answer(act("openai", Action::Isolate), || false, T0);
-    let Reply::Json {
-        status, headers, ..
-    } = refused
-    else {
-        panic!("json expected");
-    };
-    assert_eq!(
-        (status, headers),
-        (401, vec![("www-authenticate", "Bearer")])
-    );
+    // (request, authorization header, status)
     let cases = [
-        (act("nope", Action::Reset), 404),
-        (Err(Refusal::NotFound), 404),
-        (Err(Refusal::MethodNotAllowed("POST")), 405),
+        (act("openai", Action::Isolate), None, 401),
+        (
+            act("openai", Action::Isolate),
+            Some(&b"Bearer wrong!"[..]),
+            401,
+        ),
+        (act("nope", Action::Reset), Some(b"Bearer s3cret"), 404),
+        (act("openai", Action::Reset), Some(b"Bearer s3cret"), 200),
+        (Err(Refusal::NotFound), None, 404),
+        (Err(Refusal::MethodNotAllowed("POST")), None, 405),
     ];
-    for (request, want) in cases {
-        assert_eq!(code(&w.answer(request, || true, T0)), want);
+    for (request, auth, want) in cases {
+        let r = w.answer(request, || auth.map(<[u8]>::to_vec), T0);
+        assert_eq!(code(&r), want, "{auth:?}");
+        if want == 401 {
+            let Reply::Json { headers, .. } = r else {
+                unreachable!()
+            };
+            assert_eq!(headers, [("www-authenticate", "Bearer")]);
+        }
     }
 }
 
 #[test]
+fn protected_reads_need_the_token_but_the_dashboard_page_does_not() {
+    let mut w = worker(
+        &ADMIN.replace(r#""protect_reads":false"#, r#""protect_reads":true"#),
+        &Store::default(),
+        T0,
+    );
+    w.load_admin_token(|_| Some("s3cret".into()));
+    assert_eq!(code(&w.answer(Ok(Endpoint::Health), || None, T0)), 401);
+    assert_eq!(code(&w.answer(Ok(Endpoint::Health), token, T0)), 200);
+    assert_eq!(
+        w.answer(Ok(Endpoint::Dashboard), || None, T0),
+        Reply::Dashboard
+    );
+}
+
+#[test]
 fn isolate_sends_traffic_away_until_release() {
-    let store = Store::default();
-    let w = worker(ADMIN, &store, T0);
-    let r = w.answer(act("openai", Action::Isolate), || true, T0);
+    let w = admin();
+    let r = w.answer(act("openai", Action::Isolate), token, T0);
     let Reply::Json { status, body, .. } = r else {
         panic!("json expected");
     };
@@ -71,30 +100,27 @@ fn isolate_sends_traffic_away_until_release() {
         .any(|l| l.contains("upstream=openai from=closed to=isolated reason=operator_isolate")));
     assert_eq!(w.metrics().gauge(0, UpstreamMetric::Isolated), Some(1));
     assert_eq!(send(&w, T0 + 1).1, "azure");
-    w.answer(act("openai", Action::Release), || true, T0 + 2);
+    w.answer(act("openai", Action::Release), token, T0 + 2);
     assert_eq!(w.metrics().gauge(0, UpstreamMetric::Isolated), Some(0));
     assert_eq!(send(&w, T0 + 3).1, "openai");
 }
 
 #[test]
-fn the_admin_token_comes_from_the_named_variable_and_an_empty_one_is_none() {
-    let w = worker(ADMIN, &Store::default(), T0);
-    let env = |value: &'static str| {
-        move |name: &str| {
-            assert_eq!(name, "LLM_BREAKER_ADMIN_TOKEN");
-            Some(value.to_string())
-        }
-    };
-    assert_eq!(w.admin_token(env("s3cret")).as_deref(), Some("s3cret"));
-    assert_eq!(w.admin_token(env("")), None);
-    assert!(logs()
-        .iter()
-        .any(|l| l.contains("has no LLM_BREAKER_ADMIN_TOKEN")));
-    let off = worker(&config(&["openai"], "{}", ""), &Store::default(), T0);
-    assert_eq!(
-        off.admin_token(|_| panic!("not read when admin is off")),
-        None
-    );
+fn without_a_token_in_the_environment_every_mutation_is_refused() {
+    for value in [None, Some(String::new())] {
+        let mut w = worker(ADMIN, &Store::default(), T0);
+        w.load_admin_token(|_| value.clone());
+        assert!(logs()
+            .iter()
+            .any(|l| l.contains("has no LLM_BREAKER_ADMIN_TOKEN")));
+        let bearer = || Some(b"Bearer ".to_vec());
+        assert_eq!(
+            code(&w.answer(act("openai", Action::Reset), bearer, T0)),
+            401
+        );
+    }
+    let mut off = worker(&config(&["openai"], "{}", ""), &Store::default(), T0);
+    off.load_admin_token(|_| panic!("not read when admin is off"));
 }
 
 const PROBED: &str = r#"{"routes":[{"name":"chat","upstreams":["openai","azure"]}],
