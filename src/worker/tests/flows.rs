@@ -269,3 +269,32 @@ fn a_chain_entry_with_a_model_rewrites_the_request_on_that_upstream_only() {
         (ids[1], Some("gpt-4o-az"))
     );
 }
+
+#[test]
+fn a_retry_after_of_two_seconds_opens_for_two_seconds_and_no_longer() {
+    let store = Store::default();
+    let breaker = r#"{"consecutive_failures":5,"failure_rate":{"minimum_calls":1000000,"window":{"seconds":60}},
+        "open":{"base_ms":60000,"max_ms":600000,"jitter":0},"half_open":{"permitted_calls":1,"success_threshold":1}}"#;
+    let w = worker(&config(&["openai", "azure"], breaker, ""), &store, T0);
+    // One 429 that says "come back in 2 s" opens at once, not after 5.
+    let (routed, _) = send(&w, T0);
+    let mut response = crate::worker::response::Response::default();
+    let hint = |name: &str| (name == "retry-after").then(|| b"2".to_vec());
+    response.headers(&w, &routed, Some(429), true, T0 + 5, hint);
+    w.finish(&routed, response.end(|| 0), T0 + 5);
+    let rate_limited = UpstreamMetric::Failures(crate::classify::FailureClass::RateLimited);
+    assert_eq!(w.metrics().up(0, rate_limited), 1);
+    assert_eq!(w.metrics().gauge(0, UpstreamMetric::State), Some(1));
+    assert!(logs()
+        .iter()
+        .any(|l| l.ends_with("reason=rate_limit_reset open_ms=2000")));
+    // Inside the 2 s the fallback answers, up to their last millisecond...
+    assert_eq!(send(&w, T0 + 6).1, "azure");
+    assert_eq!(send(&w, T0 + 2004).1, "azure");
+    // ...and just after, the primary gets its probe, which closes the breaker.
+    let (probe, cluster) = send(&w, T0 + 2005);
+    assert_eq!(cluster, "openai");
+    assert_eq!(header(&w, &probe), "upstream=openai; reason=probe");
+    w.finish(&probe, &answered(200), T0 + 2006);
+    assert_eq!(w.metrics().gauge(0, UpstreamMetric::State), Some(0));
+}
