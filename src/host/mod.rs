@@ -37,10 +37,8 @@ impl log::Log for HostLogger {
         metadata.level() <= log::max_level()
     }
 
+    // The `log` macros already filtered by `max_level`.
     fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
         let level = match record.level() {
             log::Level::Error => Level::Error,
             log::Level::Warn => Level::Warn,
