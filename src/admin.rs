@@ -133,9 +133,9 @@ pub fn routes_down(cfg: &Config, states: &[Breaker], now_ms: u64) -> Vec<String>
         .iter()
         .filter(|r| {
             !r.chain.iter().any(|&u| {
-                cfg.upstreams.get(u).is_some_and(|up| {
+                cfg.upstream(u).is_some_and(|up| {
                     cfg.cells_of(u)
-                        .filter_map(|cell| states.get(cell))
+                        .filter_map(|cell| states.get(cell.index()))
                         .any(|s| admits(s, &up.breaker, now_ms))
                 })
             })
@@ -182,7 +182,7 @@ pub fn status_json(cfg: &Config, states: &[Breaker], history: &[Entry], now_ms: 
 
 /// One breaker cell in the `status` document: its state, window and thresholds.
 fn cell_json(cfg: &Config, c: &Cell, b: &Breaker, now_ms: u64) -> Option<Value> {
-    let up = cfg.upstreams.get(c.upstream)?;
+    let up = cfg.upstream(c.upstream)?;
     let bc = &up.breaker;
     let t = b.window.totals(now_ms);
     let rate = |n: u32| {
@@ -247,7 +247,7 @@ fn route_json(cfg: &Config, r: &Route, down: &[String]) -> Value {
     let names: Vec<&str> = r
         .chain
         .iter()
-        .filter_map(|&u| cfg.upstreams.get(u).map(|x| x.name.as_str()))
+        .filter_map(|&u| cfg.upstream(u).map(|x| x.name.as_str()))
         .collect();
     json!({"route": r.name, "upstreams": names, "available": !down.contains(&r.name)})
 }
@@ -255,7 +255,7 @@ fn route_json(cfg: &Config, r: &Route, down: &[String]) -> Value {
 /// One history entry, naming its cell's upstream and model.
 fn transition_json(cfg: &Config, e: &Entry) -> Option<Value> {
     let c = cfg.cells.get(usize::from(e.cell))?;
-    let up = cfg.upstreams.get(c.upstream)?;
+    let up = cfg.upstream(c.upstream)?;
     Some(json!({
         "at_ms": e.at_ms,
         "upstream": up.name,

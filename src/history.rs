@@ -4,6 +4,7 @@
 //! [`SharedStore`] through the same read-modify-CAS helper as the breaker state.
 
 use crate::breaker::{PhaseKind, Reason, Transition};
+use crate::ids::CellId;
 use crate::store::{self, Rewrite, SharedStore};
 
 /// Version byte of the ring's encoding.
@@ -31,10 +32,10 @@ pub struct Entry {
 
 impl Entry {
     /// The entry for `t` of `cell` at `at_ms`.
-    pub fn of(cell: usize, t: &Transition, at_ms: u64) -> Entry {
+    pub fn of(cell: CellId, t: &Transition, at_ms: u64) -> Entry {
         Entry {
             at_ms,
-            cell: u16::try_from(cell).unwrap_or(u16::MAX),
+            cell: u16::try_from(cell.index()).unwrap_or(u16::MAX),
             from: t.from,
             to: t.to,
             reason: t.reason,

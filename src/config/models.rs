@@ -4,6 +4,7 @@
 
 use super::error::invalid;
 use super::{Cell, ConfigError, Scope, Upstream, MAX_MODELS, OTHER_MODELS};
+use crate::ids::{CellId, UpstreamId};
 use crate::model::ModelPattern;
 
 /// A model name used as-is (rewrite target, `models` entry): no glob characters.
@@ -56,11 +57,11 @@ pub(super) fn check_model_count(known: &[String]) -> Result<(), ConfigError> {
 
 /// The breaker cells, upstream by upstream (one, or one per model and `*` on
 /// model-scoped upstreams), and each upstream's first cell.
-pub(super) fn cells(upstreams: &[Upstream], models: &[String]) -> (Vec<Cell>, Vec<usize>) {
+pub(super) fn cells(upstreams: &[Upstream], models: &[String]) -> (Vec<Cell>, Vec<CellId>) {
     let mut cells = Vec::new();
     let mut cell_base = Vec::with_capacity(upstreams.len());
-    for (u, up) in upstreams.iter().enumerate() {
-        cell_base.push(cells.len());
+    for (u, up) in UpstreamId::all(upstreams.len()).zip(upstreams) {
+        cell_base.push(CellId::new(cells.len()));
         if up.breaker.scope == Scope::UpstreamAndModel {
             for m in models.iter().map(String::as_str).chain([OTHER_MODELS]) {
                 cells.push(Cell {

@@ -8,6 +8,7 @@ use super::error::invalid;
 use super::models::{check_model_name, note_model};
 use super::raw::{RawChainEntry, RawMatch, RawRoute, RawUpstream};
 use super::{ConfigError, ProbeConfig, Route, Upstream};
+use crate::ids::UpstreamId;
 use crate::model::ModelPattern;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -92,7 +93,7 @@ impl<'a> Routing<'a> {
         &mut self,
         at: &str,
         entries: &[RawChainEntry],
-    ) -> Result<(Vec<usize>, Vec<Option<String>>), ConfigError> {
+    ) -> Result<(Vec<UpstreamId>, Vec<Option<String>>), ConfigError> {
         let mut chain = Vec::with_capacity(entries.len());
         let mut chain_models = Vec::with_capacity(entries.len());
         for (j, entry) in entries.iter().enumerate() {
@@ -107,7 +108,7 @@ impl<'a> Routing<'a> {
                 note_model(&mut self.models, m);
             }
             chain_models.push(entry.model().map(str::to_string));
-            chain.push(self.upstream(name)?);
+            chain.push(UpstreamId::new(self.upstream(name)?));
         }
         Ok((chain, chain_models))
     }

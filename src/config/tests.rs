@@ -1,4 +1,5 @@
 use super::*;
+use crate::ids::{CellId, RouteId, UpstreamId};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -23,7 +24,7 @@ const FULL: &str = r#"{
 #[test]
 fn the_documented_example_parses_with_overrides_merged() {
     let c = Config::parse(FULL.as_bytes()).unwrap();
-    assert_eq!(c.routes[0].chain, vec![0, 1, 2]);
+    assert_eq!(c.routes[0].chain, UpstreamId::all(3).collect::<Vec<_>>());
     assert_eq!(c.upstreams[2].name, "vllm");
     assert_eq!(c.upstreams[2].breaker.consecutive_failures, 3);
     assert_eq!(c.upstreams[2].breaker.minimum_calls, 20);
@@ -268,20 +269,34 @@ fn model_routes_chain_rewrites_and_scoped_cells() {
     assert!(!gpt.matches_request("/v1/chat/completions", None));
     assert_eq!(
         c.route_for_request("/v1/x", Some("claude-3")).map(|r| r.0),
-        Some(1)
+        Some(RouteId::new(1))
     );
     // openai: one cell per known model and one for the rest; the others one each.
     assert_eq!(c.cells.len(), 4 + 1 + 1);
-    assert_eq!(c.cell(0, Some("gpt-4o-mini")), 0);
-    assert_eq!(c.cell(0, Some("o3")), 2);
-    assert_eq!(c.cell(0, Some("random-model-123")), 3);
-    assert_eq!(c.cell(0, None), 3);
-    assert_eq!(c.cells[3].model.as_deref(), Some("*"));
-    assert_eq!(c.cell(1, Some("gpt-4o-az")), 4);
-    assert_eq!(c.cell(2, Some("gpt-4o-mini")), 5);
     assert_eq!(
-        (c.cells_of(0), c.cells_of(1), c.cells_of(2)),
-        (0..4, 4..5, 5..6)
+        c.cell(UpstreamId::new(0), Some("gpt-4o-mini")),
+        CellId::new(0)
+    );
+    assert_eq!(c.cell(UpstreamId::new(0), Some("o3")), CellId::new(2));
+    assert_eq!(
+        c.cell(UpstreamId::new(0), Some("random-model-123")),
+        CellId::new(3)
+    );
+    assert_eq!(c.cell(UpstreamId::new(0), None), CellId::new(3));
+    assert_eq!(c.cells[3].model.as_deref(), Some("*"));
+    assert_eq!(
+        c.cell(UpstreamId::new(1), Some("gpt-4o-az")),
+        CellId::new(4)
+    );
+    assert_eq!(
+        c.cell(UpstreamId::new(2), Some("gpt-4o-mini")),
+        CellId::new(5)
+    );
+    assert_eq!(
+        UpstreamId::all(3)
+            .map(|u| c.cells_of(u).map(CellId::index).collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        [vec![0, 1, 2, 3], vec![4], vec![5]]
     );
     assert!(c.uses_models());
     assert!(c.needs_body("/v1/chat/completions"));
