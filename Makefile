@@ -19,6 +19,8 @@ HARNESS    := -p llm-breaker-harness
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
+# fuzz, soak, soak-short, demo-stop-test: see their targets
+.PHONY: fuzz soak soak-short demo-stop-test
 .PHONY: build test lint unit wasm-test integration demo-check envoy demo bench clean images envoy-image mock-image up down compose-test oci istio-test dashboard-test alerts-test
 
 ## build: the filter, target/wasm32-wasip1/release/llm_breaker.wasm
@@ -54,6 +56,13 @@ lint: $(TARGETS)
 unit:
 	cargo test --lib -p llm-breaker
 	cargo test $(HARNESS)
+	cargo test -p llm-breaker --test fuzz
+
+## fuzz: the property-based fuzz pass of tests/fuzz/ with FUZZ_CASES cases per property (default
+# 50000; `make unit` runs 1024), a fresh random seed unless FUZZ_SEED is set; optimised build
+FUZZ_CASES ?= 50000
+fuzz:
+	FUZZ_CASES=$(FUZZ_CASES) FUZZ_RANDOM=1 cargo test --release -p llm-breaker --test fuzz -- --nocapture
 
 wasm-test: $(TARGETS) $(WBT_RUNNER)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WBT_RUNNER) \
