@@ -74,6 +74,12 @@ integration: build $(ENVOY)
 
 demo-check: build $(ENVOY)
 	cargo run --release --quiet $(HARNESS) --bin demo -- --once
+	cargo test -p llm-breaker --test demo_stop -- --nocapture
+
+## demo-stop-test: SIGTERM/SIGHUP/SIGINT/SIGKILL to the demo and to `make demo` free ports 10000/9901 (demo-check runs it too)
+demo-stop-test: build $(ENVOY)
+	cargo build --release --quiet $(HARNESS) --bin demo
+	cargo test -p llm-breaker --test demo_stop -- --nocapture
 
 ## demo: the example config (envoy/envoy.yaml) with three mock providers on loopback
 demo: build $(ENVOY)

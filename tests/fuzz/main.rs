@@ -8,6 +8,8 @@
 //! 60 s that `make test` allows it); `make fuzz` sets a larger count. A failure
 //! prints the shrunk input: add it to `regressions.rs` as a named test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use proptest::test_runner::Config;
 
 mod codec;

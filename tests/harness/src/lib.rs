@@ -10,6 +10,7 @@ pub mod envoy;
 pub mod load;
 #[cfg(test)]
 mod sse;
+pub mod stop;
 pub mod upstream;
 
 use std::time::{Duration, Instant};
