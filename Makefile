@@ -81,6 +81,16 @@ demo-stop-test: build $(ENVOY)
 	cargo build --release --quiet $(HARNESS) --bin demo
 	cargo test -p llm-breaker --test demo_stop -- --nocapture
 
+## soak: steady load through Envoy (2 workers) while the mock providers flap through every failure
+# mode, then heal; prints a table (tests/soak.rs). SOAK_SECONDS (default 600), SOAK_SEED, SOAK_CLIENTS
+SOAK_SECONDS ?= 600
+soak: build $(ENVOY)
+	SOAK_SECONDS=$(SOAK_SECONDS) cargo test -p llm-breaker --test soak -- --ignored --nocapture
+
+## soak-short: the 2-minute soak, for CI
+soak-short: build $(ENVOY)
+	SOAK_SECONDS=120 cargo test -p llm-breaker --test soak -- --ignored --nocapture
+
 ## demo: the example config (envoy/envoy.yaml) with three mock providers on loopback
 demo: build $(ENVOY)
 	cargo run --release --quiet $(HARNESS) --bin demo
