@@ -88,8 +88,28 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A failure mode, named for the table.
-fn random_behaviour(rng: &mut Rng) -> (&'static str, Behaviour) {
+/// Modes [`behaviour`] knows: 15 names, ok dealt four times a round.
+const MODES: u64 = 18;
+
+/// The flaps, in seeded rounds: each round deals every mode once in a shuffled
+/// order, so even a short run goes through all of them.
+struct Deck(Vec<u64>);
+
+impl Deck {
+    fn draw(&mut self, rng: &mut Rng) -> u64 {
+        if self.0.is_empty() {
+            self.0 = (0..MODES).collect();
+            for i in (1..self.0.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                self.0.swap(i, j);
+            }
+        }
+        self.0.pop().unwrap_or(0)
+    }
+}
+
+/// Failure mode number `mode`, with random parameters, named for the table.
+fn behaviour(mode: u64, rng: &mut Rng) -> (&'static str, Behaviour) {
     let chunks = 1 + rng.below(3) as usize;
     let forms = [
         ResetForm::RetryAfter,
@@ -100,7 +120,7 @@ fn random_behaviour(rng: &mut Rng) -> (&'static str, Behaviour) {
         ResetForm::Garbage,
         ResetForm::None,
     ];
-    match rng.below(17) {
+    match mode {
         0..=3 => ("ok", Behaviour::Ok),
         4 => (
             "status 5xx",
@@ -127,6 +147,13 @@ fn random_behaviour(rng: &mut Rng) -> (&'static str, Behaviour) {
         13 => ("sse cut", Behaviour::SseCut { chunks }),
         14 => ("sse no terminal", Behaviour::SseNoTerminal { chunks }),
         15 => ("sse stall", Behaviour::SseStall { chunks }),
+        16 => (
+            "per-model 503",
+            Behaviour::ByModel(
+                vec![("gpt-4o".into(), Behaviour::Status(503))],
+                Box::new(Behaviour::Ok),
+            ),
+        ),
         _ => (
             "mixed sequence",
             Behaviour::Sequence(vec![
@@ -346,6 +373,7 @@ fn soak_under_flapping_providers() {
     let mut rng = Rng(seed);
     let mut flaps: Vec<(&str, u64)> = Vec::new();
     let mut next_flap = Duration::ZERO;
+    let mut deck = Deck(Vec::new());
     let mut rss: Vec<(Duration, u64)> = Vec::new();
     let mut cells_seen = std::collections::BTreeSet::new();
     let mut max_history = 0;
@@ -362,7 +390,8 @@ fn soak_under_flapping_providers() {
             healed_at = Some(Instant::now());
         }
         if healed_at.is_none() && now >= next_flap {
-            let (name, b) = random_behaviour(&mut rng);
+            let mode = deck.draw(&mut rng);
+            let (name, b) = behaviour(mode, &mut rng);
             let u = &ups[rng.below(ups.len() as u64) as usize];
             u.set(b);
             match flaps.iter_mut().find(|(n, _)| *n == name) {
@@ -548,6 +577,10 @@ fn soak_under_flapping_providers() {
             "{} requests unanswered, e.g. {:?}",
             t.by_class[5], t.slowest_unanswered
         ));
+    }
+    // 15 names (ok included); a round of 18 flaps takes at most 18 × 3 s.
+    if flaps.len() < 15 && heal_at >= Duration::from_secs(60) {
+        failures.push(format!("not every failure mode was used: {flaps:?}"));
     }
     if t.sent < total.as_secs() * 10 {
         failures.push(format!(
