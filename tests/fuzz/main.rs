@@ -14,6 +14,7 @@ use proptest::test_runner::Config;
 
 mod codec;
 mod config;
+mod driven;
 mod inband;
 mod model;
 mod ratelimit;
