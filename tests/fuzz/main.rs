@@ -8,6 +8,9 @@
 //! 60 s that `make test` allows it); `make fuzz` sets a larger count. A failure
 //! prints the shrunk input: add it to `regressions.rs` as a named test.
 
+// Native only: proptest, signals and processes have no wasm32 counterpart (`make lint`
+// builds the test targets for wasm32-unknown-unknown too).
+#![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use proptest::test_runner::Config;
