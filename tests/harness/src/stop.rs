@@ -18,15 +18,20 @@ extern "C" fn record(sig: libc::c_int) {
 pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
 
 /// Catches [`STOP_SIGNALS`]: from now on they only set what [`received`] returns.
+/// A SIGHUP or SIGINT this process inherited as ignored (`nohup`, a background job
+/// of a non-interactive shell) stays ignored, as the caller asked.
 pub fn catch_stop_signals() {
     for sig in STOP_SIGNALS {
         // SAFETY: `record` is async-signal-safe (one atomic store) and has the
         // signature `signal` expects.
         unsafe {
-            libc::signal(
+            let old = libc::signal(
                 sig,
                 record as extern "C" fn(libc::c_int) as libc::sighandler_t,
             );
+            if old == libc::SIG_IGN && sig != libc::SIGTERM {
+                libc::signal(sig, libc::SIG_IGN);
+            }
         }
     }
 }
