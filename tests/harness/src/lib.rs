@@ -10,6 +10,8 @@ pub mod envoy;
 pub mod load;
 #[cfg(test)]
 mod sse;
+#[cfg(unix)]
+pub mod stop;
 pub mod upstream;
 
 use std::time::{Duration, Instant};
