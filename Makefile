@@ -19,6 +19,8 @@ HARNESS    := -p llm-breaker-harness
 
 export ENVOY_BIN := $(abspath $(ENVOY))
 
+# fuzz, soak, soak-short, demo-stop-test: see their targets
+.PHONY: fuzz soak soak-short demo-stop-test
 .PHONY: build test lint unit wasm-test integration demo-check envoy demo bench clean images envoy-image mock-image up down compose-test oci istio-test dashboard-test alerts-test
 
 ## build: the filter, target/wasm32-wasip1/release/llm_breaker.wasm
@@ -42,7 +44,7 @@ $(WBT_RUNNER):
 	cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)
 
 ## test: lint, native unit tests, the same tests in a wasm engine, Envoy integration tests, the demo
-test: lint unit wasm-test demo-check integration compose-test istio-test dashboard-test alerts-test
+test: lint unit wasm-test demo-check integration soak-short compose-test istio-test dashboard-test alerts-test
 
 ## lint: rustfmt check and clippy -D warnings, native and wasm
 lint: $(TARGETS)
@@ -54,6 +56,13 @@ lint: $(TARGETS)
 unit:
 	cargo test --lib -p llm-breaker
 	cargo test $(HARNESS)
+	cargo test -p llm-breaker --test fuzz
+
+## fuzz: the property-based fuzz pass of tests/fuzz/ with FUZZ_CASES cases per property (default
+# 50000; `make unit` runs 1024), a fresh random seed unless FUZZ_SEED is set; optimised build
+FUZZ_CASES ?= 50000
+fuzz:
+	FUZZ_CASES=$(FUZZ_CASES) FUZZ_RANDOM=1 cargo test --release -p llm-breaker --test fuzz -- --nocapture
 
 wasm-test: $(TARGETS) $(WBT_RUNNER)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WBT_RUNNER) \
@@ -65,6 +74,22 @@ integration: build $(ENVOY)
 
 demo-check: build $(ENVOY)
 	cargo run --release --quiet $(HARNESS) --bin demo -- --once
+	cargo test -p llm-breaker --test demo_stop -- --nocapture
+
+## demo-stop-test: SIGTERM/SIGHUP/SIGINT/SIGKILL to the demo and to `make demo` free ports 10000/9901 (demo-check runs it too)
+demo-stop-test: build $(ENVOY)
+	cargo build --release --quiet $(HARNESS) --bin demo
+	cargo test -p llm-breaker --test demo_stop -- --nocapture
+
+## soak: steady load through Envoy (2 workers) while the mock providers flap through every failure
+# mode, then heal; prints a table (tests/soak.rs). SOAK_SECONDS (default 600), SOAK_SEED, SOAK_CLIENTS
+SOAK_SECONDS ?= 600
+soak: build $(ENVOY)
+	SOAK_SECONDS=$(SOAK_SECONDS) cargo test -p llm-breaker --test soak -- --ignored --nocapture
+
+## soak-short: the 2-minute soak, for CI
+soak-short: build $(ENVOY)
+	SOAK_SECONDS=120 cargo test -p llm-breaker --test soak -- --ignored --nocapture
 
 ## demo: the example config (envoy/envoy.yaml) with three mock providers on loopback
 demo: build $(ENVOY)

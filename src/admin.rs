@@ -3,7 +3,7 @@
 //! and `health`. Pure: the host adapter reads the states and sends the replies.
 
 use crate::breaker::{Admission, Breaker, Phase};
-use crate::config::{BreakerConfig, Config, WindowSpec};
+use crate::config::{BreakerConfig, Cell, Config, Route, WindowSpec};
 use crate::history::Entry;
 use serde_json::{json, Value};
 
@@ -133,9 +133,9 @@ pub fn routes_down(cfg: &Config, states: &[Breaker], now_ms: u64) -> Vec<String>
         .iter()
         .filter(|r| {
             !r.chain.iter().any(|&u| {
-                cfg.upstreams.get(u).is_some_and(|up| {
+                cfg.upstream(u).is_some_and(|up| {
                     cfg.cells_of(u)
-                        .filter_map(|cell| states.get(cell))
+                        .filter_map(|cell| states.get(cell.index()))
                         .any(|s| admits(s, &up.breaker, now_ms))
                 })
             })
@@ -160,88 +160,16 @@ pub fn status_json(cfg: &Config, states: &[Breaker], history: &[Entry], now_ms: 
         .cells
         .iter()
         .zip(states)
-        .filter_map(|(c, b)| {
-            let up = cfg.upstreams.get(c.upstream)?;
-            let bc = &up.breaker;
-            let t = b.window.totals(now_ms);
-            let rate = |n: u32| {
-                if t.calls == 0 {
-                    0.0
-                } else {
-                    f64::from(n) / f64::from(t.calls)
-                }
-            };
-            let (open_until, permits, successes) = match &b.phase {
-                Phase::Open { until_ms } => (Some(*until_ms), 0, 0),
-                Phase::HalfOpen { permits, successes } => (
-                    None,
-                    permits.iter().filter(|&&p| p > now_ms).count(),
-                    *successes,
-                ),
-                Phase::Closed | Phase::Isolated => (None, 0, 0),
-            };
-            let window = match bc.window {
-                WindowSpec::Seconds(s) => json!({"seconds": s}),
-                WindowSpec::Calls(n) => json!({"calls": n}),
-            };
-            Some(json!({
-                "upstream": up.name,
-                "model": c.model,
-                "state": b.kind().as_str(),
-                "since_ms": b.since_ms,
-                "open_until_ms": open_until,
-                "consecutive_failures": b.consecutive_failures,
-                "window": {
-                    "calls": t.calls,
-                    "failures": t.failures,
-                    "slow": t.slow,
-                    "failure_rate": rate(t.failures),
-                    "slow_call_rate": rate(t.slow),
-                },
-                "half_open": {
-                    "permits_in_use": permits,
-                    "permitted_calls": bc.half_open.permitted_calls,
-                    "successes": successes,
-                },
-                "times_opened": b.times_opened,
-                "last_failure": b.last_failure.map(|(class, at)| json!({"class": class.as_str(), "at_ms": at})),
-                "thresholds": {
-                    "consecutive_failures": bc.consecutive_failures,
-                    "failure_rate": bc.failure_rate_threshold,
-                    "minimum_calls": bc.minimum_calls,
-                    "slow_call_rate": bc.slow_rate_threshold,
-                    "slow_call_ttfb_ms": bc.slow_ttfb_ms,
-                    "window": window,
-                },
-            }))
-        })
+        .filter_map(|(c, b)| cell_json(cfg, c, b, now_ms))
         .collect();
     let routes: Vec<Value> = cfg
         .routes
         .iter()
-        .map(|r| {
-            let names: Vec<&str> = r
-                .chain
-                .iter()
-                .filter_map(|&u| cfg.upstreams.get(u).map(|x| x.name.as_str()))
-                .collect();
-            json!({"route": r.name, "upstreams": names, "available": !down.contains(&r.name)})
-        })
+        .map(|r| route_json(cfg, r, &down))
         .collect();
     let transitions: Vec<Value> = history
         .iter()
-        .filter_map(|e| {
-            let c = cfg.cells.get(usize::from(e.cell))?;
-            let up = cfg.upstreams.get(c.upstream)?;
-            Some(json!({
-                "at_ms": e.at_ms,
-                "upstream": up.name,
-                "model": c.model,
-                "from": e.from.as_str(),
-                "to": e.to.as_str(),
-                "reason": e.reason.as_str(),
-            }))
-        })
+        .filter_map(|e| transition_json(cfg, e))
         .collect();
     json!({
         "now_ms": now_ms,
@@ -250,6 +178,92 @@ pub fn status_json(cfg: &Config, states: &[Breaker], history: &[Entry], now_ms: 
         "transitions": transitions,
     })
     .to_string()
+}
+
+/// One breaker cell in the `status` document: its state, window and thresholds.
+fn cell_json(cfg: &Config, c: &Cell, b: &Breaker, now_ms: u64) -> Option<Value> {
+    let up = cfg.upstream(c.upstream)?;
+    let bc = &up.breaker;
+    let t = b.window.totals(now_ms);
+    let rate = |n: u32| {
+        if t.calls == 0 {
+            0.0
+        } else {
+            f64::from(n) / f64::from(t.calls)
+        }
+    };
+    let (open_until, permits, successes) = match &b.phase {
+        Phase::Open { until_ms } => (Some(*until_ms), 0, 0),
+        Phase::HalfOpen { permits, successes } => (
+            None,
+            permits.iter().filter(|&&p| p > now_ms).count(),
+            *successes,
+        ),
+        Phase::Closed | Phase::Isolated => (None, 0, 0),
+    };
+    Some(json!({
+        "upstream": up.name,
+        "model": c.model,
+        "state": b.kind().as_str(),
+        "since_ms": b.since_ms,
+        "open_until_ms": open_until,
+        "consecutive_failures": b.consecutive_failures,
+        "window": {
+            "calls": t.calls,
+            "failures": t.failures,
+            "slow": t.slow,
+            "failure_rate": rate(t.failures),
+            "slow_call_rate": rate(t.slow),
+        },
+        "half_open": {
+            "permits_in_use": permits,
+            "permitted_calls": bc.half_open.permitted_calls,
+            "successes": successes,
+        },
+        "times_opened": b.times_opened,
+        "last_failure": b.last_failure.map(|(class, at)| json!({"class": class.as_str(), "at_ms": at})),
+        "thresholds": thresholds_json(bc),
+    }))
+}
+
+/// A breaker's configured trip rules, as the `status` document shows them.
+fn thresholds_json(bc: &BreakerConfig) -> Value {
+    let window = match bc.window {
+        WindowSpec::Seconds(s) => json!({"seconds": s}),
+        WindowSpec::Calls(n) => json!({"calls": n}),
+    };
+    json!({
+        "consecutive_failures": bc.consecutive_failures,
+        "failure_rate": bc.failure_rate_threshold,
+        "minimum_calls": bc.minimum_calls,
+        "slow_call_rate": bc.slow_rate_threshold,
+        "slow_call_ttfb_ms": bc.slow_ttfb_ms,
+        "window": window,
+    })
+}
+
+/// A route, its chain by name, and whether any of it admits traffic.
+fn route_json(cfg: &Config, r: &Route, down: &[String]) -> Value {
+    let names: Vec<&str> = r
+        .chain
+        .iter()
+        .filter_map(|&u| cfg.upstream(u).map(|x| x.name.as_str()))
+        .collect();
+    json!({"route": r.name, "upstreams": names, "available": !down.contains(&r.name)})
+}
+
+/// One history entry, naming its cell's upstream and model.
+fn transition_json(cfg: &Config, e: &Entry) -> Option<Value> {
+    let c = cfg.cells.get(usize::from(e.cell))?;
+    let up = cfg.upstream(c.upstream)?;
+    Some(json!({
+        "at_ms": e.at_ms,
+        "upstream": up.name,
+        "model": c.model,
+        "from": e.from.as_str(),
+        "to": e.to.as_str(),
+        "reason": e.reason.as_str(),
+    }))
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use crate::config::BreakerConfig;
 use crate::window::Window;
 
 mod events;
+mod rules;
 pub use events::{PhaseKind, Reason, Transition};
+pub use rules::open_end_plausible;
 
-/// Most half-open permits an upstream can hand out at once.
-pub const MAX_PERMITS: usize = 32;
+pub use crate::config::MAX_PERMITS;
 
 /// Where the breaker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,30 +201,10 @@ impl Breaker {
                 permit: None,
             })),
             Phase::HalfOpen { permits, .. } => {
-                let before = permits.len();
-                permits.retain(|&expiry| expiry > now_ms);
-                let mut changed = transition.is_some() || permits.len() != before;
-                let limit = (cfg.half_open.permitted_calls as usize).min(MAX_PERMITS);
-                let value = if permits.len() < limit {
-                    let mut token = now_ms.saturating_add(cfg.half_open.permit_timeout_ms);
-                    while permits.contains(&token) {
-                        token += 1;
-                    }
-                    permits.push(token);
-                    changed = true;
-                    Admission::Admitted(Ticket {
-                        epoch,
-                        permit: Some(token),
-                    })
-                } else {
-                    let earliest = permits.iter().copied().min().unwrap_or(now_ms);
-                    Admission::Denied {
-                        retry_at_ms: earliest.min(now_ms + 1000),
-                    }
-                };
+                let (value, permits_changed) = rules::admit_probe(permits, cfg, now_ms, epoch);
                 Step {
                     value,
-                    changed,
+                    changed: permits_changed || transition.is_some(),
                     transition,
                 }
             }
@@ -252,76 +233,83 @@ impl Breaker {
             // Admitted before the last phase change: it says nothing about now.
             return unchanged(());
         }
-        let failed = outcome.failure.is_some();
         if let (Some(class), Phase::Closed | Phase::HalfOpen { .. }) =
             (outcome.failure, &self.phase)
         {
             self.last_failure = Some((class, now_ms));
         }
-        match &mut self.phase {
-            Phase::Closed => {
-                self.window.record(now_ms, failed, outcome.slow);
-                self.consecutive_failures = if failed {
-                    self.consecutive_failures.saturating_add(1)
-                } else {
-                    0
-                };
-                let hinted = hinted_open_ms(cfg, &outcome);
-                let reason = match hinted {
-                    Some(_) => Some(Reason::RateLimitReset),
-                    None => self.trip_reason(cfg, now_ms),
-                };
-                let transition = reason.map(|reason| {
-                    let ms = hinted.unwrap_or_else(|| open_duration_ms(&cfg.open, 0, seed));
-                    self.reopens = 1;
-                    self.enter(
-                        Phase::Open {
-                            until_ms: now_ms.saturating_add(ms),
-                        },
-                        now_ms,
-                        reason,
-                        Some(ms),
-                    )
-                });
-                Step {
-                    value: (),
-                    changed: true,
-                    transition,
-                }
-            }
-            Phase::Open { .. } | Phase::Isolated => unchanged(()),
-            Phase::HalfOpen { permits, successes } => {
-                if let Some(token) = ticket.permit {
-                    permits.retain(|&p| p != token);
-                }
-                let transition = if failed {
-                    let ms = hinted_open_ms(cfg, &outcome)
-                        .unwrap_or_else(|| open_duration_ms(&cfg.open, self.reopens, seed));
-                    self.reopens = self.reopens.saturating_add(1);
-                    Some(self.enter(
-                        Phase::Open {
-                            until_ms: now_ms.saturating_add(ms),
-                        },
-                        now_ms,
-                        Reason::ProbeFailed,
-                        Some(ms),
-                    ))
-                } else {
-                    *successes = successes.saturating_add(1);
-                    if *successes >= cfg.half_open.success_threshold {
-                        self.reopens = 0;
-                        Some(self.enter(Phase::Closed, now_ms, Reason::ProbesSucceeded, None))
-                    } else {
-                        None
-                    }
-                };
-                Step {
-                    value: (),
-                    changed: true,
-                    transition,
-                }
-            }
+        let transition = match self.phase {
+            Phase::Closed => self.record_closed(cfg, now_ms, &outcome, seed),
+            Phase::HalfOpen { .. } => self.record_probe(cfg, now_ms, ticket, &outcome, seed),
+            Phase::Open { .. } | Phase::Isolated => return unchanged(()),
+        };
+        Step {
+            value: (),
+            changed: true,
+            transition,
         }
+    }
+
+    /// A closed breaker's outcome: into the window and the streak, then the trip
+    /// rules (a rate limit with a reset hint trips at once, for the hinted time).
+    fn record_closed(
+        &mut self,
+        cfg: &BreakerConfig,
+        now_ms: u64,
+        outcome: &Outcome,
+        seed: u64,
+    ) -> Option<Transition> {
+        let failed = outcome.failure.is_some();
+        self.window.record(now_ms, failed, outcome.slow);
+        self.consecutive_failures = if failed {
+            self.consecutive_failures.saturating_add(1)
+        } else {
+            0
+        };
+        let hinted = rules::hinted_open_ms(cfg, outcome);
+        let reason = match hinted {
+            Some(_) => Reason::RateLimitReset,
+            None => rules::trip_reason(cfg, self, now_ms)?,
+        };
+        let ms = hinted.unwrap_or_else(|| open_duration_ms(&cfg.open, 0, seed));
+        self.reopens = 1;
+        Some(self.open_for(ms, now_ms, reason))
+    }
+
+    /// A probe's outcome: a failure re-opens with the next (longer) open period,
+    /// enough successes close.
+    fn record_probe(
+        &mut self,
+        cfg: &BreakerConfig,
+        now_ms: u64,
+        ticket: Ticket,
+        outcome: &Outcome,
+        seed: u64,
+    ) -> Option<Transition> {
+        let Phase::HalfOpen { permits, successes } = &mut self.phase else {
+            return None;
+        };
+        if let Some(token) = ticket.permit {
+            permits.retain(|&p| p != token);
+        }
+        if outcome.failure.is_some() {
+            let ms = rules::hinted_open_ms(cfg, outcome)
+                .unwrap_or_else(|| open_duration_ms(&cfg.open, self.reopens, seed));
+            self.reopens = self.reopens.saturating_add(1);
+            return Some(self.open_for(ms, now_ms, Reason::ProbeFailed));
+        }
+        *successes = successes.saturating_add(1);
+        if *successes < cfg.half_open.success_threshold {
+            return None;
+        }
+        self.reopens = 0;
+        Some(self.enter(Phase::Closed, now_ms, Reason::ProbesSucceeded, None))
+    }
+
+    /// Opens for `ms` from now.
+    fn open_for(&mut self, ms: u64, now_ms: u64, reason: Reason) -> Transition {
+        let until_ms = now_ms.saturating_add(ms);
+        self.enter(Phase::Open { until_ms }, now_ms, reason, Some(ms))
     }
 
     /// Adds `n` fast successes of requests admitted while closed in `epoch`, held by
@@ -364,24 +352,6 @@ impl Breaker {
         }
     }
 
-    fn trip_reason(&self, cfg: &BreakerConfig, now_ms: u64) -> Option<Reason> {
-        if cfg.consecutive_failures > 0 && self.consecutive_failures >= cfg.consecutive_failures {
-            return Some(Reason::ConsecutiveFailures);
-        }
-        let t = self.window.totals(now_ms);
-        if t.calls == 0 || t.calls < cfg.minimum_calls {
-            return None;
-        }
-        let calls = f64::from(t.calls);
-        if f64::from(t.failures) / calls >= cfg.failure_rate_threshold {
-            return Some(Reason::FailureRate);
-        }
-        if f64::from(t.slow) / calls >= cfg.slow_rate_threshold {
-            return Some(Reason::SlowCallRate);
-        }
-        None
-    }
-
     /// Moves to `phase`, clearing what the new phase must not inherit.
     fn enter(
         &mut self,
@@ -409,35 +379,6 @@ impl Breaker {
             open_ms,
         }
     }
-}
-
-/// The open period a rate-limited outcome asks for: the provider's reset hint,
-/// capped, when the config honours hints; `None` to follow the normal rules (no
-/// hint, a zero hint, or hints turned off).
-fn hinted_open_ms(cfg: &BreakerConfig, outcome: &Outcome) -> Option<u64> {
-    if outcome.failure != Some(crate::classify::FailureClass::RateLimited)
-        || !cfg.rate_limit.trip_on_reset_hint
-    {
-        return None;
-    }
-    outcome
-        .reset_in_ms
-        .filter(|&ms| ms > 0)
-        .map(|ms| ms.min(cfg.rate_limit.max_open_ms))
-}
-
-/// Slack for clocks of different workers (and a clock step) when judging an open
-/// period against the reader's own time.
-const CLOCK_SLACK_MS: u64 = 60_000;
-
-/// Whether an open period ending at `until_ms` can be genuine: no open period is
-/// longer than `max_ms` (or the rate-limit cap), so a later end comes from corrupt
-/// bytes or a lowered cap, and must not strand the upstream. Measured from when it opened, with
-/// the reader's clock only as a loose bound.
-pub fn open_end_plausible(cfg: &BreakerConfig, since_ms: u64, until_ms: u64, now_ms: u64) -> bool {
-    let longest = cfg.longest_open_ms();
-    until_ms <= since_ms.saturating_add(longest)
-        && until_ms <= now_ms.saturating_add(longest + CLOCK_SLACK_MS)
 }
 
 fn unchanged<T>(value: T) -> Step<T> {

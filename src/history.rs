@@ -1,17 +1,16 @@
 //! The transition history shown by the status endpoint and the dashboard: the last
 //! N transitions of every breaker, kept as one bounded ring in shared data so that
 //! all workers append to, and read, the same list. Pure: [`append`] works through
-//! [`SharedStore`] with the same bounded CAS loop as the breaker state.
+//! [`SharedStore`] through the same read-modify-CAS helper as the breaker state.
 
 use crate::breaker::{PhaseKind, Reason, Transition};
-use crate::store::{SharedStore, StoreError};
+use crate::ids::CellId;
+use crate::store::{self, Rewrite, SharedStore};
 
 /// Version byte of the ring's encoding.
 const VERSION: u8 = 1;
 /// Bytes per entry: time (8), cell (2), from, to, reason.
 const ENTRY: usize = 13;
-/// CAS attempts before an append gives up.
-const MAX_ATTEMPTS: usize = 64;
 
 /// Shared-data key of the ring.
 pub const KEY: &str = "llm_breaker.history.v1";
@@ -33,10 +32,10 @@ pub struct Entry {
 
 impl Entry {
     /// The entry for `t` of `cell` at `at_ms`.
-    pub fn of(cell: usize, t: &Transition, at_ms: u64) -> Entry {
+    pub fn of(cell: CellId, t: &Transition, at_ms: u64) -> Entry {
         Entry {
             at_ms,
-            cell: u16::try_from(cell).unwrap_or(u16::MAX),
+            cell: u16::try_from(cell.index()).unwrap_or(u16::MAX),
             from: t.from,
             to: t.to,
             reason: t.reason,
@@ -98,26 +97,22 @@ pub fn decode(bytes: &[u8]) -> Vec<Entry> {
     out
 }
 
-/// Appends `entry`, keeping the newest `capacity`, through a CAS loop. Returns
-/// whether it was written (gives up after contention or a host error: the history
-/// is informational and never blocks a request).
+/// Appends `entry`, keeping the newest `capacity`, through
+/// [`store::read_modify_cas`]. Returns whether it was written (gives up after
+/// contention or a host error: the history is informational and never blocks a
+/// request).
 pub fn append<S: SharedStore + ?Sized>(store: &S, entry: Entry, capacity: usize) -> bool {
-    for _ in 0..MAX_ATTEMPTS {
-        let (mut entries, cas) = match store.get(KEY) {
-            Ok(Some((bytes, cas))) => (decode(&bytes), cas),
-            Ok(None) => (Vec::new(), 0),
-            Err(_) => return false,
-        };
+    store::read_modify_cas(store, KEY, store::MAX_ATTEMPTS, |read| {
+        let mut entries = read.map(decode).unwrap_or_default();
         entries.push(entry);
         let excess = entries.len().saturating_sub(capacity.max(1));
         entries.drain(..excess);
-        match store.set(KEY, &encode(&entries), cas) {
-            Ok(()) => return true,
-            Err(StoreError::CasMismatch) => continue,
-            Err(_) => return false,
+        Rewrite {
+            value: (),
+            bytes: Some(encode(&entries)),
         }
-    }
-    false
+    })
+    .is_ok()
 }
 
 /// The ring, newest first.
@@ -188,6 +183,33 @@ mod tests {
             s.put_raw(KEY, bad);
             assert!(append(&s, entry(1, 0), 10));
             assert_eq!(read(&s), vec![entry(1, 0)]);
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_decode_only_as_what_they_encode() {
+        let mut x = 3u64;
+        let mut rand = move || {
+            x = crate::backoff::splitmix64(x);
+            x
+        };
+        for len in 0..600 {
+            let mut bytes: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+            // Half of them with a plausible head: the version and the right count.
+            if len % 2 == 0 && len >= 3 {
+                let n = u16::try_from((len - 3) / ENTRY).unwrap();
+                bytes[0] = VERSION;
+                bytes[1..3].copy_from_slice(&n.to_le_bytes());
+                for c in bytes[3..].chunks_exact_mut(ENTRY) {
+                    c[10] %= 5;
+                    c[11] %= 5;
+                    c[12] = (rand() % Reason::ALL.len() as u64) as u8;
+                }
+            }
+            let entries = decode(&bytes);
+            if !entries.is_empty() {
+                assert_eq!(encode(&entries), bytes);
+            }
         }
     }
 }

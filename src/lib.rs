@@ -3,10 +3,13 @@
 //! along a route's chain of upstreams.
 //!
 //! The crate is a pure core (config, breaker, windows, backoff, classification,
-//! routing, shared-state encoding and CAS loop) that builds and tests natively and
-//! on `wasm32-unknown-unknown`, plus a thin host adapter ([`host`], only on
-//! `wasm32-wasip1`) that talks to Envoy through proxy-wasm.
+//! routing, shared-state encoding and CAS loop, and the per-worker logic in
+//! [`worker`]) that builds and tests natively and on `wasm32-unknown-unknown`,
+//! plus a thin host adapter ([`host`], only on `wasm32-wasip1`) that talks to
+//! Envoy through proxy-wasm. Unsafe code is denied everywhere but in the
+//! adapter's ABI module (`host::abi`).
 
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -19,6 +22,7 @@ pub mod classify;
 pub mod codec;
 pub mod config;
 pub mod history;
+pub mod ids;
 pub mod inband;
 pub mod model;
 pub mod probe;
@@ -26,6 +30,7 @@ pub mod ratelimit;
 pub mod routing;
 pub mod store;
 pub mod window;
+pub mod worker;
 
 #[cfg(target_os = "wasi")]
 pub mod host;

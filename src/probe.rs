@@ -5,7 +5,7 @@
 //! nothing: the lease simply comes due again one interval later. Pure: works
 //! through [`SharedStore`].
 
-use crate::store::SharedStore;
+use crate::store::{read_modify_cas, Rewrite, SharedStore};
 
 /// Version byte of the lease encoding.
 const VERSION: u8 = 1;
@@ -38,23 +38,24 @@ pub fn due_ms(bytes: &[u8]) -> u64 {
 /// Creates the lease key (due now) if absent; run at configure time, since a `set`
 /// on an absent key ignores the CAS token.
 pub fn seed<S: SharedStore + ?Sized>(store: &S, key: &str) {
-    if let Ok(None) = store.get(key) {
-        let _ = store.set(key, &encode(0), 0);
-    }
+    let _ = read_modify_cas(store, key, 1, |read| Rewrite {
+        value: (),
+        bytes: read.is_none().then(|| encode(0)),
+    });
 }
 
-/// Claims the probe due now, if any: one CAS attempt, so among workers ticking at
-/// once exactly one wins. On success the next probe is due `interval_ms` later.
+/// Claims the probe due now, if any: one read-modify-CAS attempt, so among workers
+/// ticking at once exactly one wins. On success the next probe is due `interval_ms`
+/// later. An absent lease is never claimed (it is seeded at configure time).
 pub fn claim<S: SharedStore + ?Sized>(store: &S, key: &str, now_ms: u64, interval_ms: u64) -> bool {
-    let Ok(Some((bytes, cas))) = store.get(key) else {
-        return false;
-    };
-    if due_ms(&bytes) > now_ms || cas == 0 {
-        return false;
-    }
-    store
-        .set(key, &encode(now_ms.saturating_add(interval_ms)), cas)
-        .is_ok()
+    let claimed = read_modify_cas(store, key, 1, |read| {
+        let due = read.is_some_and(|b| due_ms(b) <= now_ms);
+        Rewrite {
+            value: due,
+            bytes: due.then(|| encode(now_ms.saturating_add(interval_ms))),
+        }
+    });
+    claimed == Ok(true)
 }
 
 #[cfg(test)]

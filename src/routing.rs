@@ -3,6 +3,7 @@
 
 use crate::breaker::{Admission, Ticket};
 use crate::config::{Route, WhenAllOpen};
+use crate::ids::UpstreamId;
 
 /// Why the chosen upstream was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,23 +33,23 @@ impl Why {
 /// What to do with a request that matched a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Route it to `upstream` (an index into the config's upstreams).
+    /// Route it to `upstream`.
     Send {
         /// The chosen upstream.
-        upstream: usize,
+        upstream: UpstreamId,
         /// The breaker ticket, if its outcome should be recorded.
         ticket: Option<Ticket>,
         /// Why this upstream.
         why: Why,
         /// Upstreams tried first that did not admit, in chain order.
-        skipped: Vec<usize>,
+        skipped: Vec<UpstreamId>,
     },
     /// Answer locally with 503.
     Reject {
         /// Seconds until the earliest breaker may admit again (at least 1).
         retry_after_s: u64,
         /// Every upstream of the chain.
-        skipped: Vec<usize>,
+        skipped: Vec<UpstreamId>,
     },
 }
 
@@ -58,7 +59,7 @@ pub enum Decision {
 pub fn choose(
     route: &Route,
     now_ms: u64,
-    mut admit: impl FnMut(usize) -> Option<Admission>,
+    mut admit: impl FnMut(UpstreamId) -> Option<Admission>,
 ) -> Decision {
     let mut skipped = Vec::new();
     let mut earliest = u64::MAX;
@@ -138,11 +139,17 @@ mod tests {
             name: "chat".into(),
             path_prefix: Some("/v1/".into()),
             path: None,
-            chain: vec![0, 1, 2],
+            chain: UpstreamId::all(3).collect(),
             chain_models: vec![None, None, None],
             models: vec![],
             when_all_open: when,
         }
+    }
+
+    const U0: UpstreamId = UpstreamId::new(0);
+
+    fn ids(v: &[usize]) -> Vec<UpstreamId> {
+        v.iter().copied().map(UpstreamId::new).collect()
     }
 
     const OK: Option<Admission> = Some(Admission::Admitted(Ticket {
@@ -160,7 +167,7 @@ mod tests {
         assert!(matches!(
             d,
             Decision::Send {
-                upstream: 0,
+                upstream: U0,
                 why: Why::Primary,
                 ..
             }
@@ -170,7 +177,7 @@ mod tests {
     #[test]
     fn open_upstreams_are_skipped_in_chain_order() {
         let d = choose(&route(WhenAllOpen::Reject), 0, |u| {
-            if u < 2 {
+            if u.index() < 2 {
                 denied(5000)
             } else {
                 OK
@@ -179,13 +186,13 @@ mod tests {
         assert_eq!(
             d,
             Decision::Send {
-                upstream: 2,
+                upstream: UpstreamId::new(2),
                 ticket: Some(Ticket {
                     epoch: 1,
                     permit: None
                 }),
                 why: Why::Failover,
-                skipped: vec![0, 1]
+                skipped: ids(&[0, 1])
             }
         );
     }
@@ -210,13 +217,13 @@ mod tests {
     #[test]
     fn all_open_rejects_with_time_to_the_earliest_half_open() {
         let d = choose(&route(WhenAllOpen::Reject), 1_000, |u| {
-            denied([9_000, 3_500, 20_000][u])
+            denied([9_000, 3_500, 20_000][u.index()])
         });
         assert_eq!(
             d,
             Decision::Reject {
                 retry_after_s: 3,
-                skipped: vec![0, 1, 2]
+                skipped: ids(&[0, 1, 2])
             }
         );
     }
@@ -227,7 +234,7 @@ mod tests {
         assert!(matches!(
             d,
             Decision::Send {
-                upstream: 0,
+                upstream: U0,
                 ticket: None,
                 why: Why::FailOpen,
                 ..
@@ -241,7 +248,7 @@ mod tests {
         assert!(matches!(
             d,
             Decision::Send {
-                upstream: 0,
+                upstream: U0,
                 ticket: None,
                 ..
             }

@@ -1,6 +1,7 @@
 //! Breaker state in a shared key-value store with compare-and-swap (Envoy shared
-//! data in production, [`MemoryStore`] in tests): one key per upstream, updated
-//! through a bounded read-modify-CAS loop so every worker sees one count.
+//! data in production, [`MemoryStore`] in tests): one key per breaker cell, updated
+//! through [`read_modify_cas`], the one bounded read-modify-CAS loop of the crate
+//! (the history ring and the probe lease use it too), so every worker sees one count.
 
 use crate::breaker::{Admission, Breaker, Step, Ticket, Transition};
 use crate::codec::{self, DecodeError, Head};
@@ -74,8 +75,57 @@ pub fn cell_key(upstream: &str, model: Option<&str>) -> String {
     }
 }
 
-/// Reads the upstream's state, applies `f`, and writes it back if `f` changed it,
-/// retrying from a fresh read on CAS conflicts.
+/// What one read-modify-CAS step decided: its answer, and the bytes to write
+/// (`None`: leave the key as it is).
+#[derive(Debug)]
+pub struct Rewrite<T> {
+    /// The step's answer, returned once its write (if any) lands.
+    pub value: T,
+    /// The new encoding, written with the token of the read it came from.
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// The one read-modify-CAS loop: reads `key`, lets `step` decode what is there
+/// (`None`: never written), decide and encode, and writes the result with the read's
+/// CAS token. A lost race re-reads and runs `step` again, at most `attempts` times
+/// in all; a host error ends it at once.
+pub fn read_modify_cas<S: SharedStore + ?Sized, T>(
+    store: &S,
+    key: &str,
+    attempts: u32,
+    mut step: impl FnMut(Option<&[u8]>) -> Rewrite<T>,
+) -> Result<T, UpdateError> {
+    for _ in 0..attempts {
+        let read = store.get(key).map_err(UpdateError::from)?;
+        let (bytes, cas) = match &read {
+            Some((bytes, cas)) => (Some(bytes.as_slice()), *cas),
+            None => (None, 0),
+        };
+        let Rewrite { value, bytes } = step(bytes);
+        let Some(bytes) = bytes else {
+            return Ok(value);
+        };
+        match store.set(key, &bytes, cas) {
+            Ok(()) => return Ok(value),
+            Err(StoreError::CasMismatch) => continue,
+            Err(StoreError::Host(s)) => return Err(UpdateError::Host(s)),
+        }
+    }
+    Err(UpdateError::Contention)
+}
+
+impl From<StoreError> for UpdateError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::CasMismatch => UpdateError::Contention,
+            StoreError::Host(s) => UpdateError::Host(s),
+        }
+    }
+}
+
+/// Reads the upstream's state, applies `f`, and writes it back if `f` changed it
+/// (or the stored bytes were absent, undecodable or of another window shape),
+/// through [`read_modify_cas`].
 pub fn update<S: SharedStore + ?Sized, T>(
     store: &S,
     key: &str,
@@ -83,32 +133,21 @@ pub fn update<S: SharedStore + ?Sized, T>(
     now_ms: u64,
     mut f: impl FnMut(&mut Breaker) -> Step<T>,
 ) -> Result<Updated<T>, UpdateError> {
-    for _ in 0..MAX_ATTEMPTS {
-        let (mut state, cas, reset) = load(store, key, cfg, now_ms)?;
+    read_modify_cas(store, key, MAX_ATTEMPTS, |read| {
+        let (mut state, reset) = decode_or_new(read, cfg, now_ms);
         let conformed = state.conform(cfg);
         let step = f(&mut state);
-        if !(step.changed || conformed || reset.is_some() || cas.is_none()) {
-            return Ok(Updated {
+        let write = step.changed || conformed || reset.is_some() || read.is_none();
+        Rewrite {
+            bytes: write.then(|| codec::encode(&state)),
+            value: Updated {
                 value: step.value,
                 transition: step.transition,
                 reset,
                 state,
-            });
+            },
         }
-        match store.set(key, &codec::encode(&state), cas.unwrap_or(0)) {
-            Ok(()) => {
-                return Ok(Updated {
-                    value: step.value,
-                    transition: step.transition,
-                    reset,
-                    state,
-                })
-            }
-            Err(StoreError::CasMismatch) => continue,
-            Err(StoreError::Host(s)) => return Err(UpdateError::Host(s)),
-        }
-    }
-    Err(UpdateError::Contention)
+    })
 }
 
 /// The result of [`admit`].
@@ -189,7 +228,8 @@ pub fn peek<S: SharedStore + ?Sized>(
     cfg: &BreakerConfig,
     now_ms: u64,
 ) -> Result<Breaker, UpdateError> {
-    load(store, key, cfg, now_ms).map(|(s, _, _)| s)
+    let read = store.get(key)?;
+    Ok(decode_or_new(read.as_ref().map(|(b, _)| b.as_slice()), cfg, now_ms).0)
 }
 
 /// Whether the breaker is open now: from the head of its encoding when that says
@@ -222,77 +262,31 @@ pub fn seed<S: SharedStore + ?Sized>(
     cfg: &BreakerConfig,
     now_ms: u64,
 ) -> Result<bool, UpdateError> {
-    match store.get(key) {
-        Ok(Some(_)) => Ok(false),
-        Ok(None) => store
-            .set(key, &codec::encode(&Breaker::new(cfg, now_ms)), 0)
-            .map(|()| true)
-            .map_err(|e| match e {
-                StoreError::CasMismatch => UpdateError::Contention,
-                StoreError::Host(s) => UpdateError::Host(s),
-            }),
-        Err(StoreError::Host(s)) => Err(UpdateError::Host(s)),
-        Err(StoreError::CasMismatch) => Err(UpdateError::Contention),
-    }
+    read_modify_cas(store, key, 1, |read| {
+        let absent = read.is_none();
+        Rewrite {
+            value: absent,
+            bytes: absent.then(|| codec::encode(&Breaker::new(cfg, now_ms))),
+        }
+    })
 }
 
-type Loaded = (Breaker, Option<u32>, Option<DecodeError>);
-
-fn load<S: SharedStore + ?Sized>(
-    store: &S,
-    key: &str,
+/// The stored state, or a new closed one when the key is absent or its bytes do not
+/// decode (with the reason, so the caller can report the reset).
+fn decode_or_new(
+    read: Option<&[u8]>,
     cfg: &BreakerConfig,
     now_ms: u64,
-) -> Result<Loaded, UpdateError> {
-    match store.get(key) {
-        Ok(Some((bytes, cas))) => match codec::decode(&bytes) {
-            Ok(state) => Ok((state, Some(cas), None)),
-            Err(e) => Ok((Breaker::new(cfg, now_ms), Some(cas), Some(e))),
-        },
-        Ok(None) => Ok((Breaker::new(cfg, now_ms), None, None)),
-        Err(StoreError::Host(s)) => Err(UpdateError::Host(s)),
-        Err(StoreError::CasMismatch) => Err(UpdateError::Contention),
+) -> (Breaker, Option<DecodeError>) {
+    match read.map(codec::decode) {
+        Some(Ok(state)) => (state, None),
+        Some(Err(e)) => (Breaker::new(cfg, now_ms), Some(e)),
+        None => (Breaker::new(cfg, now_ms), None),
     }
 }
 
-/// An in-memory [`SharedStore`] with Envoy's semantics, for tests.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    inner: std::sync::Mutex<MemoryInner>,
-}
-
-#[derive(Debug, Default)]
-struct MemoryInner {
-    next_cas: u32,
-    map: std::collections::HashMap<String, (Vec<u8>, u32)>,
-}
-
-impl MemoryStore {
-    /// Overwrites a key with arbitrary bytes (to simulate corruption).
-    pub fn put_raw(&self, key: &str, bytes: &[u8]) {
-        let _ = self.set(key, bytes, 0);
-    }
-}
-
-impl SharedStore for MemoryStore {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        let m = self.inner.lock().map_err(|_| StoreError::Host(10))?;
-        Ok(m.map.get(key).cloned())
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        let mut m = self.inner.lock().map_err(|_| StoreError::Host(10))?;
-        if let Some((_, current)) = m.map.get(key) {
-            if cas != 0 && cas != *current {
-                return Err(StoreError::CasMismatch);
-            }
-        }
-        m.next_cas = m.next_cas.wrapping_add(1).max(1);
-        let token = m.next_cas;
-        m.map.insert(key.to_string(), (value.to_vec(), token));
-        Ok(())
-    }
-}
+mod memory;
+pub use memory::MemoryStore;
 
 #[cfg(test)]
 mod tests;

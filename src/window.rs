@@ -3,9 +3,8 @@
 //! fixed-size so they encode into a few hundred bytes of shared data.
 
 use crate::config::WindowSpec;
+pub use crate::config::MAX_CALLS;
 
-/// Largest count-based window, in calls.
-pub const MAX_CALLS: u16 = 1000;
 /// Most buckets a time window is split into.
 pub const MAX_BUCKETS: u32 = 20;
 

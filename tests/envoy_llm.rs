@@ -8,8 +8,7 @@
 use llm_breaker_harness::client::{self, Response};
 use llm_breaker_harness::envoy::Envoy;
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream, ResetForm};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHAT: &str = "/v1/chat/completions";
 const MESSAGES: &str = "/v1/messages";
@@ -48,7 +47,7 @@ fn last_open_ms(e: &Envoy) -> Option<u64> {
 }
 
 #[test]
-fn a_retry_after_of_two_seconds_opens_for_two_seconds_and_no_longer() {
+fn a_retry_after_of_two_seconds_opens_at_once_with_an_open_time_of_two_seconds() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
     let e = Envoy::start_breaker(&config(5, ""), &[&a, &b]);
     a.set(Behaviour::RateLimited {
@@ -58,7 +57,6 @@ fn a_retry_after_of_two_seconds_opens_for_two_seconds_and_no_longer() {
     });
     // One 429 that says "come back in 2 s" opens at once, not after 5.
     let r = send(&e, CHAT, BODY);
-    let opened = Instant::now();
     assert_eq!(r.status, 429);
     assert_eq!(r.upstream(), Some("openai"));
     assert_eq!(e.upstream_stat("openai", "state"), 1);
@@ -69,23 +67,9 @@ fn a_retry_after_of_two_seconds_opens_for_two_seconds_and_no_longer() {
     // Well inside the 2 s: the fallback answers.
     let r = send(&e, CHAT, BODY);
     assert_eq!(r.upstream(), Some("azure"));
-    // Late in the open time (with room for a slow machine): still the fallback.
-    sleep(Duration::from_millis(1200).saturating_sub(opened.elapsed()));
-    assert_eq!(send(&e, CHAT, BODY).upstream(), Some("azure"));
-    // Just after: the primary gets its probe, which closes the breaker.
-    sleep(Duration::from_millis(2150).saturating_sub(opened.elapsed()));
-    let r = send(&e, CHAT, BODY);
-    assert_eq!(
-        r.upstream(),
-        Some("openai"),
-        "{:?}",
-        r.header("x-llm-breaker")
-    );
-    assert_eq!(
-        r.header("x-llm-breaker"),
-        Some("upstream=openai; reason=probe")
-    );
-    assert_eq!(e.upstream_stat("openai", "state"), 0);
+    // That it opens for the 2 s and no longer (then the primary gets its probe) is
+    // tested natively without sleeping through them:
+    // src/worker/tests/flows.rs a_retry_after_of_two_seconds_opens_for_two_seconds_and_no_longer.
 }
 
 #[test]

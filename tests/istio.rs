@@ -342,7 +342,7 @@ fn istio_manifests_parse_and_carry_the_required_fields() {
         routed, upstreams,
         "every upstream routed by its header value"
     );
-    let primary = &config.upstreams[config.routes[0].chain[0]].name;
+    let primary = &config.upstreams[config.routes[0].chain[0].index()].name;
     let primary_host = http
         .iter()
         .find(|r| {

@@ -98,7 +98,7 @@ fn status_lists_every_cell_routes_and_history_and_health_follows_admission() {
     let mut states: Vec<Breaker> = cfg
         .cells
         .iter()
-        .map(|c| Breaker::new(&cfg.upstreams[c.upstream].breaker, 0))
+        .map(|c| Breaker::new(&cfg.upstreams[c.upstream.index()].breaker, 0))
         .collect();
     // vllm (the last cell) isolated: route "solo" is down.
     states[3].operator_isolate(now - 10);

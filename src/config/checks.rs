@@ -1,16 +1,10 @@
 //! Small value rules shared by the config validation: ranges, header and name syntax.
 //! Each returns a [`ConfigError`] naming the field and the bad value.
 
+use super::error::invalid;
 use super::ConfigError;
 
-/// A rule violation on `field`.
-pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
+/// `v` is above 0 and at most 1 (a rate threshold).
 pub(super) fn unit_interval(field: &str, v: f64) -> Result<(), ConfigError> {
     if v.is_finite() && v > 0.0 && v <= 1.0 {
         Ok(())
@@ -22,6 +16,7 @@ pub(super) fn unit_interval(field: &str, v: f64) -> Result<(), ConfigError> {
     }
 }
 
+/// `v` is between `lo` and `hi`, inclusive.
 pub(super) fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
     if (lo..=hi).contains(&v) {
         Ok(())
@@ -61,6 +56,7 @@ pub(super) fn check_path_prefix(field: &str, v: &str) -> Result<String, ConfigEr
     Ok(prefix.to_string())
 }
 
+/// A lowercase HTTP header name.
 pub(super) fn check_header_name(field: &str, v: &str) -> Result<(), ConfigError> {
     check_chars(
         field,
@@ -71,6 +67,7 @@ pub(super) fn check_header_name(field: &str, v: &str) -> Result<(), ConfigError>
     )
 }
 
+/// A route name (it ends up in metric names).
 pub(super) fn check_name(field: &str, v: &str) -> Result<(), ConfigError> {
     check_chars(
         field,

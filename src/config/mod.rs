@@ -2,16 +2,25 @@
 //! structs users write; [`Config::parse`] types them, merges per-upstream overrides and
 //! checks every rule, returning a [`ConfigError`] that names the offending field.
 
+mod breaker;
 mod checks;
+mod error;
+mod limits;
+mod models;
+mod probe;
 pub mod raw;
+mod routes;
+mod sections;
+mod units;
 mod validate;
 
+use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::model::ModelPattern;
 pub use raw::{ModelSource, Scope, WhenAllOpen};
 
-/// Most models with breakers of their own (bounds shared-data keys per upstream).
-pub const MAX_MODELS: usize = 64;
-pub use validate::ConfigError;
+pub use error::ConfigError;
+pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
+pub use units::Millis;
 
 /// The validated runtime configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +53,7 @@ pub struct Config {
     /// other model) on model-scoped upstreams. Each has its own shared-data key.
     pub cells: Vec<Cell>,
     /// Per upstream: its first cell.
-    pub cell_base: Vec<usize>,
+    pub cell_base: Vec<CellId>,
     /// The operator endpoints, when enabled.
     pub admin: Option<AdminConfig>,
 }
@@ -65,8 +74,8 @@ pub struct AdminConfig {
 /// One breaker's state: an upstream, or an upstream and model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cell {
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
+    /// Its upstream.
+    pub upstream: UpstreamId,
     /// `None` for an upstream-scoped breaker; the model name, or `*` for every model
     /// not in [`Config::models`].
     pub model: Option<String>,
@@ -84,8 +93,8 @@ pub struct Route {
     pub path_prefix: Option<String>,
     /// Exact path the request must have, if any.
     pub path: Option<String>,
-    /// Indexes into [`Config::upstreams`], primary first.
-    pub chain: Vec<usize>,
+    /// Upstreams, primary first.
+    pub chain: Vec<UpstreamId>,
     /// Per chain entry: the model to rewrite the request to on that upstream.
     pub chain_models: Vec<Option<String>>,
     /// Model names or globs the request's model must match (empty: any request).
@@ -259,16 +268,25 @@ impl Config {
     }
 
     /// The first route matching `path`, with its index.
-    pub fn route_for(&self, path: &str) -> Option<(usize, &Route)> {
+    pub fn route_for(&self, path: &str) -> Option<(RouteId, &Route)> {
         self.route_for_request(path, None)
     }
 
     /// The first route matching the path and model, with its index.
-    pub fn route_for_request(&self, path: &str, model: Option<&str>) -> Option<(usize, &Route)> {
-        self.routes
-            .iter()
-            .enumerate()
+    pub fn route_for_request(&self, path: &str, model: Option<&str>) -> Option<(RouteId, &Route)> {
+        RouteId::all(self.routes.len())
+            .zip(&self.routes)
             .find(|(_, r)| r.matches_request(path, model))
+    }
+
+    /// An upstream by id.
+    pub fn upstream(&self, id: UpstreamId) -> Option<&Upstream> {
+        self.upstreams.get(id.index())
+    }
+
+    /// Every upstream with its id.
+    pub fn upstream_ids(&self) -> impl Iterator<Item = (UpstreamId, &Upstream)> {
+        UpstreamId::all(self.upstreams.len()).zip(&self.upstreams)
     }
 
     /// Whether routing a request with this path must wait for its body: a route it
@@ -279,8 +297,7 @@ impl Config {
             let rewrites = r.chain_models.iter().any(Option::is_some);
             let uses_model = !r.models.is_empty()
                 || r.chain.iter().any(|&u| {
-                    self.upstreams
-                        .get(u)
+                    self.upstream(u)
                         .is_some_and(|x| x.breaker.scope == Scope::UpstreamAndModel)
                 });
             rewrites || (uses_model && self.model_source == ModelSource::Body)
@@ -299,30 +316,29 @@ impl Config {
     }
 
     /// The breaker cells of `upstream` (contiguous: one, or one per model and `*`).
-    pub fn cells_of(&self, upstream: usize) -> std::ops::Range<usize> {
-        let start = self.cell_base.get(upstream).copied().unwrap_or(0);
-        let end = self
-            .cell_base
-            .get(upstream + 1)
-            .copied()
-            .unwrap_or(self.cells.len());
-        start..end.max(start)
+    pub fn cells_of(&self, upstream: UpstreamId) -> impl Iterator<Item = CellId> + Clone {
+        let at = |i: usize| self.cell_base.get(i).map(|c| c.index());
+        let start = at(upstream.index()).unwrap_or(0);
+        let end = at(upstream.index() + 1).unwrap_or(self.cells.len());
+        (start..end.max(start)).map(CellId::new)
     }
 
     /// The breaker cell of `upstream` for a request for `model`.
-    pub fn cell(&self, upstream: usize, model: Option<&str>) -> usize {
-        let base = self.cell_base.get(upstream).copied().unwrap_or(0);
+    pub fn cell(&self, upstream: UpstreamId, model: Option<&str>) -> CellId {
+        let base = self
+            .cell_base
+            .get(upstream.index())
+            .map_or(0, |c| c.index());
         let scoped = self
-            .upstreams
-            .get(upstream)
+            .upstream(upstream)
             .is_some_and(|u| u.breaker.scope == Scope::UpstreamAndModel);
         if !scoped {
-            return base;
+            return CellId::new(base);
         }
         let slot = model
             .and_then(|m| self.models.iter().position(|x| x == m))
             .unwrap_or(self.models.len());
-        base + slot
+        CellId::new(base + slot)
     }
 }
 

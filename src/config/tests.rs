@@ -1,4 +1,5 @@
 use super::*;
+use crate::ids::{CellId, RouteId, UpstreamId};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -23,7 +24,7 @@ const FULL: &str = r#"{
 #[test]
 fn the_documented_example_parses_with_overrides_merged() {
     let c = Config::parse(FULL.as_bytes()).unwrap();
-    assert_eq!(c.routes[0].chain, vec![0, 1, 2]);
+    assert_eq!(c.routes[0].chain, UpstreamId::all(3).collect::<Vec<_>>());
     assert_eq!(c.upstreams[2].name, "vllm");
     assert_eq!(c.upstreams[2].breaker.consecutive_failures, 3);
     assert_eq!(c.upstreams[2].breaker.minimum_calls, 20);
@@ -79,7 +80,7 @@ fn an_override_may_switch_the_window_kind() {
 }
 
 #[test]
-fn invalid_configs_name_the_field() {
+fn invalid_documents_and_routes_name_the_field() {
     let route = r#""routes":[{"name":"r","upstreams":["a"]}]"#;
     let cases: Vec<(String, &str)> = vec![
         ("".into(), "configuration is empty"),
@@ -120,6 +121,14 @@ fn invalid_configs_name_the_field() {
             r#"{"routes":[{"name":"r","match":{"prefix":"/"},"upstreams":["a"]}]}"#.into(),
             "routes[0].match.prefix",
         ),
+    ];
+    assert_all_rejected(&cases);
+}
+
+#[test]
+fn invalid_breaker_settings_name_the_field() {
+    let route = r#""routes":[{"name":"r","upstreams":["a"]}]"#;
+    let cases: Vec<(String, &str)> = vec![
         (
             format!(r#"{{{route},"breaker":{{"failure_rate":{{"threshold":1.5}}}}}}"#),
             "`breaker.failure_rate.threshold`: must be above 0 and at most 1, got 1.5",
@@ -170,6 +179,14 @@ fn invalid_configs_name_the_field() {
             format!(r#"{{{route},"breaker":{{"failure":{{"rate_limited":[503]}}}}}}"#),
             "`breaker.failure.rate_limited`",
         ),
+    ];
+    assert_all_rejected(&cases);
+}
+
+#[test]
+fn invalid_overrides_headers_and_limits_name_the_field() {
+    let route = r#""routes":[{"name":"r","upstreams":["a"]}]"#;
+    let cases: Vec<(String, &str)> = vec![
         (
             format!(r#"{{{route},"breaker":[]}}"#),
             "`breaker`: expected an object",
@@ -209,8 +226,13 @@ fn invalid_configs_name_the_field() {
             "`in_band.max_scan_bytes`: must be between 0 and 16777216",
         ),
     ];
+    assert_all_rejected(&cases);
+}
+
+/// Each config is refused naming what its case wants.
+fn assert_all_rejected(cases: &[(String, &str)]) {
     for (json, want) in cases {
-        assert_rejected(&json, want);
+        assert_rejected(json, want);
     }
 }
 
@@ -247,20 +269,34 @@ fn model_routes_chain_rewrites_and_scoped_cells() {
     assert!(!gpt.matches_request("/v1/chat/completions", None));
     assert_eq!(
         c.route_for_request("/v1/x", Some("claude-3")).map(|r| r.0),
-        Some(1)
+        Some(RouteId::new(1))
     );
     // openai: one cell per known model and one for the rest; the others one each.
     assert_eq!(c.cells.len(), 4 + 1 + 1);
-    assert_eq!(c.cell(0, Some("gpt-4o-mini")), 0);
-    assert_eq!(c.cell(0, Some("o3")), 2);
-    assert_eq!(c.cell(0, Some("random-model-123")), 3);
-    assert_eq!(c.cell(0, None), 3);
-    assert_eq!(c.cells[3].model.as_deref(), Some("*"));
-    assert_eq!(c.cell(1, Some("gpt-4o-az")), 4);
-    assert_eq!(c.cell(2, Some("gpt-4o-mini")), 5);
     assert_eq!(
-        (c.cells_of(0), c.cells_of(1), c.cells_of(2)),
-        (0..4, 4..5, 5..6)
+        c.cell(UpstreamId::new(0), Some("gpt-4o-mini")),
+        CellId::new(0)
+    );
+    assert_eq!(c.cell(UpstreamId::new(0), Some("o3")), CellId::new(2));
+    assert_eq!(
+        c.cell(UpstreamId::new(0), Some("random-model-123")),
+        CellId::new(3)
+    );
+    assert_eq!(c.cell(UpstreamId::new(0), None), CellId::new(3));
+    assert_eq!(c.cells[3].model.as_deref(), Some("*"));
+    assert_eq!(
+        c.cell(UpstreamId::new(1), Some("gpt-4o-az")),
+        CellId::new(4)
+    );
+    assert_eq!(
+        c.cell(UpstreamId::new(2), Some("gpt-4o-mini")),
+        CellId::new(5)
+    );
+    assert_eq!(
+        UpstreamId::all(3)
+            .map(|u| c.cells_of(u).map(CellId::index).collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        [vec![0, 1, 2, 3], vec![4], vec![5]]
     );
     assert!(c.uses_models());
     assert!(c.needs_body("/v1/chat/completions"));
@@ -373,3 +409,5 @@ fn a_probe_gets_its_pseudo_headers_and_a_host_override() {
     assert!(c.upstreams[1].probe.is_none());
     assert!(c.admin.is_none(), "admin endpoints are off by default");
 }
+
+mod sections;

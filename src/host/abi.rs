@@ -2,10 +2,29 @@
 //! every status the host returns becomes a `Result` instead of the SDK's `panic!`
 //! (a panic would kill the worker's VM). Buffers the host allocates through the
 //! SDK's `proxy_on_memory_allocate` are taken back as `Vec`s, as the SDK does.
+//!
+//! This is the only module allowed `unsafe` (the crate root denies it): the raw
+//! imports, the module's entry point (`#[no_mangle]`, from `proxy_wasm::main!`),
+//! and taking back host buffers.
+//!
+//! One call still goes through the SDK: [`dispatch_http_call`] wraps
+//! `proxy_wasm::hostcalls::dispatch_http_call`, because the SDK must register the
+//! call's token in its dispatcher to route the answer to
+//! `RootContext::on_http_call_response`, and that callout registry is private to
+//! the SDK. That call panics (killing the VM) if the host answers a status other
+//! than OK, `BadArgument` or `InternalFailure`, and if the host hands out a token
+//! that is still registered ("duplicate token_id"). Envoy returns only those three
+//! statuses from `proxy_http_call` and never reuses a live token.
 
 #![allow(unsafe_code)]
 
 use std::ptr::null_mut;
+use std::time::Duration;
+
+// The module's entry point (`_initialize`, once per VM).
+proxy_wasm::main! {{
+    super::start();
+}}
 
 /// A non-OK status from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +52,10 @@ pub enum Map {
 }
 
 /// Log levels.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// Trace.
+    Trace = 0,
     /// Debug.
     Debug = 1,
     /// Info.
@@ -51,6 +72,7 @@ pub enum Level {
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_get_log_level(ret_level: *mut u32) -> u32;
     fn proxy_get_current_time_nanoseconds(ret: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_buffer_bytes(
@@ -138,11 +160,52 @@ unsafe fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
     }
 }
 
+/// Runs a host call that hands back a buffer through `(data, size)` out-pointers:
+/// the buffer on OK (`None` if the host gave none), `Ok(None)` if not found.
+fn fetch(
+    call: impl FnOnce(*mut *mut u8, *mut usize) -> u32,
+) -> Result<Option<Vec<u8>>, HostStatus> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    match call(&mut data, &mut size) {
+        // Safety: on OK the host filled `data` and `size` through the SDK's allocator.
+        status::OK => Ok(unsafe { take(data, size) }),
+        status::NOT_FOUND => Ok(None),
+        s => Err(HostStatus(s)),
+    }
+}
+
 /// Writes a log line at `level`; failures are ignored (there is nowhere to report them).
 pub fn log(level: Level, msg: &str) {
     unsafe {
         proxy_log(level as u32, msg.as_ptr(), msg.len());
     }
+}
+
+/// The host's log level for this plugin as a `log` filter (its critical level lets
+/// no `log` record through), `None` if the host does not say.
+pub fn log_filter() -> Option<log::LevelFilter> {
+    use log::LevelFilter::*;
+    let mut level = 0u32;
+    let status = unsafe { proxy_get_log_level(&mut level) };
+    let filters = [Trace, Debug, Info, Warn, Error, Off];
+    (status == status::OK).then(|| filters.get(level as usize).copied())?
+}
+
+/// The `:status` of a response header map, if it is a number.
+pub fn status_code(map: Map) -> Option<u16> {
+    header(map, ":status").and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
+}
+
+/// Sends an HTTP call to `cluster` through the SDK (see the module docs for why,
+/// and when it panics); its answer arrives in `on_http_call_response`.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
+    timeout_ms: u64,
+) -> Result<u32, proxy_wasm::types::Status> {
+    let timeout = Duration::from_millis(timeout_ms);
+    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout)
 }
 
 /// Wall-clock time in unix milliseconds (0 if the host refuses).
@@ -162,14 +225,9 @@ pub fn set_tick_period_ms(ms: u32) -> Result<(), HostStatus> {
 /// The plugin configuration bytes.
 pub fn plugin_configuration() -> Result<Vec<u8>, HostStatus> {
     const PLUGIN_CONFIGURATION: u32 = 7;
-    let (mut data, mut size) = (null_mut(), 0usize);
-    unsafe {
-        match proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size) {
-            status::OK => Ok(take(data, size).unwrap_or_default()),
-            status::NOT_FOUND => Ok(Vec::new()),
-            s => Err(HostStatus(s)),
-        }
-    }
+    let max = usize::MAX;
+    fetch(|d, n| unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, max, d, n) })
+        .map(Option::unwrap_or_default)
 }
 
 /// Body buffers.
@@ -183,13 +241,8 @@ pub enum Body {
 
 /// Up to `max` bytes of a body buffer from `start`; empty if there is nothing.
 pub fn body(which: Body, start: usize, max: usize) -> Vec<u8> {
-    let (mut data, mut size) = (null_mut(), 0usize);
-    unsafe {
-        match proxy_get_buffer_bytes(which as u32, start, max, &mut data, &mut size) {
-            status::OK => take(data, size).unwrap_or_default(),
-            _ => Vec::new(),
-        }
-    }
+    let got = fetch(|d, n| unsafe { proxy_get_buffer_bytes(which as u32, start, max, d, n) });
+    got.ok().flatten().unwrap_or_default()
 }
 
 /// Replaces `size` bytes of a body buffer from `start` with `value`.
@@ -207,19 +260,10 @@ pub fn set_body(which: Body, start: usize, size: usize, value: &[u8]) -> Result<
 
 /// A header's value, `None` if absent or not readable.
 pub fn header(map: Map, name: &str) -> Option<Vec<u8>> {
-    let (mut data, mut size) = (null_mut(), 0usize);
-    unsafe {
-        match proxy_get_header_map_value(
-            map as u32,
-            name.as_ptr(),
-            name.len(),
-            &mut data,
-            &mut size,
-        ) {
-            status::OK => take(data, size),
-            _ => None,
-        }
-    }
+    let (key, len) = (name.as_ptr(), name.len());
+    fetch(|d, n| unsafe { proxy_get_header_map_value(map as u32, key, len, d, n) })
+        .ok()
+        .flatten()
 }
 
 /// Sets a header, replacing any value a client sent.
@@ -249,13 +293,10 @@ pub fn remove_header(map: Map, name: &str) -> Result<(), HostStatus> {
 /// A property such as `response.flags`, given as path segments.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     let serialized = path.join("\0");
-    let (mut data, mut size) = (null_mut(), 0usize);
-    unsafe {
-        match proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) {
-            status::OK => take(data, size),
-            _ => None,
-        }
-    }
+    let (key, len) = (serialized.as_ptr(), serialized.len());
+    fetch(|d, n| unsafe { proxy_get_property(key, len, d, n) })
+        .ok()
+        .flatten()
 }
 
 /// A shared-data value and its CAS token; `Ok(None)` if the key does not exist.

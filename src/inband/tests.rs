@@ -132,6 +132,13 @@ fn provider_streams_get_their_verdicts() {
         ("responses", &responses, InBand::Clean),
         ("responses cut", &responses[..2], InBand::Truncated),
         ("no dialect, no terminal", &gemini_native, InBand::Unknown),
+    ];
+    assert_sse_verdicts(table);
+}
+
+#[test]
+fn sse_edge_cases_get_their_verdicts() {
+    let table: &[(&str, &[&str], InBand)] = &[
         ("nothing at all", &[], InBand::Truncated),
         (
             "only comments",
@@ -189,9 +196,14 @@ fn provider_streams_get_their_verdicts() {
             InBand::Clean,
         ),
     ];
+    assert_sse_verdicts(table);
+}
+
+/// Each named stream gets its verdict, whole and with every line-ending style the
+/// SSE spec allows.
+fn assert_sse_verdicts(table: &[(&str, &[&str], InBand)]) {
     for (name, chunks, want) in table {
         assert_eq!(sse(chunks), *want, "{name}");
-        // Every line-ending style the SSE spec allows.
         for end in ["\r\n", "\r"] {
             let text = with_line_ends(&joined(chunks), end);
             assert_eq!(sse(&[&text]), *want, "{name} with {end:?}");

@@ -145,6 +145,43 @@ fn the_cas_loop_is_bounded() {
     assert_eq!(r, Err(UpdateError::Contention));
 }
 
+#[test]
+fn read_modify_cas_runs_its_step_once_per_attempt_and_skips_unneeded_writes() {
+    let s = AlwaysLoses(MemoryStore::default());
+    let mut runs = 0;
+    let r = read_modify_cas(&s, "k", 3, |_| {
+        runs += 1;
+        Rewrite {
+            value: (),
+            bytes: Some(vec![1]),
+        }
+    });
+    assert_eq!((r, runs), (Err(UpdateError::Contention), 3));
+    // A step that writes nothing answers from its one read, even on a losing store.
+    let r = read_modify_cas(&s, "k", 3, |read| Rewrite {
+        value: read.is_none(),
+        bytes: None,
+    });
+    assert_eq!(r, Ok(true));
+    // A host refusal ends the loop at once.
+    let r = read_modify_cas(&Refuses, "k", 3, |_| Rewrite {
+        value: (),
+        bytes: Some(vec![1]),
+    });
+    assert_eq!(r, Err(UpdateError::Host(7)));
+}
+
+struct Refuses;
+
+impl SharedStore for Refuses {
+    fn get(&self, _: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        Ok(None)
+    }
+    fn set(&self, _: &str, _: &[u8], _: u32) -> Result<(), StoreError> {
+        Err(StoreError::Host(7))
+    }
+}
+
 // Threads are not available under wasm-bindgen-test.
 #[cfg(not(target_arch = "wasm32"))]
 #[test]

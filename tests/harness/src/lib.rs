@@ -9,6 +9,8 @@ pub mod docker;
 pub mod envoy;
 pub mod load;
 pub mod sse;
+#[cfg(unix)]
+pub mod stop;
 pub mod upstream;
 
 use std::time::{Duration, Instant};

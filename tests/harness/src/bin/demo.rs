@@ -2,14 +2,21 @@
 //! `envoy/envoy.yaml`, and a short walkthrough: healthy → primary fails → breaker
 //! opens and traffic fails over → primary recovers → probes close the breaker.
 //! Then it keeps running for your own curls until Ctrl-C (or exits with `--once`).
+//!
+//! However it is stopped — SIGINT, SIGTERM or SIGHUP to it, or to the `make` that
+//! started it — it stops Envoy and the mock providers, freeing ports 10000, 9901 and
+//! 18001–18003 for the next run; Envoy dies with it even on SIGKILL. Two demos (a
+//! `make demo` and a `make demo-check`) take turns through a lock file.
 
 use llm_breaker_harness::client;
 use llm_breaker_harness::envoy::{
     completed_total, envoy_bin, require_prerequisites, workspace_root,
 };
+use llm_breaker_harness::stop;
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -25,9 +32,51 @@ impl Drop for Kill {
     }
 }
 
+/// Envoy's pid once it is spawned (0 before), for the stop watcher.
+static ENVOY_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Acts on a stop signal wherever the demo is: stops Envoy (the mock providers
+/// are threads of this process and go with it) and exits 128 + the signal.
+fn watch_for_stop_signals() {
+    std::thread::spawn(|| loop {
+        if let Some(sig) = stop::received() {
+            eprintln!(
+                "\ndemo: {}: stopping Envoy and the mock providers",
+                stop::name(sig)
+            );
+            let pid = ENVOY_PID.load(Ordering::SeqCst);
+            if pid != 0 {
+                stop::terminate(pid, Duration::from_secs(3));
+            }
+            std::process::exit(128 + sig);
+        }
+        sleep(Duration::from_millis(20));
+    });
+}
+
 fn main() {
+    stop::catch_stop_signals();
+    stop::stop_with_parent();
+    watch_for_stop_signals();
     let once = std::env::args().any(|a| a == "--once");
+    let lock_path = std::env::temp_dir().join("llm-breaker-demo.lock");
+    let _lock = match stop::PortLock::acquire(&lock_path, || {
+        eprintln!(
+            "demo: another demo holds ports 10000/9901 ({}); waiting for it to stop",
+            lock_path.display()
+        );
+    }) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("demo failed: lock {}: {e}", lock_path.display());
+            std::process::exit(1);
+        }
+    };
     if let Err(e) = run(once) {
+        if stop::received().is_some() {
+            // Stopping: Envoy went because the watcher stopped it; let it finish.
+            sleep(Duration::from_secs(30));
+        }
         eprintln!("demo failed: {e}");
         std::process::exit(1);
     }
@@ -45,7 +94,9 @@ fn run(once: bool) -> Result<(), String> {
     }
     let log_path = std::env::temp_dir().join("llm-breaker-demo-envoy.log");
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let envoy = Command::new(envoy_bin())
+    let mut cmd = Command::new(envoy_bin());
+    stop::die_with_parent(&mut cmd);
+    let envoy = cmd
         .current_dir(&root)
         .args(["-c", "envoy/envoy.yaml", "--concurrency", "2"])
         .arg("--disable-hot-restart")
@@ -54,6 +105,7 @@ fn run(once: bool) -> Result<(), String> {
         .stderr(log)
         .spawn()
         .map_err(|e| format!("cannot start Envoy: {e}"))?;
+    ENVOY_PID.store(envoy.id(), Ordering::SeqCst);
     let mut envoy = Kill(envoy);
     let admin = SocketAddr::from(ADMIN);
     let listener = SocketAddr::from(LISTENER);
@@ -65,7 +117,10 @@ fn run(once: bool) -> Result<(), String> {
         }
         sleep(Duration::from_millis(100));
     }
-    println!("Envoy is up: listener http://127.0.0.1:10000, admin http://127.0.0.1:9901");
+    println!(
+        "Envoy is up (pid {}): listener http://127.0.0.1:10000, admin http://127.0.0.1:9901",
+        envoy.0.id()
+    );
     println!("Mock providers: openai :18001, azure-openai :18002, vllm :18003\n");
 
     let send = |label: &str| -> Result<String, String> {
@@ -154,7 +209,7 @@ fn run(once: bool) -> Result<(), String> {
     }
     println!(
         r#"
-Try it yourself (Ctrl-C to stop):
+Try it yourself (Ctrl-C, or SIGTERM/SIGHUP, to stop):
   curl -si 127.0.0.1:10000/v1/chat/completions -d '{{"model":"gpt-4o"}}'
   curl -s '127.0.0.1:18001/_mock/set?mode=status&status=503'   # openai fails (also: mode=ok|close|hang|cut|delay&ms=N)
   curl -s '127.0.0.1:18002/_mock/set?mode=status&status=529'   # azure-openai overloaded

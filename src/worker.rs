@@ -1,0 +1,154 @@
+//! The worker core: everything one Envoy worker does for the filter, as plain Rust
+//! with no `proxy_wasm`. The host adapter ([`crate::host`]) translates Envoy
+//! callbacks into calls on a [`Worker`] and carries its answers back; tests drive
+//! the same worker with [`crate::store::MemoryStore`], a recording [`Metrics`] and
+//! time passed in as a value.
+//!
+//! One file per concept: [`cells`] (the per-cell record), [`cache`] (the admission
+//! cache), [`batch`] (success batching), [`intake`] (route match, model source,
+//! the body for a rewrite), [`request`] (routing a request and the model rewrite), [`response`] (what to watch in a response), [`outcome`]
+//! (recording it), [`report`] (reporting state changes), [`accounting`] (which
+//! counters move), [`metrics`] (the metrics seam), [`operator`] (admin endpoints
+//! and active probes).
+
+pub mod accounting;
+pub mod batch;
+pub mod cache;
+pub mod cells;
+pub mod intake;
+pub mod metrics;
+pub mod operator;
+pub mod outcome;
+pub mod report;
+pub mod request;
+pub mod response;
+
+use crate::breaker::PhaseKind;
+use crate::config::{Config, Upstream};
+use crate::ids::{CellId, UpstreamId};
+use crate::routing::{self, Why};
+use crate::store::{self, SharedStore};
+use cells::CellRecord;
+pub use metrics::Metrics;
+
+/// How often probe leases are looked at.
+pub const PROBE_TICK_MS: u64 = 250;
+
+/// One worker's filter state for one configuration.
+pub struct Worker<S, M> {
+    config: Config,
+    store: S,
+    metrics: M,
+    /// Per breaker cell, indexed by [`CellId`].
+    cells: Vec<CellRecord>,
+    /// Per upstream: the response header value of the common case (primary,
+    /// nothing skipped), built once.
+    primary_header: Vec<String>,
+    /// Some route depends on the request's model ([`Config::uses_models`]).
+    uses_models: bool,
+    /// The admin bearer token ([`Worker::load_admin_token`]).
+    admin_token: Option<String>,
+}
+
+impl<S: SharedStore, M: Metrics> Worker<S, M> {
+    /// A worker for `config`, keeping breaker state in `store` and counting into
+    /// `metrics`. Touches neither: see [`Worker::seed`].
+    pub fn new(config: Config, store: S, metrics: M) -> Worker<S, M> {
+        let primary_header = config
+            .upstreams
+            .iter()
+            .map(|u| routing::describe(&u.name, Why::Primary, &[]))
+            .collect();
+        Worker {
+            cells: CellRecord::all(&config),
+            uses_models: config.uses_models(),
+            primary_header,
+            admin_token: None,
+            config,
+            store,
+            metrics,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where the counters go.
+    pub fn metrics(&self) -> &M {
+        &self.metrics
+    }
+
+    /// Where breaker state lives.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Whether some route depends on the request's model.
+    pub fn uses_models(&self) -> bool {
+        self.uses_models
+    }
+
+    /// The record of a breaker cell.
+    pub fn cell(&self, cell: CellId) -> Option<&CellRecord> {
+        cells::get(&self.cells, cell)
+    }
+
+    /// The upstream a breaker cell belongs to.
+    fn upstream_of(&self, cell: CellId) -> Option<(UpstreamId, &Upstream)> {
+        let u = self.config.cells.get(cell.index())?.upstream;
+        Some((u, self.config.upstream(u)?))
+    }
+
+    /// Configuration-time setup of shared data: creates every cell's key (keeping
+    /// the request path away from Envoy's non-atomic "create if absent"), sets the
+    /// state gauges from what is stored, and creates the probe leases. Idempotent,
+    /// so the canary VM may run it too.
+    pub fn seed(&self, now_ms: u64) {
+        for (cell, c) in CellId::all(self.cells.len()).zip(&self.config.cells) {
+            let (Some((u, up)), Some(rec)) = (self.upstream_of(cell), self.cell(cell)) else {
+                continue;
+            };
+            if let Err(e) = store::seed(&self.store, &rec.key, &up.breaker, now_ms) {
+                log::warn!(
+                    "llm-breaker: cannot seed shared state of {}: {e}",
+                    rec.label
+                );
+            }
+            if let Ok(state) = store::peek(&self.store, &rec.key, &up.breaker, now_ms) {
+                if c.model.is_none() || state.kind() != PhaseKind::Closed {
+                    accounting::state(&self.metrics, u, state.kind());
+                }
+            }
+        }
+        log::info!(
+            "llm-breaker: configured {} route(s), {} upstream(s)",
+            self.config.routes.len(),
+            self.config.upstreams.len()
+        );
+        for u in self.config.upstreams.iter().filter(|u| u.probe.is_some()) {
+            crate::probe::seed(&self.store, &crate::probe::key(&u.name));
+        }
+    }
+
+    /// The period of the worker's timer: the flush period, or the probe period
+    /// (250 ms, or the flush period if shorter) when some upstream has a probe;
+    /// 0 for none.
+    pub fn tick_period_ms(&self) -> u64 {
+        let probing = self.config.upstreams.iter().any(|u| u.probe.is_some());
+        match (self.config.success_flush_ms, probing) {
+            (0, true) => PROBE_TICK_MS,
+            (f, true) => f.min(PROBE_TICK_MS),
+            (f, false) => f,
+        }
+    }
+
+    /// The timer fired: writes the batches that are due.
+    pub fn tick(&self, now_ms: u64) {
+        self.flush_due(now_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests;

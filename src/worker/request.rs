@@ -1,0 +1,181 @@
+//! Routing one request: asks each chain entry's breaker cell (from the admission
+//! cache when it can answer, else from shared data), counts the decision, and says
+//! what the host must do: name the cluster (and the model to rewrite the body to),
+//! or answer with the all-open 503.
+
+use super::{accounting, Metrics, Worker};
+use crate::breaker::{Admission, Ticket};
+use crate::config::Route;
+use crate::ids::{CellId, RouteId, UpstreamId};
+use crate::routing::{self, Decision, Why};
+use crate::store::{self, SharedStore};
+use std::borrow::Cow;
+
+/// A request the filter routed and still has to account for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// Where it went.
+    pub upstream: UpstreamId,
+    /// The breaker cell (the upstream, or the upstream and model).
+    pub cell: CellId,
+    /// The breaker's ticket, if its outcome is recorded.
+    pub ticket: Option<Ticket>,
+    /// Why that upstream.
+    pub why: Why,
+    /// Upstreams tried first that did not admit.
+    pub skipped: Vec<UpstreamId>,
+    /// When the request was complete (headers, end of body, or trailers): the
+    /// provider's time to first byte counts from here, not from a slow upload.
+    pub start_ms: u64,
+}
+
+/// What the host does with a routed request.
+#[derive(Debug)]
+pub enum Routing<'w> {
+    /// Send it to `cluster` (the route header's value).
+    Send {
+        /// The request, to account for when it ends.
+        routed: Routed,
+        /// The cluster name.
+        cluster: &'w str,
+        /// The model the chain entry asks the body to name, if any.
+        rewrite: Option<&'w str>,
+    },
+    /// Answer with the all-open 503.
+    Reject(Rejection<'w>),
+}
+
+/// The all-open local reply.
+#[derive(Debug)]
+pub struct Rejection<'w> {
+    /// The JSON body.
+    pub body: String,
+    /// The `retry-after` value, in seconds.
+    pub retry_after: String,
+    /// The response header naming the skipped upstreams, when that header is on.
+    pub info: Option<(&'w str, String)>,
+}
+
+impl Rejection<'_> {
+    /// The reply's headers.
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("retry-after", self.retry_after.as_str()),
+        ];
+        if let Some((h, value)) = &self.info {
+            headers.push((h, value.as_str()));
+        }
+        headers
+    }
+}
+
+/// The model `route` asks its chain entry for `upstream` to be sent with.
+pub fn rewrite_on(route: &Route, upstream: UpstreamId) -> Option<&str> {
+    let i = route.chain.iter().position(|&x| x == upstream)?;
+    route.chain_models.get(i)?.as_deref()
+}
+
+impl<S: SharedStore, M: Metrics> Worker<S, M> {
+    /// Asks `cell`'s breaker to admit a request: from this worker's last read when
+    /// it can answer ([`super::cache::Seen::admit`]), else from shared data.
+    /// `None`: the state could not be read (the request goes untracked).
+    pub fn admit(&self, cell: CellId, now_ms: u64) -> Option<Admission> {
+        let (_, up) = self.upstream_of(cell)?;
+        let rec = self.cell(cell)?;
+        let ttl = self.config.admission_cache_ms;
+        if let Some(a) = rec.seen().and_then(|s| s.admit(ttl, now_ms)) {
+            return Some(a);
+        }
+        match store::admit(&self.store, &rec.key, &up.breaker, now_ms) {
+            Ok(a) => {
+                self.report(cell, a.transition.as_ref(), a.reset.as_ref(), now_ms);
+                match a.admission {
+                    Admission::Admitted(t) => rec.saw(t.epoch, a.quiet, now_ms),
+                    Admission::Denied { retry_at_ms } => rec.saw_denied(retry_at_ms, now_ms),
+                }
+                Some(a.admission)
+            }
+            Err(e) => {
+                self.report_error(cell, e);
+                None
+            }
+        }
+    }
+
+    /// Routes a request that matched `route`, for `model` if known.
+    pub fn route(&self, route: RouteId, model: Option<&str>, now_ms: u64) -> Option<Routing<'_>> {
+        let r = self.config.routes.get(route.index())?;
+        let decision = routing::choose(r, now_ms, |u| {
+            self.admit(self.config.cell(u, rewrite_on(r, u).or(model)), now_ms)
+        });
+        accounting::decision(&self.metrics, route, &decision);
+        match decision {
+            Decision::Send {
+                upstream,
+                ticket,
+                why,
+                skipped,
+            } => {
+                let rewrite = rewrite_on(r, upstream);
+                let routed = Routed {
+                    upstream,
+                    cell: self.config.cell(upstream, rewrite.or(model)),
+                    ticket,
+                    why,
+                    skipped,
+                    start_ms: now_ms,
+                };
+                let cluster = &self.config.upstream(upstream)?.name;
+                Some(Routing::Send {
+                    routed,
+                    cluster,
+                    rewrite,
+                })
+            }
+            Decision::Reject {
+                retry_after_s,
+                skipped,
+            } => Some(Routing::Reject(self.rejection(r, retry_after_s, &skipped))),
+        }
+    }
+
+    fn rejection(&self, r: &Route, retry_after_s: u64, skipped: &[UpstreamId]) -> Rejection<'_> {
+        let info = self.config.response_header.as_ref().map(|h| {
+            let value = format!(
+                "upstream=none; reason=all_open; skipped={}",
+                self.names(skipped).join(",")
+            );
+            (h.as_str(), value)
+        });
+        Rejection {
+            body: routing::reject_body(&r.name, retry_after_s),
+            retry_after: retry_after_s.to_string(),
+            info,
+        }
+    }
+
+    fn names(&self, ids: &[UpstreamId]) -> Vec<&str> {
+        ids.iter()
+            .filter_map(|&u| self.config.upstream(u).map(|x| x.name.as_str()))
+            .collect()
+    }
+
+    /// The response header naming the serving upstream, when that header is on:
+    /// its name and value (built once for the common case).
+    pub fn served_header(&self, routed: &Routed) -> Option<(&str, Cow<'_, str>)> {
+        let h = self.config.response_header.as_deref()?;
+        let common = (routed.why == Why::Primary && routed.skipped.is_empty())
+            .then(|| self.primary_header.get(routed.upstream.index()))
+            .flatten();
+        let value = match common {
+            Some(v) => Cow::Borrowed(v.as_str()),
+            None => {
+                let name = &self.config.upstream(routed.upstream)?.name;
+                let skipped = self.names(&routed.skipped);
+                Cow::Owned(routing::describe(name, routed.why, &skipped))
+            }
+        };
+        Some((h, value))
+    }
+}
