@@ -1,6 +1,6 @@
 //! The proxy's own limits against the provider's failures: every Envoy response
 //! flag, and the `response.code_details` values measured in Envoy 1.40 for each
-//! timeout (see README "Failure classification").
+//! timeout (see docs/detection.md).
 
 use super::flags::*;
 use super::*;
