@@ -116,15 +116,15 @@ pub fn provider_cluster(p: &Provider) -> Value {
 
 /// How the upstream wasm filter's module is referenced.
 pub enum FilterSource<'a> {
-    /// Inline, with `code.local.filename` (plain Envoy).
-    Local(&'a Providers),
+    /// Inline, with `code.local.filename` (plain Envoy), and this configuration.
+    Local(&'a Providers, &'a str),
     /// Through ECDS over ADS (Istio's `EXTENSION_CONFIG`).
     Discovery,
 }
 
 /// The upstream role's wasm filter config (`envoy.extensions.filters.http.wasm.v3.Wasm`),
 /// with `code` given.
-pub fn wasm_config(p: &Providers, code: Value) -> Value {
+pub fn wasm_config(p: &Providers, upstream_config: &str, code: Value) -> Value {
     map([
         (
             "@type",
@@ -153,8 +153,8 @@ pub fn wasm_config(p: &Providers, code: Value) -> Value {
                             "@type",
                             s("type.googleapis.com/google.protobuf.StringValue"),
                         ),
-                        // The filter side (issue 10) reads this to take the upstream role.
-                        ("value", s(r#"{"role":"upstream"}"#)),
+                        // The filter's JSON plus `"role": "upstream"` (issue 10's filter side).
+                        ("value", s(upstream_config)),
                     ]),
                 ),
             ]),
@@ -164,12 +164,13 @@ pub fn wasm_config(p: &Providers, code: Value) -> Value {
 
 fn upstream_filter(source: &FilterSource) -> Value {
     match source {
-        FilterSource::Local(p) => map([
+        FilterSource::Local(p, config) => map([
             ("name", s(UPSTREAM_FILTER)),
             (
                 "typed_config",
                 wasm_config(
                     p,
+                    config,
                     map([("local", map([("filename", s(&p.wasm.filename))]))]),
                 ),
             ),

@@ -165,6 +165,9 @@ pub struct FilterView {
     pub route_header: String,
     /// Each route's name and chain of upstream names, primary first.
     pub chains: Vec<(String, Vec<String>)>,
+    /// The upstream role's configuration: the same JSON with `"role": "upstream"` added
+    /// (compact, keys sorted), so both roles always run the same breakers.
+    pub upstream_config: String,
 }
 
 /// Validates `json` with the filter's own parser, then reads the route chains from the raw
@@ -172,7 +175,7 @@ pub struct FilterView {
 pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
     llm_breaker::config::Config::parse(json)
         .map_err(|e| InputError::FilterConfig(e.to_string()))?;
-    let doc: serde_json::Value =
+    let mut doc: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| InputError::FilterConfig(e.to_string()))?;
     let route_header = doc
         .get("route_header")
@@ -207,9 +210,15 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
             .collect();
         chains.push((name, chain));
     }
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("role".into(), serde_json::Value::from("upstream"));
+    }
+    let upstream_config =
+        serde_json::to_string(&doc).map_err(|e| InputError::FilterConfig(e.to_string()))?;
     Ok(FilterView {
         route_header,
         chains,
+        upstream_config,
     })
 }
 

@@ -5,7 +5,7 @@
 //! clusters' `http_filters` reference. Istio-owned clusters and the router are not patched.
 
 use crate::envoy::{self, map, FilterSource, UPSTREAM_FILTER};
-use crate::input::Providers;
+use crate::input::{FilterView, Providers};
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
@@ -16,7 +16,7 @@ fn s(v: &str) -> Value {
 /// The `EnvoyFilter` manifest.
 pub fn envoy_filter(
     p: &Providers,
-    route_header: &str,
+    filter: &FilterView,
     aggregates: &BTreeMap<String, Vec<String>>,
 ) -> Value {
     let context = "GATEWAY";
@@ -48,7 +48,10 @@ pub fn envoy_filter(
                     "value",
                     map([
                         ("name", s(UPSTREAM_FILTER)),
-                        ("typed_config", envoy::wasm_config(p, Value::Mapping(code))),
+                        (
+                            "typed_config",
+                            envoy::wasm_config(p, &filter.upstream_config, Value::Mapping(code)),
+                        ),
                     ]),
                 ),
             ]),
@@ -82,7 +85,7 @@ pub fn envoy_filter(
                 ("operation", s("MERGE")),
                 (
                     "value",
-                    map([("route", envoy::route_action(route_header, p))]),
+                    map([("route", envoy::route_action(&filter.route_header, p))]),
                 ),
             ]),
         ),

@@ -46,7 +46,7 @@ pub fn generate(
                 serde_yaml::Value::Sequence(envoy::clusters(
                     &providers,
                     &aggregates,
-                    &envoy::FilterSource::Local(&providers),
+                    &envoy::FilterSource::Local(&providers, &filter.upstream_config),
                 )),
             ),
             (
@@ -54,7 +54,7 @@ pub fn generate(
                 envoy::route_action(&filter.route_header, &providers),
             ),
         ]),
-        Format::Istio => istio::envoy_filter(&providers, &filter.route_header, &aggregates),
+        Format::Istio => istio::envoy_filter(&providers, &filter, &aggregates),
     };
     let body = serde_yaml::to_string(&doc).map_err(|e| InputError::ProviderFile(e.to_string()))?;
     Ok(format!("{HEADER}{body}"))
@@ -73,7 +73,7 @@ pub fn fill_template(
     let clusters = envoy::clusters(
         &providers,
         &aggregates,
-        &envoy::FilterSource::Local(&providers),
+        &envoy::FilterSource::Local(&providers, &filter.upstream_config),
     );
     let yaml = serde_yaml::to_string(&serde_yaml::Value::Sequence(clusters))
         .map_err(|e| InputError::ProviderFile(e.to_string()))?;

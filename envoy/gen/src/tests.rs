@@ -109,7 +109,16 @@ fn the_upstream_filter_shares_the_vm_id_and_comes_before_the_codec() {
     assert_eq!(filters[0]["name"], "llm-breaker-upstream");
     let config = &filters[0]["typed_config"]["config"];
     assert_eq!(config["vm_config"]["vm_id"], "llm_breaker");
-    assert_eq!(config["configuration"]["value"], r#"{"role":"upstream"}"#);
+    let json: serde_json::Value =
+        serde_json::from_str(config["configuration"]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        json["role"], "upstream",
+        "the upstream role is told so in its configuration"
+    );
+    assert_eq!(
+        json["routes"][0]["name"], "chat",
+        "and runs the same breakers as the downstream role"
+    );
     assert_eq!(filters[1]["name"], "envoy.filters.http.upstream_codec");
 }
 

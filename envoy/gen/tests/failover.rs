@@ -5,6 +5,8 @@
 //!
 //! A missing Envoy fails the test (it never passes by skipping).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_breaker_gen::{generate, Format};
 use serde_yaml::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -472,8 +474,8 @@ fn with_the_default_retry_limit_concurrent_retries_overflow() {
 }
 
 /// The whole generated example (upstream wasm filter included) loads in Envoy's validate
-/// mode. The filter does not know `{"role":"upstream"}` yet (issue 10's filter side), so
-/// the upstream entry gets the example's filter JSON here; needs `make build`.
+/// mode. The filter does not know `"role": "upstream"` yet (issue 10's filter side), so
+/// the field is dropped here; needs `make build`.
 #[test]
 fn the_generated_example_validates_in_envoy() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -487,14 +489,9 @@ fn the_generated_example_validates_in_envoy() {
     let providers = std::fs::read_to_string(format!("{dir}/providers.yaml")).unwrap();
     let template = "node: { id: gen, cluster: gen }\nstatic_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
     let full = llm_breaker_gen::fill_template(template, filter.as_bytes(), &providers).unwrap();
-    let compact: String =
-        serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&filter).unwrap())
-            .unwrap();
+    // Today's parser refuses the unknown field `role`: drop it for this check.
     let full = full
-        .replace(
-            "value: '{\"role\":\"upstream\"}'",
-            &format!("value: '{compact}'"),
-        )
+        .replace(r#","role":"upstream""#, "")
         .replace("filename: target/", &format!("filename: {root}/target/"));
     let path = std::env::temp_dir().join(format!("llmb-gen-validate-{}.yaml", std::process::id()));
     std::fs::write(&path, full).unwrap();
