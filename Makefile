@@ -44,7 +44,7 @@ $(WBT_RUNNER):
 	cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)
 
 ## test: lint, native unit tests, the same tests in a wasm engine, Envoy integration tests, the demo
-test: lint unit wasm-test demo-check integration soak-short compose-test istio-test dashboard-test alerts-test
+test: lint unit wasm-test demo-check integration gen-test soak-short compose-test istio-test dashboard-test alerts-test
 
 ## lint: rustfmt check and clippy -D warnings, native and wasm
 lint: $(TARGETS)
@@ -204,3 +204,20 @@ alerts-test: build $(ENVOY)
 	promtool check rules envoy/prometheus/alerts.yaml
 	promtool test rules envoy/prometheus/alerts_test.yaml
 	cargo test -p llm-breaker --test alerts
+
+# ---- within-request failover: the Envoy / Istio config generator (envoy/gen) -------
+
+.PHONY: gen gen-test
+GEN         := cargo run --release --quiet -p llm-breaker-gen --
+GEN_EXAMPLE := envoy/gen/example
+
+## gen: regenerate envoy/gen/example/ (aggregate clusters + upstream filter; the Istio EnvoyFilter) from its filter.json and providers.yaml
+gen:
+	$(GEN) --filter $(GEN_EXAMPLE)/filter.json --providers $(GEN_EXAMPLE)/providers.yaml --out $(GEN_EXAMPLE)/envoy-clusters.yaml
+	$(GEN) --filter $(GEN_EXAMPLE)/filter.json --providers $(GEN_EXAMPLE)/providers.yaml --istio --out $(GEN_EXAMPLE)/istio-failover.yaml
+
+## gen-test: the generator's unit tests, its real-Envoy failover test, and its lints
+gen-test: build $(ENVOY)
+	cargo fmt -p llm-breaker-gen -- --check
+	cargo clippy --all-targets -p llm-breaker-gen -- -D warnings
+	cargo test -p llm-breaker-gen

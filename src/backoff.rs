@@ -6,17 +6,17 @@ use crate::config::OpenPolicy;
 /// Open duration in ms for the `reopens`-th open since the last full close
 /// (0 = first trip). `seed` spreads breakers that trip at the same moment.
 pub fn open_duration_ms(policy: &OpenPolicy, reopens: u32, seed: u64) -> u64 {
-    let base = policy.base_ms as f64;
+    let base = policy.base_ms.get() as f64;
     let grown = base * policy.multiplier.powi(reopens.min(1000) as i32);
-    let capped = grown.min(policy.max_ms as f64);
+    let capped = grown.min(policy.max_ms.get() as f64);
     // r in [-1, 1]
     let r = (splitmix64(seed) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
     let jittered = capped * (1.0 + policy.jitter * r);
-    let ms = jittered.min(policy.max_ms as f64).max(1.0);
+    let ms = jittered.min(policy.max_ms.get() as f64).max(1.0);
     if ms.is_finite() {
         ms as u64
     } else {
-        policy.max_ms
+        policy.max_ms.get()
     }
 }
 
@@ -49,13 +49,14 @@ pub fn fnv1a(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Millis;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn policy(jitter: f64) -> OpenPolicy {
         OpenPolicy {
-            base_ms: 30_000,
-            max_ms: 300_000,
+            base_ms: Millis(30_000),
+            max_ms: Millis(300_000),
             multiplier: 2.0,
             jitter,
         }

@@ -137,7 +137,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     /// 0 for none.
     pub fn tick_period_ms(&self) -> u64 {
         let probing = self.config.upstreams.iter().any(|u| u.probe.is_some());
-        match (self.config.success_flush_ms, probing) {
+        match (self.config.success_flush_ms.get(), probing) {
             (0, true) => PROBE_TICK_MS,
             (f, true) => f.min(PROBE_TICK_MS),
             (f, false) => f,

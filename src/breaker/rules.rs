@@ -35,7 +35,7 @@ pub(super) fn hinted_open_ms(cfg: &BreakerConfig, outcome: &Outcome) -> Option<u
     outcome
         .reset_in_ms
         .filter(|&ms| ms > 0)
-        .map(|ms| ms.min(cfg.rate_limit.max_open_ms))
+        .map(|ms| ms.min(cfg.rate_limit.max_open_ms.get()))
 }
 
 /// Slack for clocks of different workers (and a clock step) when judging an open
@@ -70,7 +70,7 @@ pub(super) fn admit_probe(
         let retry_at_ms = earliest.min(now_ms.saturating_add(1000));
         return (Admission::Denied { retry_at_ms }, expired);
     }
-    let mut token = now_ms.saturating_add(cfg.half_open.permit_timeout_ms);
+    let mut token = now_ms.saturating_add(cfg.half_open.permit_timeout_ms.get());
     while permits.contains(&token) {
         token = token.wrapping_add(1);
     }

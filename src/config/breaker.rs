@@ -9,7 +9,7 @@ use super::raw::{
     RawWindow,
 };
 use super::{
-    BreakerConfig, ConfigError, FailurePolicy, HalfOpenPolicy, OpenPolicy, RateLimitPolicy,
+    BreakerConfig, ConfigError, FailurePolicy, HalfOpenPolicy, Millis, OpenPolicy, RateLimitPolicy,
     WindowSpec, MAX_CALLS, MAX_PERMITS,
 };
 
@@ -111,7 +111,7 @@ impl TryFrom<RawWindow> for WindowSpec {
 
 /// The slow-call rule.
 struct SlowCall {
-    ttfb_ms: u64,
+    ttfb_ms: Millis,
     rate_threshold: f64,
 }
 
@@ -134,7 +134,7 @@ impl TryFrom<RawOpen> for OpenPolicy {
         let base_ms = o.base_ms.within("base_ms", 1, MAX_DAY_MS)?;
         let max_ms = o
             .max_ms
-            .within("max_ms", base_ms, MAX_DAY_MS)
+            .within("max_ms", base_ms.get(), MAX_DAY_MS)
             .map_err(|_| {
                 invalid(
                     "max_ms",

@@ -32,10 +32,10 @@ pub struct Config {
     /// Routes in match order.
     pub routes: Vec<Route>,
     /// Aggregation period for fast successes on healthy upstreams (0 = off).
-    pub success_flush_ms: u64,
+    pub success_flush_ms: Millis,
     /// How long a worker's own read of a breaker answers admissions: quiet admits,
     /// denying denies until its end (0 = off).
-    pub admission_cache_ms: u64,
+    pub admission_cache_ms: Millis,
     /// Every upstream named by some route, each with its effective breaker settings.
     pub upstreams: Vec<Upstream>,
     /// Bytes of a response body parsed for in-band errors.
@@ -148,9 +148,9 @@ pub struct ProbeConfig {
     /// Healthy statuses.
     pub expect_status: Vec<u16>,
     /// Timeout in ms.
-    pub timeout_ms: u64,
+    pub timeout_ms: Millis,
     /// Interval in ms.
-    pub interval_ms: u64,
+    pub interval_ms: Millis,
 }
 
 /// Effective breaker settings of one upstream.
@@ -165,7 +165,7 @@ pub struct BreakerConfig {
     /// The sliding window shape.
     pub window: WindowSpec,
     /// First byte later than this (ms) makes a call slow.
-    pub slow_ttfb_ms: u64,
+    pub slow_ttfb_ms: Millis,
     /// Slow-call-rate threshold in (0, 1].
     pub slow_rate_threshold: f64,
     /// Open-duration schedule.
@@ -184,9 +184,9 @@ impl BreakerConfig {
     /// The longest open period this breaker can set (backoff or reset hint).
     pub fn longest_open_ms(&self) -> u64 {
         if self.rate_limit.trip_on_reset_hint {
-            self.open.max_ms.max(self.rate_limit.max_open_ms)
+            self.open.max_ms.max(self.rate_limit.max_open_ms).get()
         } else {
-            self.open.max_ms
+            self.open.max_ms.get()
         }
     }
 }
@@ -197,7 +197,7 @@ pub struct RateLimitPolicy {
     /// Open at once for the hinted time (capped), instead of counting.
     pub trip_on_reset_hint: bool,
     /// Cap on a hinted open period, in ms.
-    pub max_open_ms: u64,
+    pub max_open_ms: Millis,
 }
 
 /// Shape of the sliding window.
@@ -213,9 +213,9 @@ pub enum WindowSpec {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OpenPolicy {
     /// First open duration in ms.
-    pub base_ms: u64,
+    pub base_ms: Millis,
     /// Upper bound in ms.
-    pub max_ms: u64,
+    pub max_ms: Millis,
     /// Growth factor per re-open.
     pub multiplier: f64,
     /// Fractional random spread.
@@ -230,7 +230,7 @@ pub struct HalfOpenPolicy {
     /// Successes that close the breaker.
     pub success_threshold: u32,
     /// Permit lifetime in ms.
-    pub permit_timeout_ms: u64,
+    pub permit_timeout_ms: Millis,
 }
 
 /// Which outcomes count as provider failures.

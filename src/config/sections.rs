@@ -5,7 +5,7 @@
 use super::checks::{check_header_name, check_path_prefix, range};
 use super::error::invalid;
 use super::raw::{RawAdmin, RawConfig, RawInBand, RawModel};
-use super::{AdminConfig, ConfigError, ModelSource};
+use super::{AdminConfig, ConfigError, Millis, ModelSource};
 
 /// The header the filter writes for Envoy's router, and the optional response
 /// header naming the upstream that served.
@@ -39,8 +39,8 @@ impl Headers {
 
 /// How long a worker may hold successes and answer admissions from its own read.
 pub(super) struct Timing {
-    pub success_flush_ms: u64,
-    pub admission_cache_ms: u64,
+    pub success_flush_ms: Millis,
+    pub admission_cache_ms: Millis,
 }
 
 impl Timing {

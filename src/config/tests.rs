@@ -37,10 +37,10 @@ fn one_route_is_a_complete_config_and_defaults_apply() {
     let c = Config::parse(br#"{"routes":[{"name":"r","upstreams":["a"]}]}"#).unwrap();
     let b = &c.upstreams[0].breaker;
     assert_eq!(c.route_header, "x-llm-breaker-upstream");
-    assert_eq!(c.success_flush_ms, 250);
+    assert_eq!(c.success_flush_ms, Millis(250));
     assert_eq!(b.consecutive_failures, 5);
     assert_eq!(b.window, WindowSpec::Seconds(60));
-    assert_eq!(b.open.base_ms, 30_000);
+    assert_eq!(b.open.base_ms, Millis(30_000));
     assert_eq!(b.half_open.permitted_calls, 3);
     assert_eq!(b.failure.status, vec![500, 502, 503, 504, 529]);
     assert!(c.routes[0].matches("/anything"));
@@ -402,7 +402,11 @@ fn a_probe_gets_its_pseudo_headers_and_a_host_override() {
         ]
     );
     assert_eq!(
-        (p.expect_status.as_slice(), p.timeout_ms, p.interval_ms),
+        (
+            p.expect_status.as_slice(),
+            p.timeout_ms.get(),
+            p.interval_ms.get()
+        ),
         (&[200][..], 5000, 5000)
     );
     assert_eq!(p.body, b"{}");

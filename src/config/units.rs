@@ -3,10 +3,13 @@
 
 use super::checks::range;
 use super::ConfigError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// A duration in milliseconds, as written in the configuration (a JSON integer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(
+    Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
+)]
 #[serde(transparent)]
 pub struct Millis(pub u64);
 
@@ -18,7 +21,13 @@ impl Millis {
 
     /// The milliseconds, when between `lo` and `hi` (inclusive); else an error
     /// naming `field` and the value.
-    pub fn within(self, field: &str, lo: u64, hi: u64) -> Result<u64, ConfigError> {
-        range(field, self.0, lo, hi).map(|()| self.0)
+    pub fn within(self, field: &str, lo: u64, hi: u64) -> Result<Millis, ConfigError> {
+        range(field, self.0, lo, hi).map(|()| self)
+    }
+}
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }

@@ -22,7 +22,7 @@ pub fn tick(core: &Core, probes: &mut Probes, now_ms: u64) {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let body = (!p.body.is_empty()).then_some(&p.body[..]);
-        let sent = abi::dispatch_http_call(&up.name, headers, body, p.timeout_ms);
+        let sent = abi::dispatch_http_call(&up.name, headers, body, p.timeout_ms.get());
         if let Err(s) = &sent {
             log::warn!(
                 "llm-breaker: cannot send the active probe to {} ({s:?})",

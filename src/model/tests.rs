@@ -46,9 +46,10 @@ fn check(name: &str, body: &[u8], want: &Want) {
     }
 }
 
+/// A top-level string `"model"` is found, however the JSON around it is written.
 #[test]
-fn finds_the_top_level_model() {
-    let cases: Vec<(&str, String, Want)> = vec![
+fn finds_the_top_level_model_string() {
+    check_all(&[
         (
             "plain",
             r#"{"model":"gpt-4o"}"#.into(),
@@ -105,6 +106,13 @@ fn finds_the_top_level_model() {
             r#"{"x":"\ud800","y":"\udc00\ud800\u0041","model":"m"}"#.into(),
             Found(r#""m""#, "m"),
         ),
+    ]);
+}
+
+/// A missing, misspelt, non-string or control-character model is absent.
+#[test]
+fn a_missing_or_unusable_model_is_absent() {
+    check_all(&[
         ("empty object", "{}".into(), Absent),
         ("empty object with space", " { \n } ".into(), Absent),
         ("no model", r#"{"messages":[{"model":"x"}]}"#.into(), Absent),
@@ -129,6 +137,13 @@ fn finds_the_top_level_model() {
         ),
         ("escaped control", r#"{"model":"gpt\n4o"}"#.into(), Absent),
         ("escaped nul", r#"{"model":"gpt\u00004o"}"#.into(), Absent),
+    ]);
+}
+
+/// A body that is not an object, or ends early, says which.
+#[test]
+fn non_objects_and_cut_bodies_fail_as_such() {
+    check_all(&[
         (
             "top-level array",
             r#"[{"model":"x"}]"#.into(),
@@ -155,6 +170,13 @@ fn finds_the_top_level_model() {
             r#"{"model":"gpt"#.into(),
             Fails(ModelError::Truncated),
         ),
+    ]);
+}
+
+/// Malformed JSON fails at the byte where it goes wrong.
+#[test]
+fn malformed_json_fails_at_the_offending_byte() {
+    check_all(&[
         ("trailing garbage", r#"{"model":"m"} x"#.into(), invalid(14)),
         ("two objects", r#"{}{}"#.into(), invalid(2)),
         ("trailing comma", r#"{"model":"m",}"#.into(), invalid(13)),
@@ -191,8 +213,12 @@ fn finds_the_top_level_model() {
         ("array as object", r#"{"a":{1}}"#.into(), invalid(6)),
         ("missing comma", r#"{"a":[1 2]}"#.into(), invalid(8)),
         ("single quotes", r#"{'model':'m'}"#.into(), invalid(1)),
-    ];
-    for (name, body, want) in &cases {
+    ]);
+}
+
+/// Each body gets what its case wants.
+fn check_all(cases: &[(&str, String, Want)]) {
+    for (name, body, want) in cases {
         check(name, body.as_bytes(), want);
     }
 }

@@ -300,7 +300,7 @@ fn is_open_reads_the_head_and_falls_back_to_the_whole_state() {
     }
     assert!(is_open(&s, &a, &c, 0), "open");
     // Past the open time, a request half-opens it: neither closed nor open.
-    let open_ms = c.open.max_ms;
+    let open_ms = c.open.max_ms.get();
     admit(&s, &c, open_ms + 1);
     assert_eq!(
         peek(&s, &a, &c, open_ms + 1).unwrap().kind(),

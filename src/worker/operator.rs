@@ -200,7 +200,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 &self.store,
                 &crate::probe::key(&up.name),
                 now_ms,
-                p.interval_ms,
+                p.interval_ms.get(),
             )
     }
 

@@ -19,7 +19,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         let Some(up) = self.config.upstream(routed.upstream) else {
             return;
         };
-        let verdict = classify::classify(&up.breaker.failure, up.breaker.slow_ttfb_ms, facts);
+        let verdict = classify::classify(&up.breaker.failure, up.breaker.slow_ttfb_ms.get(), facts);
         let cell = routed.cell;
         match routed.ticket {
             // A fast success on a breaker that is closed with no failure streak right
@@ -30,7 +30,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                     && t.permit.is_none()
                     && self.quiet(cell, t.epoch, now_ms) =>
             {
-                let flush_ms = self.config.success_flush_ms;
+                let flush_ms = self.config.success_flush_ms.get();
                 if let Some(b) = self
                     .cell(cell)
                     .and_then(|r| r.hold(t.epoch, now_ms, flush_ms))
@@ -50,7 +50,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     /// window (in a count window a late batch would push out failures that came
     /// after it).
     fn holdable(&self, up: &Upstream, verdict: &Verdict) -> bool {
-        self.config.success_flush_ms > 0
+        self.config.success_flush_ms.get() > 0
             && matches!(up.breaker.window, WindowSpec::Seconds(_))
             && matches!(
                 verdict,
@@ -123,7 +123,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
 
     /// Writes every batch held at least `success_flush_ms`.
     pub fn flush_due(&self, now_ms: u64) {
-        let flush_ms = self.config.success_flush_ms;
+        let flush_ms = self.config.success_flush_ms.get();
         for (cell, rec) in CellId::all(self.cells.len()).zip(&self.cells) {
             if let Some(b) = rec.take_due(now_ms, flush_ms) {
                 self.write_successes(cell, b, now_ms);

@@ -83,7 +83,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     pub fn admit(&self, cell: CellId, now_ms: u64) -> Option<Admission> {
         let (_, up) = self.upstream_of(cell)?;
         let rec = self.cell(cell)?;
-        let ttl = self.config.admission_cache_ms;
+        let ttl = self.config.admission_cache_ms.get();
         if let Some(a) = rec.seen().and_then(|s| s.admit(ttl, now_ms)) {
             return Some(a);
         }

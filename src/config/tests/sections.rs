@@ -72,7 +72,10 @@ fn sections_name_their_own_fields() {
 #[test]
 fn valid_sections_keep_their_values() {
     let open = OpenPolicy::try_from(raw::<RawOpen>(r#"{"base_ms":10,"max_ms":10}"#)).unwrap();
-    assert_eq!((open.base_ms, open.max_ms, open.multiplier), (10, 10, 2.0));
+    assert_eq!(
+        (open.base_ms.get(), open.max_ms.get(), open.multiplier),
+        (10, 10, 2.0)
+    );
     let w = WindowSpec::try_from(raw::<RawWindow>(r#"{"seconds":30}"#)).unwrap();
     assert_eq!(w, WindowSpec::Seconds(30));
 }
@@ -82,7 +85,7 @@ fn millis_is_a_json_integer_with_its_range_beside_it() {
     assert_eq!(raw::<Millis>("250"), Millis(250));
     assert!(serde_json::from_str::<Millis>("-1").is_err());
     assert!(serde_json::from_str::<Millis>("\"5s\"").is_err());
-    assert_eq!(Millis(5).within("x_ms", 1, 10), Ok(5));
+    assert_eq!(Millis(5).within("x_ms", 1, 10), Ok(Millis(5)));
     assert_eq!(
         Millis(0).within("x_ms", 1, 10).unwrap_err().to_string(),
         "invalid configuration: `x_ms`: must be between 1 and 10, got 0"

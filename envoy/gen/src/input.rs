@@ -1,0 +1,286 @@
+//! The generator's two inputs: the filter's JSON (validated by the filter's own parser,
+//! read for its route chains) and the provider file (where each upstream lives).
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Why the inputs were refused; `Display` names the file's field and the bad value.
+#[derive(Debug, PartialEq)]
+pub enum InputError {
+    /// The filter's own parser refused the JSON (its message, unchanged).
+    FilterConfig(String),
+    /// The provider file is not valid YAML for [`Providers`].
+    ProviderFile(String),
+    /// A field of the provider file has a bad value.
+    Field { field: String, message: String },
+    /// An upstream of the filter's routes has no provider entry.
+    MissingProvider { route: String, upstream: String },
+    /// Two ordered subsets would get the same cluster name.
+    NameCollision(String),
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::FilterConfig(m) => write!(f, "filter configuration: {m}"),
+            InputError::ProviderFile(m) => write!(f, "provider file: {m}"),
+            InputError::Field { field, message } => write!(f, "provider file: `{field}`: {message}"),
+            InputError::MissingProvider { route, upstream } => write!(
+                f,
+                "provider file: upstream {upstream:?} of route {route:?} has no entry in `providers`"
+            ),
+            InputError::NameCollision(n) => write!(
+                f,
+                "two different upstream orders would share the cluster name {n:?}; rename an upstream so no name contains '|'"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// The provider file (YAML or JSON). Only `providers` is required.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Providers {
+    /// One entry per upstream name used in the filter's routes.
+    pub providers: Vec<Provider>,
+    /// The upstream role's wasm module.
+    #[serde(default)]
+    pub wasm: Wasm,
+    /// Retry settings of the generated aggregate clusters.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Istio-only settings (namespace, gateway selector, the route to patch).
+    #[serde(default)]
+    pub istio: Istio,
+}
+
+/// Where one upstream lives.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// The upstream name, as in the filter's `routes[].upstreams`; also the cluster name.
+    pub name: String,
+    /// An IP address (a STATIC cluster) or a DNS name (a LOGICAL_DNS cluster).
+    pub address: String,
+    /// TCP port.
+    pub port: u16,
+    /// Originate TLS to it.
+    #[serde(default)]
+    pub tls: bool,
+    /// SNI for TLS; defaults to `address`. Only with `tls`.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Connect timeout in ms (default 5000).
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u32,
+}
+
+fn default_connect_timeout_ms() -> u32 {
+    5000
+}
+
+/// The upstream role's wasm module: same `vm_id` as the downstream filter.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Wasm {
+    /// Must equal the downstream filter's `vm_config.vm_id` (shared breaker state).
+    pub vm_id: String,
+    /// Envoy output: `code.local.filename`.
+    pub filename: String,
+    /// Istio output: `code.remote.http_uri.uri` (an `oci://` or `https://` URL).
+    pub url: String,
+    /// Istio output: the module's sha256 (optional).
+    pub sha256: Option<String>,
+}
+
+impl Default for Wasm {
+    fn default() -> Self {
+        Wasm {
+            vm_id: "llm_breaker".into(),
+            filename: "target/wasm32-wasip1/release/llm_breaker.wasm".into(),
+            url: "oci://registry.example.com/llm-breaker:0.1.0".into(),
+            sha256: None,
+        }
+    }
+}
+
+/// Retry settings of the aggregate clusters.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// `circuit_breakers.thresholds[DEFAULT].max_retries` of every aggregate cluster: the
+    /// retries that may be in flight at once through it (Envoy's default is 3).
+    pub max_retries: u32,
+    /// Retry back-off base interval in ms (Envoy's default is 25): the next attempt goes
+    /// to another provider, so waiting buys nothing.
+    pub backoff_base_ms: u32,
+    /// Statuses retried besides 5xx.
+    pub retriable_status_codes: Vec<u16>,
+    /// Istio output: the route's `retry_policy.per_try_timeout` (first-byte bound), in ms.
+    pub per_try_timeout_ms: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_retries: 1024,
+            backoff_base_ms: 1,
+            retriable_status_codes: vec![429],
+            per_try_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Istio-only settings.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Istio {
+    /// Namespace of the EnvoyFilter (the gateway's).
+    pub namespace: String,
+    /// `workloadSelector.labels` of the gateway.
+    pub selector: std::collections::BTreeMap<String, String>,
+    /// Name of the VirtualService http route that becomes the `cluster_header` route.
+    pub route_name: String,
+}
+
+impl Default for Istio {
+    fn default() -> Self {
+        Istio {
+            namespace: "llm-gateway".into(),
+            selector: [("istio".to_string(), "llm-gateway".to_string())]
+                .into_iter()
+                .collect(),
+            route_name: "llm-breaker".into(),
+        }
+    }
+}
+
+/// What the generator needs from the filter's JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterView {
+    /// The header the downstream role writes and the route reads (`route_header`).
+    pub route_header: String,
+    /// Each route's name and chain of upstream names, primary first.
+    pub chains: Vec<(String, Vec<String>)>,
+    /// The upstream role's configuration: the same JSON with `"role": "upstream"` added
+    /// (compact, keys sorted), so both roles always run the same breakers.
+    pub upstream_config: String,
+}
+
+/// Validates `json` with the filter's own parser, then reads the route chains from the raw
+/// JSON (the parsed `Config`'s internals are not relied on).
+pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
+    llm_breaker::config::Config::parse(json)
+        .map_err(|e| InputError::FilterConfig(e.to_string()))?;
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| InputError::FilterConfig(e.to_string()))?;
+    let route_header = doc
+        .get("route_header")
+        .and_then(|v| v.as_str())
+        .unwrap_or("x-llm-breaker-upstream")
+        .to_string();
+    let mut chains = Vec::new();
+    for route in doc
+        .get("routes")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let name = route
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let chain = route
+            .get("upstreams")
+            .and_then(|u| u.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| match entry {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Object(o) => o
+                    .get("upstream")
+                    .and_then(|u| u.as_str())
+                    .map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        chains.push((name, chain));
+    }
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("role".into(), serde_json::Value::from("upstream"));
+    }
+    let upstream_config =
+        serde_json::to_string(&doc).map_err(|e| InputError::FilterConfig(e.to_string()))?;
+    Ok(FilterView {
+        route_header,
+        chains,
+        upstream_config,
+    })
+}
+
+/// Parses the provider file and checks it against the filter's chains.
+pub fn read_providers(text: &str, filter: &FilterView) -> Result<Providers, InputError> {
+    let p: Providers =
+        serde_yaml::from_str(text).map_err(|e| InputError::ProviderFile(e.to_string()))?;
+    let mut seen = BTreeSet::new();
+    for (i, prov) in p.providers.iter().enumerate() {
+        let field = |f: &str| format!("providers[{i}].{f}");
+        if prov.name.is_empty() || !seen.insert(prov.name.as_str()) {
+            return Err(InputError::Field {
+                field: field("name"),
+                message: format!("empty or duplicate name {:?}", prov.name),
+            });
+        }
+        if prov.address.is_empty() {
+            return Err(InputError::Field {
+                field: field("address"),
+                message: "must not be empty".into(),
+            });
+        }
+        if prov.port == 0 {
+            return Err(InputError::Field {
+                field: field("port"),
+                message: "must be 1-65535, got 0".into(),
+            });
+        }
+        if prov.sni.is_some() && !prov.tls {
+            return Err(InputError::Field {
+                field: field("sni"),
+                message: "only with `tls: true`".into(),
+            });
+        }
+        if prov.connect_timeout_ms == 0 {
+            return Err(InputError::Field {
+                field: field("connect_timeout_ms"),
+                message: "must be above 0".into(),
+            });
+        }
+    }
+    if p.wasm.vm_id.is_empty() {
+        return Err(InputError::Field {
+            field: "wasm.vm_id".into(),
+            message: "must not be empty".into(),
+        });
+    }
+    if p.retry.backoff_base_ms == 0 || p.retry.per_try_timeout_ms == 0 {
+        return Err(InputError::Field {
+            field: "retry".into(),
+            message: "backoff_base_ms and per_try_timeout_ms must be above 0".into(),
+        });
+    }
+    for (route, chain) in &filter.chains {
+        for upstream in chain {
+            if !seen.contains(upstream.as_str()) {
+                return Err(InputError::MissingProvider {
+                    route: route.clone(),
+                    upstream: upstream.clone(),
+                });
+            }
+        }
+    }
+    Ok(p)
+}

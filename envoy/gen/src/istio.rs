@@ -1,0 +1,115 @@
+//! The Istio output: one `EnvoyFilter` that adds the same clusters as the Envoy output
+//! (cluster `ADD`), turns the VirtualService route named `istio.route_name` into a
+//! `cluster_header` route with the per-try timeout (`HTTP_ROUTE` `MERGE`), and delivers the
+//! upstream role's wasm module through ECDS (`EXTENSION_CONFIG`), which the aggregate
+//! clusters' `http_filters` reference. Istio-owned clusters and the router are not patched.
+
+use crate::envoy::{self, map, FilterSource, UPSTREAM_FILTER};
+use crate::input::{FilterView, Providers};
+use serde_yaml::{Mapping, Value};
+use std::collections::BTreeMap;
+
+fn s(v: &str) -> Value {
+    Value::from(v)
+}
+
+/// The `EnvoyFilter` manifest.
+pub fn envoy_filter(
+    p: &Providers,
+    filter: &FilterView,
+    aggregates: &BTreeMap<String, Vec<String>>,
+) -> Value {
+    let context = "GATEWAY";
+    let mut patches = Vec::new();
+    let mut code = Mapping::new();
+    code.insert(
+        s("remote"),
+        match &p.wasm.sha256 {
+            Some(sum) => map([
+                (
+                    "http_uri",
+                    map([("uri", s(&p.wasm.url)), ("timeout", s("30s"))]),
+                ),
+                ("sha256", s(sum)),
+            ]),
+            None => map([(
+                "http_uri",
+                map([("uri", s(&p.wasm.url)), ("timeout", s("30s"))]),
+            )]),
+        },
+    );
+    patches.push(map([
+        ("applyTo", s("EXTENSION_CONFIG")),
+        (
+            "patch",
+            map([
+                ("operation", s("ADD")),
+                (
+                    "value",
+                    map([
+                        ("name", s(UPSTREAM_FILTER)),
+                        (
+                            "typed_config",
+                            envoy::wasm_config(p, &filter.upstream_config, Value::Mapping(code)),
+                        ),
+                    ]),
+                ),
+            ]),
+        ),
+    ]));
+    for cluster in envoy::clusters(p, aggregates, &FilterSource::Discovery) {
+        patches.push(map([
+            ("applyTo", s("CLUSTER")),
+            ("match", map([("context", s(context))])),
+            ("patch", map([("operation", s("ADD")), ("value", cluster)])),
+        ]));
+    }
+    patches.push(map([
+        ("applyTo", s("HTTP_ROUTE")),
+        (
+            "match",
+            map([
+                ("context", s(context)),
+                (
+                    "routeConfiguration",
+                    map([(
+                        "vhost",
+                        map([("route", map([("name", s(&p.istio.route_name))]))]),
+                    )]),
+                ),
+            ]),
+        ),
+        (
+            "patch",
+            map([
+                ("operation", s("MERGE")),
+                (
+                    "value",
+                    map([("route", envoy::route_action(&filter.route_header, p))]),
+                ),
+            ]),
+        ),
+    ]));
+    let selector: Mapping = p.istio.selector.iter().map(|(k, v)| (s(k), s(v))).collect();
+    map([
+        ("apiVersion", s("networking.istio.io/v1alpha3")),
+        ("kind", s("EnvoyFilter")),
+        (
+            "metadata",
+            map([
+                ("name", s("llm-breaker-failover")),
+                ("namespace", s(&p.istio.namespace)),
+            ]),
+        ),
+        (
+            "spec",
+            map([
+                (
+                    "workloadSelector",
+                    map([("labels", Value::Mapping(selector))]),
+                ),
+                ("configPatches", Value::Sequence(patches)),
+            ]),
+        ),
+    ])
+}
