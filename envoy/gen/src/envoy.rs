@@ -341,6 +341,10 @@ pub fn route_action(route_header: &str, p: &Providers) -> Value {
                         .collect()),
                 ),
                 ("per_try_timeout", duration_ms(p.retry.per_try_timeout_ms)),
+                (
+                    "per_try_idle_timeout",
+                    duration_ms(p.retry.per_try_idle_timeout_ms),
+                ),
             ]),
         ),
     ])

@@ -119,8 +119,15 @@ pub struct Retry {
     pub backoff_base_ms: u32,
     /// Statuses retried besides 5xx.
     pub retriable_status_codes: Vec<u16>,
-    /// Istio output: the route's `retry_policy.per_try_timeout` (first-byte bound), in ms.
+    /// The route's `retry_policy.per_try_timeout`, in ms: each attempt's bound on the
+    /// time to the response headers (300 s, as in the example: a non-streaming completion
+    /// sends its headers only when it is done).
     pub per_try_timeout_ms: u32,
+    /// The route's `retry_policy.per_try_idle_timeout`, in ms: each attempt's bound on
+    /// silence, so a stream that stalls mid-way is cut (a `timeout` failure). Per attempt,
+    /// not the route's `idle_timeout`, which would span every attempt of a request. Keep
+    /// it at least `per_try_timeout_ms`: the idle timer also runs while headers are awaited.
+    pub per_try_idle_timeout_ms: u32,
 }
 
 impl Default for Retry {
@@ -129,7 +136,8 @@ impl Default for Retry {
             max_retries: 1024,
             backoff_base_ms: 1,
             retriable_status_codes: vec![429],
-            per_try_timeout_ms: 30_000,
+            per_try_timeout_ms: 300_000,
+            per_try_idle_timeout_ms: 300_000,
         }
     }
 }
@@ -266,10 +274,15 @@ pub fn read_providers(text: &str, filter: &FilterView) -> Result<Providers, Inpu
             message: "must not be empty".into(),
         });
     }
-    if p.retry.backoff_base_ms == 0 || p.retry.per_try_timeout_ms == 0 {
+    if p.retry.backoff_base_ms == 0
+        || p.retry.per_try_timeout_ms == 0
+        || p.retry.per_try_idle_timeout_ms == 0
+    {
         return Err(InputError::Field {
             field: "retry".into(),
-            message: "backoff_base_ms and per_try_timeout_ms must be above 0".into(),
+            message:
+                "backoff_base_ms, per_try_timeout_ms and per_try_idle_timeout_ms must be above 0"
+                    .into(),
         });
     }
     for (route, chain) in &filter.chains {

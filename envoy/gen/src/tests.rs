@@ -145,7 +145,12 @@ fn provider_clusters_name_their_upstream_in_endpoint_metadata_and_originate_tls(
 fn the_route_names_the_routing_header_and_keeps_the_per_try_timeout() {
     let doc = envoy_doc();
     assert_eq!(doc["route"]["cluster_header"], "x-llm-breaker-upstream");
-    assert_eq!(doc["route"]["retry_policy"]["per_try_timeout"], "30s");
+    assert_eq!(doc["route"]["retry_policy"]["per_try_timeout"], "300s");
+    assert_eq!(doc["route"]["retry_policy"]["per_try_idle_timeout"], "300s");
+    assert_eq!(
+        doc["route"]["timeout"], "0s",
+        "no total bound on a flowing stream"
+    );
 }
 
 #[test]
