@@ -112,6 +112,11 @@ pub enum UpstreamMetric {
     StateResets,
     /// Updates dropped after too many CAS conflicts or a host error.
     UpdateErrors,
+    /// Within-request failover: attempts sent to this upstream (upstream role).
+    Attempts,
+    /// Within-request failover: attempts to this upstream that failed and were
+    /// retried on the next upstream (downstream role).
+    AttemptsFailedRetried,
 }
 
 const EDGES: usize = Edge::ALL.len();
@@ -120,7 +125,7 @@ const STATUSES: usize = CLIENT_ERROR_STATUSES.len() + 1;
 
 impl UpstreamMetric {
     /// How many metrics each upstream has.
-    pub const COUNT: usize = 14 + EDGES + FAILURES + STATUSES;
+    pub const COUNT: usize = 16 + EDGES + FAILURES + STATUSES;
 
     /// The counter of a client status (`client_errors.other` if it has none).
     pub fn client_status(status: u16) -> UpstreamMetric {
@@ -153,6 +158,8 @@ impl UpstreamMetric {
             Ignored => after_failures + STATUSES,
             StateResets => after_failures + STATUSES + 1,
             UpdateErrors => after_failures + STATUSES + 2,
+            Attempts => after_failures + STATUSES + 3,
+            AttemptsFailedRetried => after_failures + STATUSES + 4,
         }
     }
 
@@ -175,7 +182,13 @@ impl UpstreamMetric {
             .chain(FailureClass::ALL.map(Failures))
             .chain([SlowCalls, ClientErrors])
             .chain(statuses.map(ClientErrorsByStatus))
-            .chain([Ignored, StateResets, UpdateErrors])
+            .chain([
+                Ignored,
+                StateResets,
+                UpdateErrors,
+                Attempts,
+                AttemptsFailedRetried,
+            ])
     }
 
     /// A gauge (else a counter).
@@ -205,6 +218,8 @@ impl UpstreamMetric {
             Ignored => "outcomes_ignored",
             StateResets => "state_resets",
             UpdateErrors => "update_errors",
+            Attempts => "attempts",
+            AttemptsFailedRetried => "attempts_failed_retried",
         };
         name.to_string()
     }

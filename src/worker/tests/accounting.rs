@@ -193,6 +193,8 @@ fn every_upstream_metric_keeps_its_documented_name() {
         "outcomes_ignored",
         "state_resets",
         "update_errors",
+        "attempts",
+        "attempts_failed_retried",
     ];
     assert_eq!(names, want);
     let route: Vec<&str> = RouteMetric::ALL.iter().map(|m| m.name()).collect();
