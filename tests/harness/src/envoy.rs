@@ -144,6 +144,22 @@ pub struct Options {
     /// Environment variables of the wasm VMs (`vm_config.environment_variables`),
     /// e.g. the admin API's token.
     pub env: Vec<(String, String)>,
+    /// Within-request failover: the generator's clusters and the route's per-try
+    /// timeout (see [`Within`]).
+    pub within: Option<Within>,
+}
+
+/// The Envoy side of `failover: "within_request"`, built from `llm-breaker-gen`'s
+/// output: its clusters (provider clusters with endpoint metadata, the aggregates with
+/// their retry policies and the upstream role) replace [`Options::clusters`] in the
+/// bootstrap; the `/v1/` route gets the per-try timeout, and the virtual host reports
+/// `x-envoy-attempt-count`.
+#[derive(Debug, Clone)]
+pub struct Within {
+    /// Each cluster as one line of flow YAML (JSON works).
+    pub clusters: Vec<String>,
+    /// The route's `retry_policy.per_try_timeout`.
+    pub per_try_timeout: Duration,
 }
 
 impl Options {
@@ -160,6 +176,7 @@ impl Options {
             route_header: "x-llm-breaker-upstream".into(),
             before: None,
             env: Vec::new(),
+            within: None,
         }
     }
 
@@ -208,7 +225,18 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
         ),
     };
     let mut clusters = String::new();
-    for (name, addr) in &opts.clusters {
+    let (mut retry, mut vhost) = (String::new(), String::new());
+    if let Some(w) = &opts.within {
+        for c in &w.clusters {
+            clusters.push_str(&format!("  - {c}\n"));
+        }
+        retry = format!(
+            "\n                  retry_policy: {{ per_try_timeout: {}s }}",
+            w.per_try_timeout.as_secs_f64()
+        );
+        vhost = "\n              include_attempt_count_in_response: true".into();
+    }
+    for (name, addr) in opts.clusters.iter().filter(|_| opts.within.is_none()) {
         clusters.push_str(&format!(
             r#"  - name: {name}
     type: STATIC
@@ -249,12 +277,12 @@ static_resources:
           route_config:
             virtual_hosts:
             - name: all
-              domains: ["*"]
+              domains: ["*"]{vhost}
               routes:
               - match: {{ prefix: "/v1/" }}
                 route:
                   {route_action}
-                  timeout: {timeout}s
+                  timeout: {timeout}s{retry}
               - match: {{ prefix: "/" }}
                 route:
                   cluster: {first}
