@@ -256,14 +256,24 @@ fn thirty_concurrent_requests_at_the_trip_get_no_client_error() {
 #[test]
 fn the_fallback_attempt_carries_its_chain_entrys_model_byte_exact_otherwise() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
-    let e = start_mocks(
-        &config(60_000, r#"{"upstream":"azure","model":"gpt-4o-az"}"#),
-        &a,
-        &b,
+    let c = MockUpstream::start("vllm");
+    let e = start(
+        &config(60_000, r#"{"upstream":"azure","model":"gpt-4o-az"},"vllm""#),
+        &[
+            ("openai", a.addr()),
+            ("azure", b.addr()),
+            ("vllm", c.addr()),
+        ],
     );
     a.set(Behaviour::Status(503));
     let r = post(&e, BODY);
     assert_eq!((r.status, r.upstream()), (200, Some("azure")));
+    let length = |r: &llm_breaker_harness::upstream::RecordedRequest| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.clone())
+    };
     let first = a.last_request().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&first.body),
@@ -273,19 +283,18 @@ fn the_fallback_attempt_carries_its_chain_entrys_model_byte_exact_otherwise() {
     let second = b.last_request().unwrap();
     let want = BODY.replace("\"gpt-4o\"", "\"gpt-4o-az\"");
     assert_eq!(String::from_utf8_lossy(&second.body), want);
-    let cl = second
-        .headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.clone());
-    assert_eq!(cl, Some(want.len().to_string()));
-    assert!(
-        !second
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("x-llm-breaker-tickets")),
-        "the tickets header never leaves Envoy"
+    assert_eq!(length(&second), Some(want.len().to_string()));
+    // A third attempt after the rewritten one gets the original bytes and length back.
+    b.set(Behaviour::Status(503));
+    let r = post(&e, BODY);
+    assert_eq!((r.status, r.upstream()), (200, Some("vllm")));
+    assert_eq!(
+        r.header("x-llm-breaker"),
+        Some("upstream=vllm; reason=failover; attempts=3; failed=openai,azure")
     );
+    let third = c.last_request().unwrap();
+    assert_eq!(String::from_utf8_lossy(&third.body), BODY);
+    assert_eq!(length(&third), Some(BODY.len().to_string()));
 }
 
 #[test]

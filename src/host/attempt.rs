@@ -33,6 +33,8 @@ pub struct Attempt {
     routed: Option<Routed>,
     /// The model this attempt's body must name, until the body is complete.
     rewrite: Option<String>,
+    /// Hold the request until its body is complete ([`crate::worker::within::AttemptPlan::hold`]).
+    hold: bool,
     /// The upstream's name, for the downstream role's summary.
     name: String,
     response: Response,
@@ -46,6 +48,7 @@ impl Attempt {
             core,
             routed: None,
             rewrite: None,
+            hold: false,
             name: String::new(),
             response: Response::default(),
             status: None,
@@ -73,7 +76,6 @@ impl Context for Attempt {
 impl HttpContext for Attempt {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         let tickets = abi::header(Map::Request, TICKETS_HEADER);
-        let _ = abi::remove_header(Map::Request, TICKETS_HEADER);
         let Some(name) = abi::property(&UPSTREAM_NAME) else {
             log::warn!("llm-breaker: attempt without `llm_breaker.upstream` endpoint metadata");
             return Action::Continue;
@@ -83,8 +85,9 @@ impl HttpContext for Attempt {
         };
         self.name = a.name.to_string();
         self.rewrite = a.rewrite.map(str::to_string);
+        self.hold = a.hold && !eos;
         self.routed = Some(a.routed);
-        if self.rewrite.is_some() && !eos {
+        if self.hold {
             // Held until the body is complete (`allow_on_headers_stop_iteration`).
             return Action::Pause;
         }
@@ -93,14 +96,21 @@ impl HttpContext for Attempt {
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
         if !eos {
-            return if self.rewrite.is_some() {
+            return if self.hold {
                 Action::Pause
             } else {
                 Action::Continue
             };
         }
-        if let Some(model) = self.rewrite.take() {
-            rewrite_body(RequestBody::Unread(size), &model);
+        if std::mem::take(&mut self.hold) {
+            let rewritten = self
+                .rewrite
+                .take()
+                .is_some_and(|m| rewrite_body(RequestBody::Unread(size), &m));
+            // An earlier attempt's rewrite set the shared content-length.
+            if !rewritten && abi::header(Map::Request, "content-length").is_some() {
+                let _ = abi::set_header(Map::Request, "content-length", &size.to_string());
+            }
         }
         if let Some(r) = &mut self.routed {
             r.start_ms = abi::now_ms();

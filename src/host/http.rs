@@ -106,7 +106,7 @@ impl Stream {
                         // on every request here. The failover tests fail if a request
                         // ever goes to the old route.
                         if let Some(new_model) = rewrite {
-                            rewrite_body(body, new_model);
+                            let _ = rewrite_body(body, new_model);
                         }
                         self.routed = Some(routed);
                         Action::Continue
@@ -135,18 +135,19 @@ fn request_header(name: &str) -> Option<Vec<u8>> {
 
 /// Replaces the buffered request body with one naming `new_model`, and fixes its
 /// `content-length` (a chunked body has none to fix).
-pub(super) fn rewrite_body(body: RequestBody, new_model: &str) {
+pub(super) fn rewrite_body(body: RequestBody, new_model: &str) -> bool {
     let read = |size| abi::body(Body::Request, 0, size);
     let Some((old_len, new)) = body.rewrite(new_model, read) else {
-        return;
+        return false;
     };
     if abi::set_body(Body::Request, 0, old_len, &new).is_err() {
         log::warn!("llm-breaker: cannot rewrite the request body's model");
-        return;
+        return false;
     }
     if request_header("content-length").is_some() {
         let _ = abi::set_header(Map::Request, "content-length", &new.len().to_string());
     }
+    true
 }
 
 impl Context for Stream {}

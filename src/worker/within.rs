@@ -26,8 +26,9 @@ use crate::store::{self, SharedStore};
 use crate::worker::metrics::{Metric, UpstreamMetric};
 
 /// Request header carrying the plan's tickets from the downstream role to the
-/// attempts (removed by the upstream role before the request leaves Envoy, and by
-/// the downstream role from client requests).
+/// attempts (removed by the downstream role from client requests). The upstream role
+/// can't remove it: the attempts of a request share one header map, so attempt 2
+/// would lose it. Providers see it, as they see the route header.
 pub const TICKETS_HEADER: &str = "x-llm-breaker-tickets";
 
 /// Response header by which the upstream role names the upstream that answered
@@ -79,6 +80,10 @@ pub struct AttemptPlan<'w> {
     pub routed: Routed,
     /// The chain entry's model for this upstream, if it has one.
     pub rewrite: Option<&'w str>,
+    /// Hold the request until its body is complete: some chain entry rewrites the
+    /// model, so an earlier attempt may have changed the `content-length` this
+    /// attempt inherits (attempts share the request headers, not the body).
+    pub hold: bool,
     /// The upstream's name, for [`SERVED_HEADER`].
     pub name: &'w str,
 }
@@ -308,6 +313,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 start_ms: now_ms,
             },
             rewrite: route.and_then(|r| rewrite_on(r, upstream)),
+            hold: route.is_some_and(|r| r.chain_models.iter().any(Option::is_some)),
             name: up.name.as_str(),
         })
     }
