@@ -25,7 +25,7 @@ const N: u32 = 3;
 /// open `open_ms`; `azure_entry` is azure's chain entry (a name or an object).
 fn config(open_ms: u64, azure_entry: &str) -> String {
     format!(
-        r#"{{"failover":"within_request",
+        r#"{{"failover":"within_request","admin":{{"enabled":true}},
             "routes":[{{"name":"chat","match":{{"path_prefix":"/v1/"}},"upstreams":["openai",{azure_entry}]}}],
             "breaker":{{"consecutive_failures":{N},
               "failure_rate":{{"minimum_calls":1000000,"window":{{"seconds":60}}}},
@@ -140,6 +140,10 @@ fn a_503_outage_costs_no_client_error_and_the_primary_exactly_n_attempts() {
     assert_eq!(e.upstream_stat("azure", "failures.status"), 0);
     assert_eq!(wait_stat(&e, "azure", "successes", 50), 50);
     assert_eq!(e.upstream_stat("openai", "state"), 1);
+    let status = client::get(e.listener, "/_llm_breaker/status").unwrap().json();
+    assert_eq!(status["failover"]["upstreams"][0]["upstream"], "openai");
+    assert_eq!(status["failover"]["upstreams"][0]["attempts"], N);
+    assert_eq!(status["failover"]["upstreams"][1]["attempts"], 50);
     let r = post(&e, BODY);
     assert_eq!(
         r.header("x-llm-breaker"),

@@ -17,6 +17,10 @@ pub trait Metrics {
     fn increment(&self, metric: Metric);
     /// Sets a gauge.
     fn record(&self, metric: Metric, value: u64);
+    /// Reads a metric, where the host can (the `status` document's counters).
+    fn get(&self, _metric: Metric) -> Option<u64> {
+        None
+    }
 }
 
 /// One metric of one upstream or route.

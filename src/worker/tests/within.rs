@@ -212,3 +212,35 @@ fn the_upstream_role_carries_the_chain_entrys_model() {
     let a = up.attempt(b"openai", Some(t.as_bytes()), T0).unwrap();
     assert_eq!(a.rewrite, None);
 }
+
+#[test]
+fn status_lists_the_attempt_counters_under_within_request() {
+    use crate::admin::Endpoint;
+    use crate::worker::operator::Reply;
+    let store = Store::default();
+    let json = r#"{"failover":"within_request","admin":{"enabled":true},
+        "routes":[{"name":"chat","upstreams":["openai","azure"]}]}"#;
+    let w = worker(json, &store, T0);
+    let (p, _, _) = plan(&w, T0);
+    let _ = w.served_within(&p, Some(b"azure"), None);
+    let Reply::Json { body, .. } = w.answer(Ok(Endpoint::Status), || None, T0) else {
+        panic!("status is JSON");
+    };
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["failover"]["mode"], "within_request");
+    assert_eq!(doc["failover"]["upstreams"][0]["upstream"], "openai");
+    assert_eq!(
+        doc["failover"]["upstreams"][0]["attempts_failed_retried"],
+        1
+    );
+    assert_eq!(doc["failover"]["upstreams"][1]["attempts"], 0);
+    // next_request keeps the document as it was.
+    let w = worker(ADMIN_NEXT, &Store::default(), T0);
+    let Reply::Json { body, .. } = w.answer(Ok(Endpoint::Status), || None, T0) else {
+        panic!("status is JSON");
+    };
+    assert!(!body.contains("\"failover\""));
+}
+
+const ADMIN_NEXT: &str =
+    r#"{"admin":{"enabled":true},"routes":[{"name":"chat","upstreams":["a"]}]}"#;
