@@ -140,7 +140,9 @@ fn a_503_outage_costs_no_client_error_and_the_primary_exactly_n_attempts() {
     assert_eq!(e.upstream_stat("azure", "failures.status"), 0);
     assert_eq!(wait_stat(&e, "azure", "successes", 50), 50);
     assert_eq!(e.upstream_stat("openai", "state"), 1);
-    let status = client::get(e.listener, "/_llm_breaker/status").unwrap().json();
+    let status = client::get(e.listener, "/_llm_breaker/status")
+        .unwrap()
+        .json();
     assert_eq!(status["failover"]["upstreams"][0]["upstream"], "openai");
     assert_eq!(status["failover"]["upstreams"][0]["attempts"], N);
     assert_eq!(status["failover"]["upstreams"][1]["attempts"], 50);
@@ -312,4 +314,45 @@ fn an_sse_stream_cut_after_its_headers_is_recorded_on_its_upstream_not_retried()
     assert_eq!(failed, 1, "recorded on the upstream that served it");
     assert_eq!(b.requests(), 0, "not retried");
     assert_eq!(e.upstream_stat("azure", "attempts"), 0);
+}
+
+#[test]
+fn a_primary_resetting_before_its_headers_costs_no_client_error() {
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let e = start_mocks(&config(60_000, r#""azure""#), &a, &b);
+    a.set(Behaviour::Close);
+    assert_eq!(sequential(&e, 10, Some("azure")), 0);
+    assert_eq!(a.requests(), N as usize);
+    assert_eq!(
+        wait_stat(&e, "openai", "failures.reset", u64::from(N)),
+        u64::from(N)
+    );
+}
+
+#[test]
+fn every_upstream_failing_answers_promptly_with_at_most_one_attempt_each() {
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let e = start_mocks(&config(60_000, r#""azure""#), &a, &b);
+    a.set(Behaviour::Status(503));
+    b.set(Behaviour::Status(503));
+    let t = Instant::now();
+    for i in 0..N as usize {
+        let r = post(&e, BODY);
+        assert_eq!(r.status, 503, "the last upstream's error");
+        assert_eq!(
+            r.header("x-llm-breaker"),
+            Some("upstream=azure; reason=failover; attempts=2; failed=openai")
+        );
+        assert_eq!((a.requests(), b.requests()), (i + 1, i + 1));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Both open: the filter's own 503, no attempt at all.
+    let r = post(&e, BODY);
+    assert_eq!(r.status, 503);
+    assert!(r
+        .header("x-llm-breaker")
+        .unwrap()
+        .starts_with("upstream=none; reason=all_open"));
+    assert_eq!((a.requests(), b.requests()), (N as usize, N as usize));
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
