@@ -39,6 +39,8 @@ pub struct Attempt {
     name: String,
     response: Response,
     status: Option<u16>,
+    /// The per-try timeout Envoy announced (`x-envoy-expected-rq-timeout-ms`).
+    per_try_ms: Option<u64>,
 }
 
 impl Attempt {
@@ -52,6 +54,7 @@ impl Attempt {
             name: String::new(),
             response: Response::default(),
             status: None,
+            per_try_ms: None,
         }
     }
 }
@@ -61,9 +64,10 @@ impl Context for Attempt {
         let Some(routed) = self.routed.take() else {
             return true;
         };
-        let status = self.status;
+        let (status, per_try) = (self.status, self.per_try_ms);
+        let elapsed = abi::now_ms().saturating_sub(routed.start_ms);
         let facts = self.response.end(|| {
-            attempt_flags(status, || {
+            attempt_flags(status, elapsed, per_try, || {
                 abi::property(&["upstream", "transport_failure_reason"])
                     .is_some_and(|r| !r.is_empty())
             })
@@ -76,6 +80,8 @@ impl Context for Attempt {
 impl HttpContext for Attempt {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         let tickets = abi::header(Map::Request, TICKETS_HEADER);
+        self.per_try_ms = abi::header(Map::Request, "x-envoy-expected-rq-timeout-ms")
+            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok());
         let Some(name) = abi::property(&UPSTREAM_NAME) else {
             log::warn!("llm-breaker: attempt without `llm_breaker.upstream` endpoint metadata");
             return Action::Continue;

@@ -320,13 +320,22 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
 }
 
 /// Upstream role: Envoy's flags for an attempt, which the upstream filter can't read
-/// (they are the downstream stream's): an attempt that ended with no response
-/// headers failed to connect (`connect_failed`: Envoy set a transport failure
-/// reason) or was reset / hit the per-try timeout (both recorded as a reset); a 2xx
-/// cut before its end was reset.
-pub fn attempt_flags(status: Option<u16>, connect_failed: impl FnOnce() -> bool) -> u64 {
+/// (they are the downstream stream's). An attempt that ended with no response headers
+/// failed to connect (`connect_failed`: Envoy set a transport failure reason), timed
+/// out (it lasted `elapsed_ms` ≥ the per-try timeout Envoy announced in
+/// `x-envoy-expected-rq-timeout-ms`, `per_try_ms`), or was reset; a 2xx cut before its
+/// end was reset.
+pub fn attempt_flags(
+    status: Option<u16>,
+    elapsed_ms: u64,
+    per_try_ms: Option<u64>,
+    connect_failed: impl FnOnce() -> bool,
+) -> u64 {
     match status {
         None if connect_failed() => flags::CONNECT_FAILURE,
+        // 5 % slack: the attempt's clock starts at the end of the request body, Envoy's
+        // per-try timer a little earlier.
+        None if per_try_ms.is_some_and(|t| elapsed_ms + t / 20 >= t) => flags::UPSTREAM_TIMEOUT,
         None => flags::UPSTREAM_RESET,
         Some(200..=299) => flags::UPSTREAM_RESET,
         Some(_) => 0,

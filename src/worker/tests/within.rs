@@ -43,7 +43,7 @@ fn attempt(up: &TestWorker, name: &str, tickets: &str, status: Option<u16>, now:
         None => crate::classify::ResponseFacts::default(),
     };
     if crate::classify::needs_flags(facts.status, facts.completed) {
-        facts.flags = attempt_flags(facts.status, || false);
+        facts.flags = attempt_flags(facts.status, 0, None, || false);
     }
     up.finish(&a.routed, &facts, now);
 }
@@ -151,12 +151,29 @@ fn a_half_open_member_takes_its_permit_and_unused_permits_are_given_back() {
 }
 
 #[test]
-fn an_attempt_without_headers_is_a_connect_failure_or_a_reset() {
+fn an_attempt_without_headers_is_a_connect_failure_a_timeout_or_a_reset() {
     use crate::classify::flags;
-    assert_eq!(attempt_flags(None, || true), flags::CONNECT_FAILURE);
-    assert_eq!(attempt_flags(None, || false), flags::UPSTREAM_RESET);
-    assert_eq!(attempt_flags(Some(200), || true), flags::UPSTREAM_RESET);
-    assert_eq!(attempt_flags(Some(503), || true), 0);
+    assert_eq!(
+        attempt_flags(None, 5, None, || true),
+        flags::CONNECT_FAILURE
+    );
+    assert_eq!(
+        attempt_flags(None, 5, Some(1000), || false),
+        flags::UPSTREAM_RESET
+    );
+    assert_eq!(
+        attempt_flags(None, 1000, Some(1000), || false),
+        flags::UPSTREAM_TIMEOUT
+    );
+    assert_eq!(
+        attempt_flags(None, 1000, None, || false),
+        flags::UPSTREAM_RESET
+    );
+    assert_eq!(
+        attempt_flags(Some(200), 1, None, || true),
+        flags::UPSTREAM_RESET
+    );
+    assert_eq!(attempt_flags(Some(503), 1, None, || true), 0);
     let (down, up, _) = pair(&["openai", "azure"], 2);
     let (_, _, t) = plan(&down, T0);
     attempt(&up, "openai", &t, None, T0);
