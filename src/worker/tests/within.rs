@@ -261,3 +261,50 @@ fn status_lists_the_attempt_counters_under_within_request() {
 
 const ADMIN_NEXT: &str =
     r#"{"admin":{"enabled":true},"routes":[{"name":"chat","upstreams":["a"]}]}"#;
+
+#[test]
+fn an_attempt_holds_its_body_rewrites_or_fixes_the_length_and_records_once() {
+    use crate::worker::attempt::{Attempt, BodyStep};
+    let store = Store::default();
+    let json = r#"{"failover":"within_request","routes":[{"name":"chat",
+        "upstreams":["openai",{"upstream":"azure","model":"gpt-4o-az"}]}],
+        "breaker":{"consecutive_failures":1}}"#;
+    let down = worker(json, &store, T0);
+    let up = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
+    let (_, _, t) = plan(&down, T0);
+    // openai: no model of its own, but a later member rewrites: hold, then fix the length.
+    let mut a = Attempt::default();
+    assert!(a.start(&up, b"openai", Some(t.as_bytes()), Some(b"1000"), false, T0));
+    assert_eq!(a.request_body(false, T0), BodyStep::Hold);
+    assert_eq!(a.request_body(true, T0), BodyStep::FixLength);
+    assert_eq!(
+        a.response_headers(&up, Some(503), true, T0 + 5, |_| None),
+        Some("openai")
+    );
+    a.done(&up, T0 + 5, || false);
+    a.done(&up, T0 + 6, || false);
+    let status = crate::classify::FailureClass::Status;
+    assert_eq!(
+        up.metrics().up(0, UpstreamMetric::Failures(status)),
+        1,
+        "once"
+    );
+    // azure: its chain entry's model.
+    let mut b = Attempt::default();
+    assert!(b.start(&up, b"azure", Some(t.as_bytes()), None, false, T0));
+    assert_eq!(
+        b.request_body(true, T0),
+        BodyStep::Rewrite("gpt-4o-az".into())
+    );
+    // No headers, lasted the per-try timeout: a timeout.
+    let mut c = Attempt::default();
+    assert!(!c.start(&up, b"azure", Some(t.as_bytes()), Some(b"1000"), true, T0));
+    c.done(&up, T0 + 1000, || false);
+    let timeout = crate::classify::FailureClass::Timeout;
+    assert_eq!(up.metrics().up(1, UpstreamMetric::Failures(timeout)), 1);
+    // An unknown upstream is not tracked.
+    let mut d = Attempt::default();
+    assert!(!d.start(&up, b"nobody", None, None, false, T0));
+    assert_eq!(d.request_body(true, T0), BodyStep::Continue);
+    assert_eq!(d.response_headers(&up, Some(200), true, T0, |_| None), None);
+}
