@@ -5,6 +5,8 @@
 use crate::breaker::{Admission, Breaker, Phase};
 use crate::config::{BreakerConfig, Cell, Config, Route, WindowSpec};
 use crate::history::Entry;
+use crate::ids::UpstreamId;
+use crate::worker::metrics::UpstreamMetric;
 use serde_json::{json, Value};
 
 /// An operator action on an upstream.
@@ -154,7 +156,14 @@ pub fn health_json(cfg: &Config, states: &[Breaker], now_ms: u64) -> (bool, Stri
 
 /// The `status` document: every breaker cell, the routes, and the history (newest
 /// first). Nothing secret is in it.
-pub fn status_json(cfg: &Config, states: &[Breaker], history: &[Entry], now_ms: u64) -> String {
+/// `failover`: [`failover_json`] under `within_request`.
+pub fn status_json(
+    cfg: &Config,
+    states: &[Breaker],
+    history: &[Entry],
+    now_ms: u64,
+    failover: Option<Value>,
+) -> String {
     let down = routes_down(cfg, states, now_ms);
     let upstreams: Vec<Value> = cfg
         .cells
@@ -171,13 +180,32 @@ pub fn status_json(cfg: &Config, states: &[Breaker], history: &[Entry], now_ms: 
         .iter()
         .filter_map(|e| transition_json(cfg, e))
         .collect();
-    json!({
+    let mut doc = json!({
         "now_ms": now_ms,
         "upstreams": upstreams,
         "routes": routes,
         "transitions": transitions,
-    })
-    .to_string()
+    });
+    if let (Some(f), Some(obj)) = (failover, doc.as_object_mut()) {
+        obj.insert("failover".into(), f);
+    }
+    doc.to_string()
+}
+
+/// The `status` document's `failover` part under `within_request`: each upstream's
+/// attempt counters (process-wide Envoy stats, read through `counter`).
+pub fn failover_json(cfg: &Config, counter: impl Fn(UpstreamId, UpstreamMetric) -> u64) -> Value {
+    let upstreams: Vec<Value> = cfg
+        .upstream_ids()
+        .map(|(id, u)| {
+            json!({
+                "upstream": u.name,
+                "attempts": counter(id, UpstreamMetric::Attempts),
+                "attempts_failed_retried": counter(id, UpstreamMetric::AttemptsFailedRetried),
+            })
+        })
+        .collect();
+    json!({"mode": "within_request", "upstreams": upstreams})
 }
 
 /// One breaker cell in the `status` document: its state, window and thresholds.

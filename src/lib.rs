@@ -16,6 +16,7 @@
 )]
 
 pub mod admin;
+pub mod aggregate;
 pub mod backoff;
 pub mod breaker;
 pub mod classify;

@@ -7,11 +7,13 @@
 //! One file per concept: [`cells`] (the per-cell record), [`cache`] (the admission
 //! cache), [`batch`] (success batching), [`intake`] (route match, model source,
 //! the body for a rewrite), [`request`] (routing a request and the model rewrite), [`response`] (what to watch in a response), [`outcome`]
-//! (recording it), [`report`] (reporting state changes), [`accounting`] (which
+//! (recording it), [`within`] (within-request failover, both roles), [`attempt`] (one
+//! attempt of the upstream role), [`report`] (reporting state changes), [`accounting`] (which
 //! counters move), [`metrics`] (the metrics seam), [`operator`] (admin endpoints
 //! and active probes).
 
 pub mod accounting;
+pub mod attempt;
 pub mod batch;
 pub mod cache;
 pub mod cells;
@@ -22,6 +24,7 @@ pub mod outcome;
 pub mod report;
 pub mod request;
 pub mod response;
+pub mod within;
 
 use crate::breaker::PhaseKind;
 use crate::config::{Config, Upstream};

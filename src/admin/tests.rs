@@ -109,7 +109,8 @@ fn status_lists_every_cell_routes_and_history_and_health_follows_admission() {
         to: PhaseKind::Isolated,
         reason: Reason::OperatorIsolate,
     }];
-    let doc: Value = serde_json::from_str(&status_json(&cfg, &states, &history, now)).unwrap();
+    let doc: Value =
+        serde_json::from_str(&status_json(&cfg, &states, &history, now, None)).unwrap();
     let ups = doc["upstreams"].as_array().unwrap();
     assert_eq!(ups.len(), 4);
     assert_eq!(ups[0]["upstream"], "openai");

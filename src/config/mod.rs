@@ -16,7 +16,7 @@ mod validate;
 
 use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::model::ModelPattern;
-pub use raw::{ModelSource, Scope, WhenAllOpen};
+pub use raw::{Failover, ModelSource, Role, Scope, WhenAllOpen};
 
 pub use error::ConfigError;
 pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
@@ -56,6 +56,10 @@ pub struct Config {
     pub cell_base: Vec<CellId>,
     /// The operator endpoints, when enabled.
     pub admin: Option<AdminConfig>,
+    /// Next-request or within-request failover.
+    pub failover: Failover,
+    /// Downstream (routing) or upstream (per-attempt) instance.
+    pub role: Role,
 }
 
 /// Operator endpoint settings.

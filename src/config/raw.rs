@@ -46,6 +46,39 @@ pub struct RawConfig {
     /// `breaker.scope: "upstream_and_model"` (besides those named exactly in routes).
     #[serde(default)]
     pub models: Vec<String>,
+    /// When a failed request moves to the next upstream: on the next request (today's
+    /// behaviour) or within the request, through Envoy retries over aggregate clusters.
+    #[serde(default)]
+    pub failover: Failover,
+    /// Where this filter instance runs: the listener's filter chain, or the aggregate
+    /// clusters' upstream filters (one context per attempt).
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// When a failed request moves to the next upstream of its chain.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failover {
+    /// The failure is the client's; the breaker only steers later requests.
+    #[default]
+    NextRequest,
+    /// Envoy retries a failed attempt on the next admitting upstream (aggregate
+    /// cluster `llmb|a|b` with `previous_priorities`); the upstream role records
+    /// every attempt.
+    WithinRequest,
+}
+
+/// Where a filter instance runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The listener's HTTP filter: picks the upstream (or aggregate) per request.
+    #[default]
+    Downstream,
+    /// An upstream HTTP filter of the aggregate clusters: records each attempt on the
+    /// upstream it went to and rewrites the model per attempt.
+    Upstream,
 }
 
 /// Operator endpoints: status, health, reset / isolate / release, dashboard.

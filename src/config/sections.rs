@@ -5,7 +5,7 @@
 use super::checks::{check_header_name, check_path_prefix, range};
 use super::error::invalid;
 use super::raw::{RawAdmin, RawConfig, RawInBand, RawModel};
-use super::{AdminConfig, ConfigError, Millis, ModelSource};
+use super::{AdminConfig, ConfigError, Failover, Millis, ModelSource, Role};
 
 /// The header the filter writes for Envoy's router, and the optional response
 /// header naming the upstream that served.
@@ -51,6 +51,48 @@ impl Timing {
             admission_cache_ms: raw
                 .admission_cache_ms
                 .within("admission_cache_ms", 0, 100)?,
+        })
+    }
+}
+
+/// Longest chain `within_request` takes: its aggregates number 2^n − 1 per chain.
+pub(super) const MAX_WITHIN_CHAIN: usize = 8;
+
+/// The failover mode and this instance's role.
+pub(super) struct FailoverMode {
+    pub failover: Failover,
+    pub role: Role,
+}
+
+impl FailoverMode {
+    /// Checks that the pair makes sense and that `within_request` chains are short
+    /// enough for their aggregates (`routes[i].upstreams`).
+    pub(super) fn of(raw: &RawConfig) -> Result<FailoverMode, ConfigError> {
+        if raw.role == Role::Upstream && raw.failover != Failover::WithinRequest {
+            return Err(invalid(
+                "role",
+                "`upstream` runs only with `failover: \"within_request\"`",
+            ));
+        }
+        if raw.failover == Failover::WithinRequest {
+            if let Some((i, r)) = raw
+                .routes
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.upstreams.len() > MAX_WITHIN_CHAIN)
+            {
+                return Err(invalid(
+                    format!("routes[{i}].upstreams"),
+                    format!(
+                        "at most {MAX_WITHIN_CHAIN} upstreams with `failover: \"within_request\"`, got {}",
+                        r.upstreams.len()
+                    ),
+                ));
+            }
+        }
+        Ok(FailoverMode {
+            failover: raw.failover,
+            role: raw.role,
         })
     }
 }

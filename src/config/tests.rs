@@ -229,6 +229,55 @@ fn invalid_overrides_headers_and_limits_name_the_field() {
     assert_all_rejected(&cases);
 }
 
+#[test]
+fn failover_and_role_default_to_today_and_parse_both_ways() {
+    let c = Config::parse(br#"{"routes":[{"name":"r","upstreams":["a"]}]}"#).unwrap();
+    assert_eq!(
+        (c.failover, c.role),
+        (Failover::NextRequest, Role::Downstream)
+    );
+    let c = Config::parse(
+        br#"{"failover":"within_request","role":"upstream","routes":[{"name":"r","upstreams":["a","b"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.failover, c.role),
+        (Failover::WithinRequest, Role::Upstream)
+    );
+}
+
+#[test]
+fn invalid_failover_and_role_name_the_field() {
+    let route = r#""routes":[{"name":"r","upstreams":["a"]}]"#;
+    let long = r#""routes":[{"name":"r","upstreams":["a","b","c","d","e","f","g","h","i"]}]"#;
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!(r#"{{{route},"failover":"sometimes"}}"#),
+            "`failover`: unknown variant `sometimes`",
+        ),
+        (format!(r#"{{{route},"failover":1}}"#), "`failover`"),
+        (
+            format!(r#"{{{route},"role":"sidecar"}}"#),
+            "`role`: unknown variant `sidecar`",
+        ),
+        (
+            format!(r#"{{{route},"role":"upstream"}}"#),
+            "`role`: `upstream` runs only with `failover: \"within_request\"`",
+        ),
+        (
+            format!(r#"{{{route},"role":"upstream","failover":"next_request"}}"#),
+            "`role`",
+        ),
+        (
+            format!(r#"{{{long},"failover":"within_request"}}"#),
+            "`routes[0].upstreams`: at most 8 upstreams",
+        ),
+    ];
+    assert_all_rejected(&cases);
+    // Nine upstreams are fine for next_request.
+    assert!(Config::parse(format!("{{{long}}}").as_bytes()).is_ok());
+}
+
 /// Each config is refused naming what its case wants.
 fn assert_all_rejected(cases: &[(String, &str)]) {
     for (json, want) in cases {

@@ -7,13 +7,14 @@ use super::error::{invalid, typed};
 use super::models::{cells, check_model_count, listed_models};
 use super::raw::RawConfig;
 use super::routes::{object_or_empty, Routing};
-use super::sections::{Headers, InBand, ModelSettings, Timing};
+use super::sections::{FailoverMode, Headers, InBand, ModelSettings, Timing};
 use super::{AdminConfig, Config, ConfigError};
 
 pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let raw = read_document(bytes)?;
     let headers = Headers::of(&raw)?;
     let timing = Timing::of(&raw)?;
+    let mode = FailoverMode::of(&raw)?;
     let in_band = InBand::try_from(raw.in_band).map_err(|e| e.under("in_band"))?;
     let global = object_or_empty(raw.breaker, "breaker")?;
     // Type the global block on its own first, so its errors name `breaker.*`.
@@ -50,6 +51,8 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         cells,
         cell_base,
         admin,
+        failover: mode.failover,
+        role: mode.role,
     })
 }
 

@@ -127,6 +127,7 @@ extern "C" {
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
+    fn proxy_get_metric(id: u32, ret_value: *mut u64) -> u32;
     fn proxy_send_local_response(
         status: u32,
         details: *const u8,
@@ -360,6 +361,13 @@ pub fn record(id: Option<u32>, value: u64) {
             proxy_record_metric(id, value);
         }
     }
+}
+
+/// Reads a metric (the process-wide value).
+pub fn metric(id: Option<u32>) -> Option<u64> {
+    let mut value = 0u64;
+    let ok = unsafe { proxy_get_metric(id?, &mut value) } == status::OK;
+    ok.then_some(value)
 }
 
 /// Sends a local reply instead of forwarding the request.

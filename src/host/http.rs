@@ -6,9 +6,11 @@
 
 use super::abi::{self, Body, Map};
 use super::Core;
+use crate::config::Failover;
 use crate::worker::intake::{Intake, RequestBody};
-use crate::worker::request::{Routed, Routing};
+use crate::worker::request::{Rejection, Routed, Routing};
 use crate::worker::response::Response;
+use crate::worker::within::{Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -21,6 +23,8 @@ pub struct Stream {
     /// Routing waits for the request body (to read or rewrite the model); holds
     /// the request path meanwhile.
     awaiting_body: Option<String>,
+    /// `within_request`: the attempt order, and how many attempts it took.
+    plan: Option<(Plan, Option<usize>)>,
 }
 
 impl Stream {
@@ -31,6 +35,7 @@ impl Stream {
             routed: None,
             response: Response::default(),
             awaiting_body: None,
+            plan: None,
         }
     }
 
@@ -46,9 +51,35 @@ impl Stream {
     fn intake(&mut self, core: &Core, intake: Intake, path: &str) -> Action {
         match intake {
             Intake::PassThrough => {
-                // Clients never choose a cluster.
+                // Clients never choose a cluster, nor tickets.
                 let _ = abi::remove_header(Map::Request, &core.config().route_header);
+                if core.config().failover == Failover::WithinRequest {
+                    let _ = abi::remove_header(Map::Request, TICKETS_HEADER);
+                }
                 Action::Continue
+            }
+            Intake::Route { route, model, .. }
+                if core.config().failover == Failover::WithinRequest =>
+            {
+                match core.route_within(route, model.as_deref(), abi::now_ms()) {
+                    None => Action::Continue,
+                    Some(WithinRouting::Send {
+                        plan,
+                        cluster,
+                        tickets,
+                    }) => {
+                        // The upstream role rewrites the model per attempt.
+                        let header = &core.config().route_header;
+                        for (h, v) in [(header.as_str(), &cluster), (TICKETS_HEADER, &tickets)] {
+                            if let Err(s) = abi::set_header(Map::Request, h, v) {
+                                log::warn!("llm-breaker: cannot set {h} (status {})", s.0);
+                            }
+                        }
+                        self.plan = Some((plan, None));
+                        Action::Continue
+                    }
+                    Some(WithinRouting::Reject(r)) => reject(r),
+                }
             }
             Intake::AwaitBody => {
                 // Decided when the body is in (Envoy holds the headers meanwhile, with
@@ -75,28 +106,26 @@ impl Stream {
                         // on every request here. The failover tests fail if a request
                         // ever goes to the old route.
                         if let Some(new_model) = rewrite {
-                            rewrite_body(body, new_model);
+                            let _ = rewrite_body(body, new_model);
                         }
                         self.routed = Some(routed);
                         Action::Continue
                     }
-                    Some(Routing::Reject(r)) => {
-                        let body = r.body.as_bytes();
-                        let sent = abi::send_local_response(
-                            503,
-                            "llm_breaker_all_open",
-                            body,
-                            &r.headers(),
-                        );
-                        if sent.is_ok() {
-                            Action::Pause
-                        } else {
-                            Action::Continue
-                        }
-                    }
+                    Some(Routing::Reject(r)) => reject(r),
                 }
             }
         }
+    }
+}
+
+/// Answers with the all-open 503.
+fn reject(r: Rejection<'_>) -> Action {
+    let sent =
+        abi::send_local_response(503, "llm_breaker_all_open", r.body.as_bytes(), &r.headers());
+    if sent.is_ok() {
+        Action::Pause
+    } else {
+        Action::Continue
     }
 }
 
@@ -106,18 +135,19 @@ fn request_header(name: &str) -> Option<Vec<u8>> {
 
 /// Replaces the buffered request body with one naming `new_model`, and fixes its
 /// `content-length` (a chunked body has none to fix).
-fn rewrite_body(body: RequestBody, new_model: &str) {
+pub(super) fn rewrite_body(body: RequestBody, new_model: &str) -> bool {
     let read = |size| abi::body(Body::Request, 0, size);
     let Some((old_len, new)) = body.rewrite(new_model, read) else {
-        return;
+        return false;
     };
     if abi::set_body(Body::Request, 0, old_len, &new).is_err() {
         log::warn!("llm-breaker: cannot rewrite the request body's model");
-        return;
+        return false;
     }
     if request_header("content-length").is_some() {
         let _ = abi::set_header(Map::Request, "content-length", &new.len().to_string());
     }
+    true
 }
 
 impl Context for Stream {}
@@ -171,6 +201,17 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
+        if let (Some(core), Some((plan, used))) = (&self.core, &mut self.plan) {
+            let served = abi::header(Map::Response, SERVED_HEADER);
+            let _ = abi::remove_header(Map::Response, SERVED_HEADER);
+            let envoy = abi::header(Map::Response, "x-envoy-attempt-count");
+            let (n, info) = core.served_within(plan, served.as_deref(), envoy.as_deref());
+            *used = n;
+            if let Some((h, value)) = info {
+                let _ = abi::set_header(Map::Response, h, &value);
+            }
+            return Action::Continue;
+        }
         let (Some(core), Some(routed)) = (&self.core, &self.routed) else {
             return Action::Continue;
         };
@@ -199,6 +240,10 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
+        if let (Some(core), Some((plan, used))) = (&self.core, self.plan.take()) {
+            core.release_unused(&plan, used, abi::now_ms());
+            return;
+        }
         let (Some(core), Some(routed)) = (self.core.take(), self.routed.take()) else {
             return;
         };

@@ -48,4 +48,8 @@ impl Metrics for HostMetrics {
     fn record(&self, metric: Metric, value: u64) {
         abi::record(self.id(metric), value);
     }
+
+    fn get(&self, metric: Metric) -> Option<u64> {
+        abi::metric(self.id(metric))
+    }
 }

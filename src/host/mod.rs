@@ -5,11 +5,12 @@
 
 pub mod abi;
 mod admin;
+mod attempt;
 mod http;
 pub mod metrics;
 mod probe;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::store::{SharedStore, StoreError};
 use crate::worker::operator::Probes;
 use crate::worker::Worker;
@@ -152,8 +153,13 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Without a configuration the filter passes everything through.
-        Some(Box::new(http::Stream::new(self.core.clone())))
+        match &self.core {
+            Some(core) if core.config().role == Role::Upstream => {
+                Some(Box::new(attempt::Attempt::new(core.clone())))
+            }
+            // Without a configuration the filter passes everything through.
+            core => Some(Box::new(http::Stream::new(core.clone()))),
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -17,6 +17,10 @@ pub trait Metrics {
     fn increment(&self, metric: Metric);
     /// Sets a gauge.
     fn record(&self, metric: Metric, value: u64);
+    /// Reads a metric, where the host can (the `status` document's counters).
+    fn get(&self, _metric: Metric) -> Option<u64> {
+        None
+    }
 }
 
 /// One metric of one upstream or route.
@@ -114,6 +118,11 @@ pub enum UpstreamMetric {
     StateResets,
     /// Updates dropped after too many CAS conflicts or a host error.
     UpdateErrors,
+    /// Within-request failover: attempts sent to this upstream (upstream role).
+    Attempts,
+    /// Within-request failover: attempts to this upstream that failed and were
+    /// retried on the next upstream (downstream role).
+    AttemptsFailedRetried,
 }
 
 const EDGES: usize = Edge::ALL.len();
@@ -122,7 +131,7 @@ const STATUSES: usize = CLIENT_ERROR_STATUSES.len() + 1;
 
 impl UpstreamMetric {
     /// How many metrics each upstream has.
-    pub const COUNT: usize = 15 + EDGES + FAILURES + STATUSES;
+    pub const COUNT: usize = 17 + EDGES + FAILURES + STATUSES;
 
     /// The counter of a client status (`client_errors.other` if it has none).
     pub fn client_status(status: u16) -> UpstreamMetric {
@@ -156,6 +165,8 @@ impl UpstreamMetric {
             IgnoredProxyLimit => after_failures + STATUSES + 1,
             StateResets => after_failures + STATUSES + 2,
             UpdateErrors => after_failures + STATUSES + 3,
+            Attempts => after_failures + STATUSES + 4,
+            AttemptsFailedRetried => after_failures + STATUSES + 5,
         }
     }
 
@@ -178,7 +189,14 @@ impl UpstreamMetric {
             .chain(FailureClass::ALL.map(Failures))
             .chain([SlowCalls, ClientErrors])
             .chain(statuses.map(ClientErrorsByStatus))
-            .chain([Ignored, IgnoredProxyLimit, StateResets, UpdateErrors])
+            .chain([
+                Ignored,
+                IgnoredProxyLimit,
+                StateResets,
+                UpdateErrors,
+                Attempts,
+                AttemptsFailedRetried,
+            ])
     }
 
     /// A gauge (else a counter).
@@ -209,6 +227,8 @@ impl UpstreamMetric {
             IgnoredProxyLimit => "outcomes_ignored.proxy_limit",
             StateResets => "state_resets",
             UpdateErrors => "update_errors",
+            Attempts => "attempts",
+            AttemptsFailedRetried => "attempts_failed_retried",
         };
         name.to_string()
     }

@@ -7,6 +7,7 @@ use super::metrics::{Metric, UpstreamMetric};
 use super::{Metrics, Worker};
 use crate::admin::{self, Action, Endpoint, Refusal};
 use crate::breaker::Breaker;
+use crate::config::Failover;
 use crate::history;
 use crate::ids::UpstreamId;
 use crate::store::{self, SharedStore};
@@ -92,10 +93,13 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             Endpoint::Status => {
                 let states = self.states(now_ms);
                 let hist = history::read(&self.store);
-                json_reply(
-                    200,
-                    admin::status_json(&self.config, &states, &hist, now_ms),
-                )
+                let failover = (self.config.failover == Failover::WithinRequest).then(|| {
+                    admin::failover_json(&self.config, |u, m| {
+                        self.metrics.get(Metric::Upstream(u, m)).unwrap_or(0)
+                    })
+                });
+                let doc = admin::status_json(&self.config, &states, &hist, now_ms, failover);
+                json_reply(200, doc)
             }
             Endpoint::Health => {
                 let (ok, body) = admin::health_json(&self.config, &self.states(now_ms), now_ms);

@@ -140,7 +140,12 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
     }
 
-    fn rejection(&self, r: &Route, retry_after_s: u64, skipped: &[UpstreamId]) -> Rejection<'_> {
+    pub(super) fn rejection(
+        &self,
+        r: &Route,
+        retry_after_s: u64,
+        skipped: &[UpstreamId],
+    ) -> Rejection<'_> {
         let info = self.config.response_header.as_ref().map(|h| {
             let value = format!(
                 "upstream=none; reason=all_open; skipped={}",

@@ -10,3 +10,4 @@ mod fakes;
 mod flows;
 mod intake;
 mod operator;
+mod within;

@@ -223,6 +223,9 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
     }
     let upstream_config =
         serde_json::to_string(&doc).map_err(|e| InputError::FilterConfig(e.to_string()))?;
+    // The upstream role must load too: it needs `failover: "within_request"`.
+    llm_breaker::config::Config::parse(upstream_config.as_bytes())
+        .map_err(|e| InputError::FilterConfig(e.to_string()))?;
     Ok(FilterView {
         route_header,
         chains,

@@ -10,17 +10,12 @@ use crate::input::InputError;
 use std::collections::BTreeMap;
 
 /// Prefix of every generated aggregate cluster.
-pub const PREFIX: &str = "llmb";
+pub use llm_breaker::aggregate::PREFIX;
 
-/// The aggregate cluster name for an ordered list of upstreams: `llmb|a|b|c`.
-/// The filter side must compute exactly this.
+/// The aggregate cluster name for an ordered list of upstreams: `llmb|a|b|c`, by the
+/// filter's own function (the downstream role writes the same name).
 pub fn aggregate_name(upstreams: &[String]) -> String {
-    let mut name = String::from(PREFIX);
-    for u in upstreams {
-        name.push('|');
-        name.push_str(u);
-    }
-    name
+    llm_breaker::aggregate::aggregate_name(upstreams.iter().map(String::as_str))
 }
 
 /// Every non-empty ordered subset of `chain`, order kept.

@@ -3,7 +3,7 @@
 use super::*;
 use serde_yaml::Value;
 
-const FILTER: &str = r#"{"routes":[{"name":"chat","match":{"path_prefix":"/v1/"},
+const FILTER: &str = r#"{"failover":"within_request","routes":[{"name":"chat","match":{"path_prefix":"/v1/"},
   "upstreams":["openai",{"upstream":"azure-openai","model":"gpt-4o"},"vllm"]}]}"#;
 const PROVIDERS: &str = "providers:\n\
 - {name: vllm, address: 10.0.0.7, port: 8000}\n\
@@ -185,6 +185,15 @@ fn a_bad_filter_config_is_refused_with_the_filters_own_message() {
 }
 
 #[test]
+fn a_filter_config_without_within_request_is_refused() {
+    let next = r#"{"routes":[{"name":"chat","upstreams":["openai"]}]}"#;
+    let err = generate(next.as_bytes(), PROVIDERS, Format::Envoy)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("within_request"), "{err}");
+}
+
+#[test]
 fn an_upstream_without_a_provider_is_refused_by_name() {
     let err = generate(
         FILTER.as_bytes(),
@@ -206,7 +215,7 @@ fn bad_provider_fields_are_refused_by_field() {
         ("providers:\n- {name: openai, address: a, port: 1}\n- {name: openai, address: b, port: 2}\n", "providers[1].name"),
         ("providers: []\nbogus: 1\n", "bogus"),
     ];
-    let one = r#"{"routes":[{"name":"chat","upstreams":["openai"]}]}"#;
+    let one = r#"{"failover":"within_request","routes":[{"name":"chat","upstreams":["openai"]}]}"#;
     for (text, field) in cases {
         let err = generate(one.as_bytes(), text, Format::Envoy)
             .unwrap_err()

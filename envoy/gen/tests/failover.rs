@@ -273,7 +273,7 @@ fn get(port: u16, path: &str, cluster: Option<&str>) -> (u16, String) {
     (status, body)
 }
 
-const FILTER: &str = r#"{"routes":[
+const FILTER: &str = r#"{"failover":"within_request","routes":[
   {"name":"chat","match":{"path_prefix":"/v1/"},"upstreams":["openai","azure-openai","vllm"]},
   {"name":"refused","match":{"path_prefix":"/r/"},"upstreams":["down","vllm"]}]}"#;
 
@@ -475,8 +475,7 @@ fn with_the_default_retry_limit_concurrent_retries_overflow() {
 }
 
 /// The whole generated example (upstream wasm filter included) loads in Envoy's validate
-/// mode. The filter does not know `"role": "upstream"` yet (issue 10's filter side), so
-/// the field is dropped here; needs `make build`.
+/// mode, `"role": "upstream"` included; needs `make build`.
 #[test]
 fn the_generated_example_validates_in_envoy() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -490,15 +489,7 @@ fn the_generated_example_validates_in_envoy() {
     let providers = std::fs::read_to_string(format!("{dir}/providers.yaml")).unwrap();
     let template = "node: { id: gen, cluster: gen }\nstatic_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
     let full = llm_breaker_gen::fill_template(template, filter.as_bytes(), &providers).unwrap();
-    // Today's parser refuses the unknown field `role`: drop it for this check.
-    let with_role = full
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("value: '"))
-        .unwrap()
-        .trim_end_matches('\'');
-    let full = full
-        .replace(with_role, &without_role(with_role))
-        .replace("filename: target/", &format!("filename: {root}/target/"));
+    let full = full.replace("filename: target/", &format!("filename: {root}/target/"));
     let path = std::env::temp_dir().join(format!("llmb-gen-validate-{}.yaml", std::process::id()));
     std::fs::write(&path, full).unwrap();
     let out = Command::new(envoy_bin())
@@ -558,8 +549,10 @@ fn the_istio_patch_values_load_and_fail_over_in_envoy() {
                 let config = &mut ext["typed_config"]["config"];
                 config["vm_config"]["code"] =
                     serde_yaml::from_str(&format!("{{local: {{filename: {wasm}}}}}")).unwrap();
-                let json = without_role(config["configuration"]["value"].as_str().unwrap());
-                config["configuration"]["value"] = Value::from(json);
+                let json: serde_json::Value =
+                    serde_json::from_str(config["configuration"]["value"].as_str().unwrap())
+                        .unwrap();
+                assert_eq!(json["role"], "upstream");
                 let mut resource = serde_yaml::Mapping::new();
                 resource.insert(
                     "@type".into(),
@@ -608,14 +601,4 @@ fn the_istio_patch_values_load_and_fail_over_in_envoy() {
     assert_eq!([openai.hits(), azure.hits(), vllm.hits()], [2, 2, 0]);
     let log = std::fs::read_to_string(&envoy.log).unwrap_or_default();
     assert!(!log.contains("critical"), "{log}");
-}
-
-/// The upstream role's configuration without `role`, which today's parser refuses.
-fn without_role(json: &str) -> String {
-    let mut doc: serde_json::Value = serde_json::from_str(json).unwrap();
-    assert_eq!(
-        doc.as_object_mut().unwrap().remove("role"),
-        Some(serde_json::Value::from("upstream"))
-    );
-    serde_json::to_string(&doc).unwrap()
 }

@@ -201,6 +201,8 @@ fn every_upstream_metric_keeps_its_documented_name() {
         "outcomes_ignored.proxy_limit",
         "state_resets",
         "update_errors",
+        "attempts",
+        "attempts_failed_retried",
     ];
     assert_eq!(names, want);
     let route: Vec<&str> = RouteMetric::ALL.iter().map(|m| m.name()).collect();

@@ -104,6 +104,10 @@ impl Metrics for Recorder {
     fn record(&self, metric: Metric, value: u64) {
         self.gauges.borrow_mut().push((metric, value));
     }
+
+    fn get(&self, metric: Metric) -> Option<u64> {
+        Some(self.count(metric) as u64)
+    }
 }
 
 /// Log lines of this thread, captured through the `log` facade.

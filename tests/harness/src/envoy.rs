@@ -158,6 +158,22 @@ pub struct Options {
     /// Environment variables of the wasm VMs (`vm_config.environment_variables`),
     /// e.g. the admin API's token.
     pub env: Vec<(String, String)>,
+    /// Within-request failover: the generator's clusters and the route's per-try
+    /// timeout (see [`Within`]).
+    pub within: Option<Within>,
+}
+
+/// The Envoy side of `failover: "within_request"`, built from `llm-breaker-gen`'s
+/// output: its clusters (provider clusters with endpoint metadata, the aggregates with
+/// their retry policies and the upstream role) replace [`Options::clusters`] in the
+/// bootstrap; the `/v1/` route gets the per-try timeout, and the virtual host reports
+/// `x-envoy-attempt-count`.
+#[derive(Debug, Clone)]
+pub struct Within {
+    /// Each cluster as one line of flow YAML (JSON works).
+    pub clusters: Vec<String>,
+    /// The route's `retry_policy.per_try_timeout`.
+    pub per_try_timeout: Duration,
 }
 
 impl Options {
@@ -179,6 +195,7 @@ impl Options {
             route_header: "x-llm-breaker-upstream".into(),
             before: None,
             env: Vec::new(),
+            within: None,
         }
     }
 
@@ -227,7 +244,14 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
         ),
     };
     let mut clusters = String::new();
-    for (name, addr) in &opts.clusters {
+    let mut vhost = String::new();
+    if let Some(w) = &opts.within {
+        for c in &w.clusters {
+            clusters.push_str(&format!("  - {c}\n"));
+        }
+        vhost = "\n              include_attempt_count_in_response: true".into();
+    }
+    for (name, addr) in opts.clusters.iter().filter(|_| opts.within.is_none()) {
         clusters.push_str(&format!(
             r#"  - name: {name}
     type: STATIC
@@ -268,7 +292,7 @@ static_resources:
           route_config:
             virtual_hosts:
             - name: all
-              domains: ["*"]
+              domains: ["*"]{vhost}
               routes:
               - match: {{ prefix: "/v1/" }}
                 route:
@@ -299,6 +323,15 @@ fn route_timeouts(opts: &Options) -> String {
             "                  max_stream_duration: {{ max_stream_duration: {} }}\n",
             secs(d)
         ));
+    }
+    if let Some(w) = &opts.within {
+        // The aggregate clusters' own retry policies set the retries; the route keeps
+        // the per-attempt first-byte bound.
+        lines.push_str(&format!(
+            "                  retry_policy: {{ per_try_timeout: {} }}\n",
+            secs(w.per_try_timeout)
+        ));
+        return lines;
     }
     let retries = match &opts.retry_on {
         Some(on) => format!("num_retries: 1, retry_on: {}", yaml_quote(on)),

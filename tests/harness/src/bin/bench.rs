@@ -159,6 +159,7 @@ fn main() {
                 route_header: "x-llm-breaker-upstream".into(),
                 before: None,
                 env: Vec::new(),
+                within: None,
             };
             let e = Envoy::start(&opts);
             if pin {

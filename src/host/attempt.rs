@@ -1,0 +1,106 @@
+//! The upstream role's HTTP context: one per attempt of a `within_request` request
+//! (an upstream HTTP filter of the aggregate clusters). It reads what the core's
+//! [`crate::worker::attempt::Attempt`] needs and carries out its steps; the attempt is
+//! recorded in `on_done` (`on_log` does not run for upstream filters, and an attempt
+//! with no response headers ends with `on_done` alone). Envoy's `response.*`
+//! properties are the downstream stream's here: the status comes from `:status`.
+
+use super::abi::{self, Body, Map};
+use super::http::rewrite_body;
+use super::Core;
+use crate::worker::attempt::{Attempt as State, BodyStep};
+use crate::worker::intake::RequestBody;
+use crate::worker::within::{SERVED_HEADER, TICKETS_HEADER};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::rc::Rc;
+
+/// Endpoint metadata naming the real upstream (the generator's `METADATA_NS` /
+/// `METADATA_KEY`).
+const UPSTREAM_NAME: [&str; 5] = [
+    "xds",
+    "upstream_host_metadata",
+    "filter_metadata",
+    "llm_breaker",
+    "upstream",
+];
+
+/// One attempt.
+pub struct Attempt {
+    core: Rc<Core>,
+    state: State,
+}
+
+impl Attempt {
+    /// An attempt under `core`'s configuration.
+    pub fn new(core: Rc<Core>) -> Attempt {
+        let state = State::default();
+        Attempt { core, state }
+    }
+}
+
+impl Context for Attempt {
+    fn on_done(&mut self) -> bool {
+        self.state.done(&self.core, abi::now_ms(), || {
+            abi::property(&["upstream", "transport_failure_reason"]).is_some_and(|r| !r.is_empty())
+        });
+        true
+    }
+}
+
+impl HttpContext for Attempt {
+    fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
+        let Some(name) = abi::property(&UPSTREAM_NAME) else {
+            log::warn!("llm-breaker: attempt without `llm_breaker.upstream` endpoint metadata");
+            return Action::Continue;
+        };
+        let tickets = abi::header(Map::Request, TICKETS_HEADER);
+        let per_try = abi::header(Map::Request, "x-envoy-expected-rq-timeout-ms");
+        let (t, p) = (tickets.as_deref(), per_try.as_deref());
+        if self
+            .state
+            .start(&self.core, &name, t, p, eos, abi::now_ms())
+        {
+            // Held until the body is complete (`allow_on_headers_stop_iteration`).
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        let fix_length = match self.state.request_body(eos, abi::now_ms()) {
+            BodyStep::Hold => return Action::Pause,
+            BodyStep::Continue => false,
+            BodyStep::Rewrite(model) => !rewrite_body(RequestBody::Unread(size), &model),
+            BodyStep::FixLength => true,
+        };
+        if fix_length && abi::header(Map::Request, "content-length").is_some() {
+            let _ = abi::set_header(Map::Request, "content-length", &size.to_string());
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
+        let status = abi::status_code(Map::Response);
+        let header = |name: &str| abi::header(Map::Response, name);
+        let now = abi::now_ms();
+        if let Some(name) = self
+            .state
+            .response_headers(&self.core, status, eos, now, header)
+        {
+            let _ = abi::set_header(Map::Response, SERVED_HEADER, name);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        let read = |offset, len| abi::body(Body::Response, offset, len);
+        self.state.response_body(size, eos, abi::now_ms, read);
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _n: usize) -> Action {
+        self.state.trailers();
+        Action::Continue
+    }
+}
