@@ -19,7 +19,7 @@ use super::{accounting, Metrics, Worker};
 use crate::aggregate::aggregate_name;
 use crate::breaker::{Admission, Ticket};
 use crate::classify::flags;
-use crate::config::WhenAllOpen;
+use crate::config::{Route, WhenAllOpen};
 use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::routing::{Decision, Why};
 use crate::store::{self, SharedStore};
@@ -97,39 +97,13 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         now_ms: u64,
     ) -> Option<WithinRouting<'_>> {
         let r = self.config.routes.get(route.index())?;
-        let (mut order, mut skipped, mut before_first) = (Vec::new(), Vec::new(), 0);
-        let mut earliest = u64::MAX;
-        for &upstream in &r.chain {
-            let cell = self
-                .config
-                .cell(upstream, rewrite_on(r, upstream).or(model));
-            match self.admit(cell, now_ms) {
-                Some(Admission::Denied { retry_at_ms }) => {
-                    earliest = earliest.min(retry_at_ms);
-                    skipped.push(upstream);
-                    if order.is_empty() {
-                        before_first += 1;
-                    }
-                }
-                admitted => {
-                    let ticket = match admitted {
-                        Some(Admission::Admitted(t)) => Some(t),
-                        _ => None,
-                    };
-                    order.push(Attempt {
-                        upstream,
-                        cell,
-                        ticket,
-                    });
-                }
-            }
-        }
-        let why = match order.first() {
-            Some(a) if a.ticket.is_some_and(|t| t.permit.is_some()) => Why::Probe,
-            Some(_) if before_first == 0 => Why::Primary,
-            Some(_) => Why::Failover,
-            None => Why::FailOpen,
-        };
+        let Order {
+            mut order,
+            skipped,
+            before_first,
+            earliest,
+        } = self.attempt_order(r, model, now_ms);
+        let why = why_of(&order, before_first);
         if order.is_empty() {
             let primary = r.chain.first().copied();
             match (r.when_all_open, primary) {
@@ -180,6 +154,44 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             cluster,
             tickets,
         })
+    }
+
+    /// The chain's admitting upstreams in order (a half-open one holds its permit),
+    /// the ones skipped, how many were skipped before the first, and the earliest
+    /// time a skipped one admits again.
+    fn attempt_order(&self, r: &Route, model: Option<&str>, now_ms: u64) -> Order {
+        let mut o = Order {
+            order: Vec::new(),
+            skipped: Vec::new(),
+            before_first: 0,
+            earliest: u64::MAX,
+        };
+        for &upstream in &r.chain {
+            let cell = self
+                .config
+                .cell(upstream, rewrite_on(r, upstream).or(model));
+            match self.admit(cell, now_ms) {
+                Some(Admission::Denied { retry_at_ms }) => {
+                    o.earliest = o.earliest.min(retry_at_ms);
+                    o.skipped.push(upstream);
+                    if o.order.is_empty() {
+                        o.before_first += 1;
+                    }
+                }
+                admitted => {
+                    let ticket = match admitted {
+                        Some(Admission::Admitted(t)) => Some(t),
+                        _ => None,
+                    };
+                    o.order.push(Attempt {
+                        upstream,
+                        cell,
+                        ticket,
+                    });
+                }
+            }
+        }
+        o
     }
 
     /// Downstream role, response headers: how many attempts the request took (from
@@ -384,4 +396,22 @@ pub fn decode_tickets(bytes: &[u8], routes: usize) -> Option<(RouteId, Vec<Attem
         });
     }
     Some((RouteId::new(route), order))
+}
+
+/// What walking a chain for a within-request plan found.
+struct Order {
+    order: Vec<Attempt>,
+    skipped: Vec<UpstreamId>,
+    before_first: usize,
+    earliest: u64,
+}
+
+/// Why the first attempt goes where it goes.
+fn why_of(order: &[Attempt], before_first: usize) -> Why {
+    match order.first() {
+        Some(a) if a.ticket.is_some_and(|t| t.permit.is_some()) => Why::Probe,
+        Some(_) if before_first == 0 => Why::Primary,
+        Some(_) => Why::Failover,
+        None => Why::FailOpen,
+    }
 }
