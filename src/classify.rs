@@ -353,7 +353,4 @@ fn failure(class: FailureClass, slow: bool) -> Verdict {
 }
 
 #[cfg(test)]
-mod limit_tests;
-
-#[cfg(test)]
 mod tests;

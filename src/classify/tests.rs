@@ -4,6 +4,8 @@ use crate::inband::InBandError;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+mod limits;
+
 fn policy() -> FailurePolicy {
     FailurePolicy {
         status: vec![500, 502, 503, 504, 529],

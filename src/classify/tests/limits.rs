@@ -2,50 +2,20 @@
 //! flag, and the `response.code_details` values measured in Envoy 1.40 for each
 //! timeout (see docs/detection.md).
 
-use super::flags::*;
-use super::*;
+use super::super::flags::*;
+use super::super::*;
+use super::{fail, policy, OK};
 use crate::inband::InBandError;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-fn policy() -> FailurePolicy {
-    FailurePolicy {
-        status: vec![500, 502, 503, 504, 529],
-        rate_limited: vec![429],
-        connect_failure: true,
-        reset: true,
-        timeout: true,
-        in_band_error: true,
-        stream_truncated: true,
-        client_errors_as_failures: vec![],
-    }
-}
-
+/// The shared test facts, ended by `ended_by`.
 fn facts(status: Option<u16>, completed: bool, flags: u64, ended_by: EndedBy) -> ResponseFacts {
     ResponseFacts {
-        status,
-        completed,
-        flags,
-        ttfb_ms: Some(10),
-        in_band: InBand::Unknown,
-        reset_in_ms: None,
         ended_by,
+        ..super::facts(status, completed, flags)
     }
 }
-
-fn fail(c: FailureClass) -> Verdict {
-    Verdict::Counted(Outcome {
-        failure: Some(c),
-        slow: false,
-        reset_in_ms: None,
-    })
-}
-
-const OK: Verdict = Verdict::Counted(Outcome {
-    failure: None,
-    slow: false,
-    reset_in_ms: None,
-});
 
 use EndedBy::{Other, TotalLimit};
 use FailureClass::*;
