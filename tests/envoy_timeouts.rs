@@ -16,6 +16,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use llm_breaker::classify::FailureClass;
 use llm_breaker_harness::client;
 use llm_breaker_harness::envoy::{Envoy, Options};
 use llm_breaker_harness::sse;
@@ -117,22 +118,25 @@ fn streams(e: &Envoy, n: usize) -> Vec<Streamed> {
 }
 
 fn failures(e: &Envoy, upstream: &str) -> u64 {
-    [
-        "status",
-        "rate_limited",
-        "connect_failure",
-        "reset",
-        "timeout",
-        "in_band_error",
-        "stream_truncated",
-    ]
-    .iter()
-    .map(|c| e.upstream_stat(upstream, &format!("failures.{c}")))
-    .sum()
+    FailureClass::ALL
+        .iter()
+        .map(|c| e.upstream_stat(upstream, &format!("failures.{}", c.as_str())))
+        .sum()
 }
 
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
+}
+
+/// Prints what a stream got (the measured numbers the issue asks for).
+fn report(label: &str, s: &Streamed) {
+    println!(
+        "{label}: {} {} events, ended after {}, whole={}",
+        s.status,
+        s.events.len(),
+        secs(s.took),
+        s.whole
+    );
 }
 
 #[test]
@@ -141,13 +145,7 @@ fn long_healthy_streams_arrive_whole_and_leave_the_breaker_closed() {
     let e = Envoy::start(&llm_shape(&a, &b));
     let got = streams(&e, 5);
     for s in &got {
-        println!(
-            "healthy stream: {} {} events in {}, whole={}",
-            s.status,
-            s.events.len(),
-            secs(s.took),
-            s.whole
-        );
+        report("healthy stream", s);
         assert_eq!(s.status, 200);
         assert_eq!(s.upstream.as_deref(), Some("openai"));
         assert!(s.whole && s.done(), "cut: {s:?}");
@@ -193,13 +191,7 @@ fn stalled_streams_trip_the_breaker() {
     let e = Envoy::start(&llm_shape(&a, &b));
     a.set(Behaviour::SseStall { chunks: 2 });
     for s in streams(&e, 3) {
-        println!(
-            "stall after 3 events: {} {} events, cut after {}, whole={}",
-            s.status,
-            s.events.len(),
-            secs(s.took),
-            s.whole
-        );
+        report("stall after 3 events", &s);
         assert_eq!(s.status, 200);
         assert!(!s.whole && !s.done(), "{s:?}");
         assert_eq!(s.events.len(), 3, "role and two content events");
@@ -226,13 +218,7 @@ fn a_total_duration_limit_that_cuts_healthy_streams_is_not_the_providers_failure
         }
         let e = Envoy::start(&opts);
         for s in streams(&e, 4) {
-            println!(
-                "route {limit} 2 s: {} {} events, cut after {}, whole={}",
-                s.status,
-                s.events.len(),
-                secs(s.took),
-                s.whole
-            );
+            report(&format!("route {limit} 2 s"), &s);
             assert_eq!(s.status, 200);
             assert_eq!(s.upstream.as_deref(), Some("openai"));
             assert!(!s.whole && !s.done(), "{limit}: not cut: {s:?}");

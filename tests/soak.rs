@@ -114,15 +114,7 @@ impl Deck {
 /// Failure mode number `mode`, with random parameters, named for the table.
 fn behaviour(mode: u64, rng: &mut Rng) -> (&'static str, Behaviour) {
     let chunks = 1 + rng.below(3) as usize;
-    let forms = [
-        ResetForm::RetryAfter,
-        ResetForm::HttpDate,
-        ResetForm::RetryAfterMs,
-        ResetForm::OpenAi,
-        ResetForm::Anthropic,
-        ResetForm::Garbage,
-        ResetForm::None,
-    ];
+    let forms = ResetForm::ALL;
     match mode {
         0..=3 => ("ok", Behaviour::Ok),
         4 => (

@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use llm_breaker_gen::{generate, Format};
+// The harness's: `free_port` never hands out a port twice, `envoy_bin` honours ENVOY_BIN.
+use llm_breaker_harness::envoy::{envoy_bin, free_port};
 use serde_yaml::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -117,14 +119,6 @@ fn serve(conn: TcpStream, name: &str, hits: &AtomicUsize, mode: &Mutex<Mode>) {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Envoy, killed and reaped on drop.
 struct Envoy {
     child: Child,
@@ -138,11 +132,6 @@ impl Drop for Envoy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn envoy_bin() -> String {
-    std::env::var("ENVOY_BIN")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/envoy").into())
 }
 
 impl Envoy {
@@ -199,7 +188,10 @@ static_resources:
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot run Envoy at {bin} ({e}): run `make envoy` or set ENVOY_BIN")
+                panic!(
+                    "cannot run Envoy at {} ({e}): run `make envoy` or set ENVOY_BIN",
+                    bin.display()
+                )
             });
         let mut envoy = Envoy {
             child,

@@ -112,19 +112,20 @@ impl ResetForm {
         }
     }
 
+    /// Every form.
+    pub const ALL: [ResetForm; 7] = [
+        ResetForm::RetryAfter,
+        ResetForm::HttpDate,
+        ResetForm::RetryAfterMs,
+        ResetForm::OpenAi,
+        ResetForm::Anthropic,
+        ResetForm::Garbage,
+        ResetForm::None,
+    ];
+
     /// Parses a `form=` value.
     pub fn from_name(s: &str) -> Option<ResetForm> {
-        [
-            ResetForm::RetryAfter,
-            ResetForm::HttpDate,
-            ResetForm::RetryAfterMs,
-            ResetForm::OpenAi,
-            ResetForm::Anthropic,
-            ResetForm::Garbage,
-            ResetForm::None,
-        ]
-        .into_iter()
-        .find(|f| f.name() == s)
+        ResetForm::ALL.into_iter().find(|f| f.name() == s)
     }
 }
 
