@@ -211,10 +211,12 @@ alerts-test: build $(ENVOY)
 GEN         := cargo run --release --quiet -p llm-breaker-gen --
 GEN_EXAMPLE := envoy/gen/example
 
-## gen: regenerate envoy/gen/example/ (aggregate clusters + upstream filter; the Istio EnvoyFilter) from its filter.json and providers.yaml
+## gen: regenerate the generator's outputs: envoy/envoy.yaml and envoy/envoy-compose.yaml (from their templates and inputs in envoy/gen/example/ and envoy/gen/compose/), and envoy/gen/example/ (aggregate clusters + upstream filter; the Istio EnvoyFilter)
 gen:
 	$(GEN) --filter $(GEN_EXAMPLE)/filter.json --providers $(GEN_EXAMPLE)/providers.yaml --out $(GEN_EXAMPLE)/envoy-clusters.yaml
 	$(GEN) --filter $(GEN_EXAMPLE)/filter.json --providers $(GEN_EXAMPLE)/providers.yaml --istio --out $(GEN_EXAMPLE)/istio-failover.yaml
+	$(GEN) --filter $(GEN_EXAMPLE)/filter.json --providers $(GEN_EXAMPLE)/providers.yaml --template $(GEN_EXAMPLE)/envoy.template.yaml --out envoy/envoy.yaml
+	$(GEN) --filter envoy/gen/compose/filter.json --providers envoy/gen/compose/providers.yaml --template envoy/gen/compose/envoy.template.yaml --out envoy/envoy-compose.yaml
 
 ## gen-test: the generator's unit tests, its real-Envoy failover test, and its lints
 gen-test: build $(ENVOY)

@@ -83,6 +83,9 @@ pub fn provider_cluster(p: &Provider) -> Value {
     } else {
         c.insert(s("type"), s("LOGICAL_DNS"));
         c.insert(s("dns_lookup_family"), s("V4_PREFERRED"));
+        if let Some(ms) = p.dns_refresh_ms {
+            c.insert(s("dns_refresh_rate"), duration_ms(ms));
+        }
     }
     c.insert(s("connect_timeout"), duration_ms(p.connect_timeout_ms));
     c.insert(

@@ -76,6 +76,10 @@ pub struct Provider {
     /// Connect timeout in ms (default 5000).
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u32,
+    /// For a DNS name: how often Envoy re-resolves it, in ms (Envoy's default 5000).
+    /// Small values suit containers that come back with another address.
+    #[serde(default)]
+    pub dns_refresh_ms: Option<u32>,
 }
 
 fn default_connect_timeout_ms() -> u32 {
@@ -262,6 +266,12 @@ pub fn read_providers(text: &str, filter: &FilterView) -> Result<Providers, Inpu
             return Err(InputError::Field {
                 field: field("sni"),
                 message: "only with `tls: true`".into(),
+            });
+        }
+        if prov.dns_refresh_ms == Some(0) {
+            return Err(InputError::Field {
+                field: field("dns_refresh_ms"),
+                message: "must be above 0".into(),
             });
         }
         if prov.connect_timeout_ms == 0 {

@@ -280,7 +280,7 @@ fn istio_output_adds_clusters_merges_the_route_and_delivers_the_module_by_ecds()
 
 #[test]
 fn a_template_gets_the_clusters_at_the_placeholder_indent() {
-    let t = "static_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
+    let t = "v: |\n  # llm-breaker-gen: filter\nstatic_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
     let out = fill_template(t, FILTER.as_bytes(), PROVIDERS).unwrap();
     let doc: Value = serde_yaml::from_str(&out).unwrap();
     assert_eq!(
@@ -290,6 +290,7 @@ fn a_template_gets_the_clusters_at_the_placeholder_indent() {
             .len(),
         10
     );
+    assert_eq!(doc["v"].as_str().unwrap().trim_end(), FILTER);
     assert!(fill_template("x: 1\n", FILTER.as_bytes(), PROVIDERS).is_err());
 }
 
@@ -309,5 +310,17 @@ fn checked_in_example_output_is_up_to_date() {
             got == want,
             "envoy/gen/example/{file} is out of date: run `make gen`"
         );
+    }
+    for (inputs, out) in [("example", "envoy.yaml"), ("compose", "envoy-compose.yaml")] {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/");
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}{inputs}/{f}")).unwrap();
+        let want = fill_template(
+            &read("envoy.template.yaml"),
+            read("filter.json").as_bytes(),
+            &read("providers.yaml"),
+        )
+        .unwrap();
+        let got = std::fs::read_to_string(format!("{dir}../{out}")).unwrap_or_default();
+        assert!(got == want, "envoy/{out} is out of date: run `make gen`");
     }
 }

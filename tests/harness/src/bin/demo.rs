@@ -1,6 +1,8 @@
 //! `make demo`: three mock providers on loopback, the real Envoy with
-//! `envoy/envoy.yaml`, and a short walkthrough: healthy → primary fails → breaker
-//! opens and traffic fails over → primary recovers → probes close the breaker.
+//! `envoy/envoy.yaml` (within-request failover), and a short walkthrough: healthy →
+//! primary fails, and each failed attempt is retried on the fallback inside the same
+//! request (no client error) → the breaker opens and traffic goes straight to the
+//! fallback → primary recovers → probes close the breaker.
 //! Then it keeps running for your own curls until Ctrl-C (or exits with `--once`).
 //!
 //! However it is stopped — SIGINT, SIGTERM or SIGHUP to it, or to the `make` that
@@ -144,30 +146,46 @@ fn run(once: bool) -> Result<(), String> {
         while completed_total(admin) <= before && Instant::now() < deadline {
             sleep(Duration::from_millis(5));
         }
+        if r.status != 200 {
+            return Err(format!("a client error: HTTP {}", r.status));
+        }
         Ok(r.upstream().unwrap_or("-").to_string())
     };
 
     println!("1. All providers healthy: traffic goes to the primary.");
     send("  request")?;
     send("  request")?;
-    println!("\n2. openai starts answering 503 (3 consecutive failures trip it).");
+    println!(
+        "\n2. openai starts answering 503. Each failed attempt is retried on azure-openai inside\n   the same request: the client gets 200, and 3 failed attempts trip openai's breaker."
+    );
     ups[0].set(Behaviour::Status(503));
+    let before = ups[0].requests();
     for _ in 0..3 {
-        send("  request (openai failing)")?;
+        let r = send("  request (openai failing)")?;
+        if r != "azure-openai" {
+            return Err(format!("expected a retry on azure-openai, got {r}"));
+        }
     }
-    println!("\n3. Its breaker is open: requests fail over to azure-openai.");
-    let mut served = String::new();
+    println!("\n3. Its breaker is open: requests go straight to azure-openai (openai gets none).");
     for _ in 0..3 {
-        served = send("  request")?;
+        let r = send("  request")?;
+        if r != "azure-openai" {
+            return Err(format!("expected a failover to azure-openai, got {r}"));
+        }
     }
-    if served != "azure-openai" {
-        return Err(format!("expected a failover to azure-openai, got {served}"));
+    let hits = ups[0].requests() - before;
+    println!("   openai received {hits} requests during the outage; clients saw 0 errors.");
+    if hits != 3 {
+        return Err(format!(
+            "expected openai to receive exactly 3 attempts, got {hits}"
+        ));
     }
     println!(
         "\n4. openai recovers; after the 5 s open time, probes test it and close the breaker."
     );
     ups[0].set(Behaviour::Ok);
     sleep(Duration::from_millis(5600));
+    let mut served = String::new();
     for _ in 0..3 {
         served = send("  request")?;
     }
