@@ -9,7 +9,9 @@
 //! (default 8), BENCH_CONNECTIONS (default 16), BENCH_CONCURRENCY (Envoy workers,
 //! default 1).
 
-use llm_breaker_harness::envoy::{free_port, workspace_root, Envoy, Filter, Options};
+use llm_breaker_harness::envoy::{
+    filter_wasm, free_port, workspace_root, Envoy, Filter, Options, Within,
+};
 use llm_breaker_harness::load;
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
 use std::net::SocketAddr;
@@ -23,6 +25,38 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 const PATH: &str = "/v1/chat/completions";
+const WITHIN: &str = "within_request, closed path";
+const CLOSED: usize = 3;
+
+/// The generator's clusters (provider clusters with metadata, aggregates with the
+/// upstream role) for `config` and these providers.
+fn within_clusters(config: &str, providers: &[(String, SocketAddr)]) -> Within {
+    let mut yaml = String::from("providers:\n");
+    for (name, a) in providers {
+        yaml.push_str(&format!(
+            "- {{name: {name}, address: {}, port: {}}}\n",
+            a.ip(),
+            a.port()
+        ));
+    }
+    yaml.push_str(&format!("wasm: {{filename: {}}}\n", filter_wasm().display()));
+    let out = llm_breaker_gen::generate(config.as_bytes(), &yaml, llm_breaker_gen::Format::Envoy)
+        .unwrap_or_else(|e| panic!("generator: {e}"));
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&out).unwrap_or_else(|e| panic!("generator output: {e}"));
+    let clusters = doc["clusters"]
+        .as_sequence()
+        .map(|s| {
+            s.iter()
+                .map(|c| serde_json::to_string(c).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    Within {
+        clusters,
+        per_try_timeout: Duration::from_secs(5),
+    }
+}
 const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 
 fn main() {
@@ -89,6 +123,9 @@ fn main() {
         other => other,
     };
     let closed_path_of = |path: std::path::PathBuf| build_of(path, r#""openai","azure""#);
+    let within_config = r#"{"failover":"within_request","routes":[{"name":"chat","match":{"path_prefix":"/v1/"},"upstreams":["openai","azure"]}],
+        "breaker":{"consecutive_failures":1,"open":{"base_ms":86400000,"max_ms":86400000}}}"#;
+    let within = within_clusters(within_config, &clusters[..2]);
     let variants: Vec<(&str, Filter)> = vec![
         (
             "no filter",
@@ -108,6 +145,15 @@ fn main() {
         // The primary's cluster refuses connections: the first request trips it,
         // every later one skips it and goes to the fallback.
         ("llm-breaker, failed over", breaker(r#""down","azure""#)),
+        // Both roles: the downstream filter picks the aggregate, the upstream role
+        // records the attempt (generator's clusters, as in envoy/envoy.yaml).
+        (
+            WITHIN,
+            Filter::Breaker {
+                config: within_config.to_string(),
+                wasm: None,
+            },
+        ),
     ];
     // BENCH_EXTRA_WASM=label=path,... adds the closed path of other builds of the
     // filter, for experiments; BENCH_EXTRA_FAILOVER=1 their failed-over path too.
@@ -159,7 +205,7 @@ fn main() {
                 route_header: "x-llm-breaker-upstream".into(),
                 before: None,
                 env: Vec::new(),
-                within: None,
+                within: (variants[i].0 == WITHIN).then(|| within.clone()),
             };
             let e = Envoy::start(&opts);
             if pin {
@@ -225,4 +271,12 @@ fn main() {
         );
     }
     println!("(ratios: median over rounds of the ratio within each round)");
+    let within_at = (0..variants.len()).find(|&i| variants[i].0 == WITHIN);
+    if let Some(w) = within_at.filter(|w| chosen.contains(w) && chosen.contains(&CLOSED)) {
+        println!(
+            "within_request vs next_request closed path (same rounds): Envoy CPU/req {:.2}x, throughput {:.2}x",
+            paired(w, CLOSED, &cpu),
+            paired(w, CLOSED, &rps)
+        );
+    }
 }
