@@ -369,7 +369,11 @@ fn check_answers(records: &[Record], timings: &[(Fault, Timing)]) {
         };
         let errors = |stage: Stage| {
             of(stage)
-                .filter(|r| !r.answer.as_ref().is_ok_and(|a| classify(a) == Ok(Kind::Success)))
+                .filter(|r| {
+                    !r.answer
+                        .as_ref()
+                        .is_ok_and(|a| classify(a) == Ok(Kind::Success))
+                })
                 .count()
         };
         eprintln!(
