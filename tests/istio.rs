@@ -5,18 +5,28 @@
 //!   Docker ("compat") format: exactly one layer, holding `plugin.wasm` and nothing
 //!   else, byte-identical to the filter build. Checked on `docker save`'s archive.
 //!   Needs a Docker engine (a failure under `CI=true` without one).
-//! - The manifests must parse and carry the fields Istio requires; the WasmPlugin's
-//!   `pluginConfig` must be a configuration the filter accepts; and every upstream
-//!   it names must be routed by the VirtualService (the header value the filter
-//!   writes) to a host with a ServiceEntry and a DestinationRule.
+//! - Every manifest in `envoy/istio/` (the generated `failover.yaml` included) passes
+//!   Istio 1.22's CRD schemas (`tests/istio/crd-all.gen.yaml`, vendored unmodified), with
+//!   unknown (pruned) fields as failures: a small structural-schema validator
+//!   (`tests/istio/schema.rs`), itself tested on broken manifests.
+//! - `failover.yaml` is what the generator writes from `envoy/istio/gen/` (`make gen`),
+//!   and the WasmPlugin's `pluginConfig` is the generator's filter input.
+//! - The pieces fit: pin and pull policy, probe hosts, the VirtualService routes the
+//!   EnvoyFilters patch by name, the fail-open route to the primary, one gateway.
+//! - In real Envoy: the downstream and upstream roles share breaker state only with the
+//!   same `vm_id` (a WasmPlugin sets none).
 //!
 //! Nothing here talks to a Kubernetes API server or runs Istio.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "istio/schema.rs"]
+mod schema;
+
 use llm_breaker::config::Config;
 use llm_breaker_harness::docker::{docker, image_exists, plugin_image, require_engine};
 use llm_breaker_harness::envoy::{filter_wasm, workspace_root};
+use schema::Crds;
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::collections::BTreeSet;
@@ -119,24 +129,35 @@ fn istio_dir() -> PathBuf {
     workspace_root().join("envoy/istio")
 }
 
-/// Every document of every YAML file in `envoy/istio/`, with its file name.
-fn manifests() -> Vec<(String, Value)> {
+fn read(rel: &str) -> String {
+    let path = workspace_root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn yaml_docs(name: &str, text: &str) -> Vec<(String, Value)> {
     let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v = Value::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if !v.is_null() {
+            docs.push((name.to_string(), v));
+        }
+    }
+    docs
+}
+
+/// Every document of every YAML file directly in `envoy/istio/` (not `gen/`, the
+/// generator's input), with its file name.
+fn manifests() -> Vec<(String, Value)> {
     let mut paths: Vec<_> = std::fs::read_dir(istio_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     paths.sort();
+    let mut docs = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(&path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = Value::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
-            if !v.is_null() {
-                docs.push((name.clone(), v));
-            }
-        }
+        docs.extend(yaml_docs(&name, &std::fs::read_to_string(&path).unwrap()));
     }
     docs
 }
@@ -152,243 +173,257 @@ fn of_kind<'a>(docs: &'a [(String, Value)], kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn one_of(what: &str, value: Option<&str>, allowed: &[&str]) {
-    let v = value.unwrap_or_else(|| panic!("{what} is missing"));
+fn named<'a>(docs: &'a [(String, Value)], kind: &str, name: &str) -> &'a Value {
+    of_kind(docs, kind)
+        .into_iter()
+        .find(|d| str_at(d, &["metadata", "name"]) == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} named {name}"))
+}
+
+// ---- against Istio's CRD schemas -------------------------------------------------
+
+/// Istio's CRDs at the minimum supported release, 1.22.0 (`istio/istio`
+/// `manifests/charts/base/crds/crd-all.gen.yaml`, unmodified).
+const CRD_FILE: &str = "tests/istio/crd-all.gen.yaml";
+
+fn crds() -> Crds {
+    Crds::parse(&read(CRD_FILE)).unwrap()
+}
+
+/// The CEL rules (`x-kubernetes-validations`) the manifests reach, checked by hand;
+/// any other rule fails the test until it is added here.
+fn check_cel(doc: &Value, path: &str, rule: &str) -> Result<(), String> {
+    match rule {
+        "url must have schema one of [http, https, file, oci]" => {
+            let url = str_at(doc, &["spec", "url"]).unwrap_or_default();
+            let scheme = url.split_once("://").map_or("", |(s, _)| s);
+            ["", "http", "https", "file", "oci"]
+                .contains(&scheme)
+                .then_some(())
+                .ok_or_else(|| format!("{path}: {rule}"))
+        }
+        other => Err(format!(
+            "{path}: CEL rule {other:?} is not checked by this test: add it to check_cel"
+        )),
+    }
+}
+
+/// Schema errors and unchecked or failed CEL rules of one manifest.
+fn schema_errors(crds: &Crds, doc: &Value) -> Vec<String> {
+    let report = crds.validate(doc);
+    let mut errors = report.errors;
+    for (path, rule) in &report.cel {
+        if let Err(e) = check_cel(doc, path, rule) {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+#[test]
+fn the_vendored_crds_are_istio_1_22s_for_every_kind_used() {
+    let crds = crds();
+    let kinds: BTreeSet<String> = crds.kinds().map(|(a, k)| format!("{a} {k}")).collect();
+    for want in [
+        "extensions.istio.io/v1alpha1 WasmPlugin",
+        "networking.istio.io/v1alpha3 EnvoyFilter",
+        "networking.istio.io/v1 VirtualService",
+        "networking.istio.io/v1 Gateway",
+        "networking.istio.io/v1 ServiceEntry",
+        "networking.istio.io/v1 DestinationRule",
+    ] {
+        assert!(kinds.contains(want), "{CRD_FILE} has no {want}");
+    }
+    // 1.22 is the first release with the v1 networking APIs and the last without
+    // FAIL_RELOAD (1.27): the file is neither older nor newer.
+    let text = read(CRD_FILE);
     assert!(
-        allowed.contains(&v),
-        "{what} = {v:?}, expected one of {allowed:?}"
+        !text.contains("FAIL_RELOAD"),
+        "{CRD_FILE} is newer than 1.22"
     );
 }
 
 #[test]
-fn istio_manifests_parse_and_carry_the_required_fields() {
+fn every_manifest_passes_the_istio_1_22_crd_schemas() {
+    let crds = crds();
     let docs = manifests();
+    assert!(docs.len() >= 7, "manifests in {}", istio_dir().display());
     assert!(
-        !docs.is_empty(),
-        "no manifests in {}",
-        istio_dir().display()
+        docs.iter().any(|(f, _)| f == "failover.yaml"),
+        "the generated failover.yaml is validated too"
     );
-    for (file, d) in &docs {
-        let kind = str_at(d, &["kind"]).unwrap_or_else(|| panic!("{file}: no kind"));
-        let api = str_at(d, &["apiVersion"]).unwrap_or_else(|| panic!("{file}: no apiVersion"));
-        let expected_api: &[&str] = match kind {
-            "WasmPlugin" => &["extensions.istio.io/v1alpha1"],
-            "EnvoyFilter" => &["networking.istio.io/v1alpha3"],
-            "ServiceEntry" | "DestinationRule" | "VirtualService" | "Gateway" => &[
-                "networking.istio.io/v1",
-                "networking.istio.io/v1beta1",
-                "networking.istio.io/v1alpha3",
-            ],
-            other => panic!("{file}: unexpected kind {other}"),
-        };
-        one_of(
-            &format!("{file}: {kind} apiVersion"),
-            Some(api),
-            expected_api,
-        );
-        assert!(
-            str_at(d, &["metadata", "name"]).is_some_and(|n| !n.is_empty()),
-            "{file}: {kind} without metadata.name"
-        );
-        assert!(
-            d.get("spec").is_some_and(Value::is_mapping),
-            "{file}: {kind} without spec"
-        );
-    }
-
-    // The WasmPlugin: where the module comes from, where it runs, what happens if it
-    // can't, and a configuration the filter itself accepts.
-    let plugins = of_kind(&docs, "WasmPlugin");
-    assert_eq!(plugins.len(), 1, "one WasmPlugin");
-    let p = &plugins[0]["spec"];
-    let url = str_at(p, &["url"]).expect("WasmPlugin spec.url");
-    assert!(
-        ["oci://", "https://", "http://", "file://"]
-            .iter()
-            .any(|s| url.starts_with(s)),
-        "spec.url {url:?} has no scheme Istio fetches"
-    );
-    one_of(
-        "spec.phase",
-        str_at(p, &["phase"]),
-        &["UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS"],
-    );
-    one_of(
-        "spec.failStrategy",
-        str_at(p, &["failStrategy"]),
-        &["FAIL_CLOSE", "FAIL_OPEN"],
-    );
-    one_of("spec.type", str_at(p, &["type"]), &["HTTP"]);
-    one_of(
-        "spec.imagePullPolicy",
-        str_at(p, &["imagePullPolicy"]),
-        &["UNSPECIFIED_POLICY", "IfNotPresent", "Always"],
-    );
-    assert!(
-        p.get("selector").is_some() || p.get("targetRefs").is_some(),
-        "the WasmPlugin must select its workloads"
-    );
-    let plugin_config = p.get("pluginConfig").expect("spec.pluginConfig");
-    let json = serde_json::to_vec(plugin_config).unwrap();
-    let config = Config::parse(&json)
-        .unwrap_or_else(|e| panic!("pluginConfig is not a valid llm-breaker config: {e}"));
-    let route_header = config.route_header.as_str();
-    let upstreams: BTreeSet<String> = config.upstreams.iter().map(|u| u.name.clone()).collect();
-    assert!(!upstreams.is_empty());
-
-    // Providers: a ServiceEntry and a DestinationRule per host.
-    let mut entry_hosts = BTreeSet::new();
-    for se in of_kind(&docs, "ServiceEntry") {
-        let spec = &se["spec"];
-        let hosts = spec["hosts"]
-            .as_sequence()
-            .expect("ServiceEntry spec.hosts");
-        assert!(!hosts.is_empty());
-        entry_hosts.extend(hosts.iter().map(|h| h.as_str().unwrap().to_string()));
-        one_of(
-            "ServiceEntry resolution",
-            str_at(spec, &["resolution"]),
-            &["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"],
-        );
-        one_of(
-            "ServiceEntry location",
-            str_at(spec, &["location"]),
-            &["MESH_EXTERNAL", "MESH_INTERNAL"],
-        );
-        let ports = spec["ports"]
-            .as_sequence()
-            .expect("ServiceEntry spec.ports");
-        assert!(!ports.is_empty(), "ServiceEntry spec.ports is empty");
-        for port in ports {
-            assert!(port["number"].as_u64().is_some_and(|n| n > 0 && n < 65536));
-            assert!(port["name"].as_str().is_some_and(|n| !n.is_empty()));
-            one_of(
-                "ServiceEntry port protocol",
-                port["protocol"].as_str(),
-                &["HTTP", "HTTPS", "HTTP2", "GRPC", "TLS", "TCP"],
-            );
+    let mut failures = Vec::new();
+    for (file, doc) in &docs {
+        let name = str_at(doc, &["metadata", "name"]).unwrap_or("?");
+        for e in schema_errors(&crds, doc) {
+            failures.push(format!("{file} ({name}): {e}"));
         }
     }
-    let rule_hosts: BTreeSet<String> = of_kind(&docs, "DestinationRule")
-        .iter()
-        .map(|d| {
-            str_at(d, &["spec", "host"])
-                .expect("DestinationRule spec.host")
-                .to_string()
-        })
-        .collect();
-    assert_eq!(
-        rule_hosts, entry_hosts,
-        "a DestinationRule for every ServiceEntry host"
-    );
-
-    // Routing: each upstream name, as the routing header's value, goes to one provider.
-    let services = of_kind(&docs, "VirtualService");
-    assert_eq!(services.len(), 1, "one VirtualService");
-    let http = services[0]["spec"]["http"]
-        .as_sequence()
-        .expect("VirtualService spec.http");
-    let mut routed = BTreeSet::new();
-    let mut catch_all = None;
-    let mut idle_patched = Vec::new();
-    for (i, route) in http.iter().enumerate() {
-        let dests = route["route"].as_sequence().expect("http[].route");
-        assert_eq!(dests.len(), 1, "http[{i}]: one destination per provider");
-        let host = str_at(&dests[0], &["destination", "host"]).expect("destination.host");
-        assert!(
-            entry_hosts.contains(host),
-            "http[{i}]: {host} has no ServiceEntry"
-        );
-        // The LLM timeout shape: no total bound, a bound on the first byte that
-        // Istio keeps (it drops the retry policy for `attempts: 0`), no retries.
-        assert_eq!(
-            route["timeout"].as_str(),
-            Some("0s"),
-            "http[{i}]: no total bound (a flowing stream would be cut)"
-        );
-        assert!(
-            route["retries"]["perTryTimeout"].as_str().is_some(),
-            "http[{i}]: retries.perTryTimeout bounds the time to the response headers"
-        );
-        assert_eq!(
-            (
-                route["retries"]["attempts"].as_u64(),
-                route["retries"]["retryOn"].as_str()
-            ),
-            (Some(1), Some("retriable-status-codes")),
-            "http[{i}]: Istio retries must never fire (the filter sees only the final outcome)"
-        );
-        let name = str_at(route, &["name"]).expect("http[].name (the idle patch targets it)");
-        idle_patched.push(name.to_string());
-        let values: Vec<&str> = route["match"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["headers"][route_header]["exact"].as_str())
-            .collect();
-        match values.as_slice() {
-            [] => catch_all = Some(host),
-            [v] => {
-                assert!(
-                    upstreams.contains(*v),
-                    "http[{i}]: {v} is no upstream of the plugin"
-                );
-                assert!(routed.insert(v.to_string()), "{v} routed twice");
-            }
-            _ => panic!("http[{i}]: one header value per route"),
-        }
-    }
-    assert_eq!(
-        routed, upstreams,
-        "every upstream routed by its header value"
-    );
-    let primary = &config.upstreams[config.routes[0].chain[0].index()].name;
-    let primary_host = http
-        .iter()
-        .find(|r| {
-            r["match"][0]["headers"][route_header]["exact"].as_str() == Some(primary.as_str())
-        })
-        .and_then(|r| str_at(&r["route"][0], &["destination", "host"]));
-    assert!(catch_all.is_some(), "no route without a header match");
-    assert_eq!(
-        catch_all, primary_host,
-        "the last route (no header: plugin missing) goes to the primary"
-    );
     assert!(
-        http.last()
-            .is_some_and(|r| r["match"][0]["headers"].is_null()),
-        "the header-less route must come last"
+        failures.is_empty(),
+        "schema violations:\n{}",
+        failures.join("\n")
     );
+    eprintln!("{} manifests pass Istio 1.22's CRD schemas", docs.len());
+}
 
-    // The idle bound: an EnvoyFilter on the plugin's gateway gives every route an
-    // `idle_timeout`.
-    let filters = of_kind(&docs, "EnvoyFilter");
-    assert_eq!(filters.len(), 1, "one EnvoyFilter (the idle bound)");
-    let f = &filters[0]["spec"];
-    assert_eq!(
-        f["workloadSelector"]["labels"], p["selector"]["matchLabels"],
-        "the EnvoyFilter selects the WasmPlugin's gateway"
+/// A manifest with `edit` applied to a copy of `doc` must fail with an error containing
+/// `expect`.
+fn assert_refused(crds: &Crds, doc: &Value, edit: &str, expect: &str, change: impl Fn(&mut Value)) {
+    let mut broken = doc.clone();
+    change(&mut broken);
+    let errors = schema_errors(crds, &broken);
+    assert!(
+        errors.iter().any(|e| e.contains(expect)),
+        "{edit}: expected an error containing {expect:?}, got {errors:?}"
     );
-    let mut patched = Vec::new();
-    for patch in f["configPatches"].as_sequence().expect("configPatches") {
-        assert_eq!(str_at(patch, &["applyTo"]), Some("HTTP_ROUTE"));
-        assert_eq!(str_at(patch, &["match", "context"]), Some("GATEWAY"));
-        assert_eq!(str_at(patch, &["patch", "operation"]), Some("MERGE"));
-        assert!(
-            str_at(patch, &["patch", "value", "route", "idle_timeout"]).is_some(),
-            "a patch without route.idle_timeout"
-        );
-        let name = str_at(
-            patch,
-            &["match", "routeConfiguration", "vhost", "route", "name"],
-        )
-        .expect("a patch names its route");
-        patched.push(name.to_string());
+}
+
+fn set(v: &mut Value, path: &[&str], value: Value) {
+    let (last, parents) = path.split_last().unwrap();
+    let parent = parents.iter().fold(v, |v, k| &mut v[*k]);
+    parent
+        .as_mapping_mut()
+        .unwrap()
+        .insert(Value::from(*last), value);
+}
+
+fn yaml(s: &str) -> Value {
+    serde_yaml::from_str(s).unwrap()
+}
+
+#[test]
+fn the_schema_check_refuses_broken_manifests() {
+    let crds = crds();
+    let docs = manifests();
+    let plugin = named(&docs, "WasmPlugin", "llm-breaker");
+    let vs = named(&docs, "VirtualService", "llm");
+    let filter = named(&docs, "EnvoyFilter", "llm-idle-timeout");
+    let entry = named(&docs, "ServiceEntry", "openai");
+    for d in [plugin, vs, filter, entry] {
+        assert_eq!(schema_errors(&crds, d), Vec::<String>::new());
     }
-    patched.sort();
-    idle_patched.sort();
-    assert_eq!(
-        patched, idle_patched,
-        "an idle_timeout patch for every VirtualService route"
+    let spec = |k: &'static str| move |v: &mut Value| set(v, &["spec", k], yaml("x"));
+    assert_refused(
+        &crds,
+        plugin,
+        "a misspelt field",
+        "$.spec.failStratgy: unknown field",
+        spec("failStratgy"),
     );
+    assert_refused(&crds, plugin, "a wrong type", "$.spec.priority:", |v| {
+        set(v, &["spec", "priority"], yaml("high"))
+    });
+    assert_refused(
+        &crds,
+        plugin,
+        "an enum value 1.22 lacks",
+        "FAIL_RELOAD is not one of",
+        |v| set(v, &["spec", "failStrategy"], yaml("FAIL_RELOAD")),
+    );
+    assert_refused(
+        &crds,
+        plugin,
+        "a .wasm checksum that is no hex digest",
+        "does not match",
+        |v| set(v, &["spec", "sha256"], yaml("sha256:abc")),
+    );
+    assert_refused(
+        &crds,
+        plugin,
+        "a scheme Istio does not fetch",
+        "url must have schema",
+        |v| set(v, &["spec", "url"], yaml("ftp://registry.example.com/x")),
+    );
+    assert_refused(
+        &crds,
+        plugin,
+        "an unknown metadata field",
+        "$.metadata.nmae",
+        |v| set(v, &["metadata", "nmae"], yaml("x")),
+    );
+    assert_refused(
+        &crds,
+        vs,
+        "a nested unknown field",
+        "$.spec.http[0].retries.perTryTimout: unknown field",
+        |v| {
+            set(
+                &mut v["spec"]["http"][0],
+                &["retries", "perTryTimout"],
+                yaml("1s"),
+            )
+        },
+    );
+    assert_refused(
+        &crds,
+        vs,
+        "a string where a list belongs",
+        "$.spec.gateways: ",
+        |v| set(v, &["spec", "gateways"], yaml("llm-gateway")),
+    );
+    assert_refused(
+        &crds,
+        vs,
+        "a negative port",
+        "$.spec.http[0].route[0].destination.port.number: -1 is outside",
+        |v| {
+            set(
+                &mut v["spec"]["http"][0]["route"][0],
+                &["destination", "port", "number"],
+                yaml("-1"),
+            )
+        },
+    );
+    assert_refused(
+        &crds,
+        filter,
+        "two exclusive match fields (oneOf)",
+        "oneOf",
+        |v| {
+            set(
+                &mut v["spec"]["configPatches"][0],
+                &["match", "cluster"],
+                yaml("{name: x}"),
+            )
+        },
+    );
+    assert_refused(
+        &crds,
+        filter,
+        "a patch op that does not exist",
+        "$.spec.configPatches[0].patch.operation",
+        |v| {
+            set(
+                &mut v["spec"]["configPatches"][0],
+                &["patch", "operation"],
+                yaml("UPSERT"),
+            )
+        },
+    );
+    assert_refused(
+        &crds,
+        entry,
+        "a missing required field",
+        "$.spec.hosts: required",
+        |v| {
+            v["spec"].as_mapping_mut().unwrap().remove("hosts");
+        },
+    );
+    assert_refused(
+        &crds,
+        entry,
+        "an apiVersion without a CRD",
+        "no CRD for apiVersion",
+        |v| set(v, &["apiVersion"], yaml("networking.istio.io/v2")),
+    );
+    // An EnvoyFilter patch `value` keeps unknown fields (x-kubernetes-preserve-unknown-fields):
+    // Envoy, not the API server, checks it.
+    let mut value = filter.clone();
+    set(
+        &mut value["spec"]["configPatches"][0]["patch"],
+        &["value", "anything"],
+        yaml("1"),
+    );
+    assert_eq!(schema_errors(&crds, &value), Vec::<String>::new());
 }
