@@ -175,8 +175,9 @@ oci: build
 	docker save -o $(IMAGES)/plugin.tar $(PLUGIN_IMAGE)
 	@echo "$(PLUGIN_IMAGE) (docker save: $(IMAGES)/plugin.tar); push it: docker tag $(PLUGIN_IMAGE) REGISTRY/llm-breaker:TAG && docker push REGISTRY/llm-breaker:TAG"
 
-## istio-test: the OCI image's layout and the envoy/istio/ manifests
-istio-test: build
+## istio-test: the OCI image's layout; the envoy/istio/ manifests against Istio 1.22's CRD schemas
+# (tests/istio/crd-all.gen.yaml) and each other; failover.yaml up to date; vm_id sharing in Envoy
+istio-test: build $(ENVOY)
 	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory oci; \
 	else echo "istio-test: no Docker engine is reachable (the image test fails under CI=true)" >&2; fi
 	cargo test -p llm-breaker --test istio -- --nocapture
@@ -210,11 +211,14 @@ alerts-test: build $(ENVOY)
 .PHONY: gen gen-test
 GEN         := cargo run --release --quiet -p llm-breaker-gen --
 GEN_EXAMPLE := envoy/gen/example
+GEN_ISTIO   := envoy/istio/gen
 
-## gen: regenerate envoy/gen/example/ (aggregate clusters + upstream filter; the Istio EnvoyFilter) from its filter.json and providers.yaml
+## gen: regenerate envoy/gen/example/ (aggregate clusters + upstream filter; the Istio EnvoyFilter) from its filter.json and providers.yaml,
+# and the Istio example's envoy/istio/failover.yaml from envoy/istio/gen/
 gen:
 	$(GEN) --filter $(GEN_EXAMPLE)/filter.json --providers $(GEN_EXAMPLE)/providers.yaml --out $(GEN_EXAMPLE)/envoy-clusters.yaml
 	$(GEN) --filter $(GEN_EXAMPLE)/filter.json --providers $(GEN_EXAMPLE)/providers.yaml --istio --out $(GEN_EXAMPLE)/istio-failover.yaml
+	$(GEN) --filter $(GEN_ISTIO)/filter.json --providers $(GEN_ISTIO)/providers.yaml --istio --out envoy/istio/failover.yaml
 
 ## gen-test: the generator's unit tests, its real-Envoy failover test, and its lints
 gen-test: build $(ENVOY)
