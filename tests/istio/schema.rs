@@ -216,12 +216,11 @@ fn check_type(schema: &Value, v: &Value, path: &str, prune: bool, r: &mut Report
                 .errors
                 .push(format!("{path}: {} is not a number", show(v))),
         },
-        Some("boolean") => {
-            if !v.is_bool() {
-                r.errors
-                    .push(format!("{path}: {} is not a boolean", show(v)));
-            }
+        Some("boolean") if !v.is_bool() => {
+            r.errors
+                .push(format!("{path}: {} is not a boolean", show(v)));
         }
+        Some("boolean") => {}
         Some(other) => r
             .errors
             .push(format!("{path}: schema type {other} unsupported")),
