@@ -174,6 +174,7 @@ oci: build
 	docker build -q -t $(PLUGIN_IMAGE) -f envoy/images/plugin.Dockerfile $(IMAGES)/plugin
 	docker save -o $(IMAGES)/plugin.tar $(PLUGIN_IMAGE)
 	@echo "$(PLUGIN_IMAGE) (docker save: $(IMAGES)/plugin.tar); push it: docker tag $(PLUGIN_IMAGE) REGISTRY/llm-breaker:TAG && docker push REGISTRY/llm-breaker:TAG"
+	@echo "then pin the manifest digest the push prints (not the image ID above, not the .wasm sha256): url: oci://REGISTRY/llm-breaker@sha256:DIGEST"
 
 ## istio-test: the OCI image's layout; the envoy/istio/ manifests against Istio 1.22's CRD schemas
 # (tests/istio/crd-all.gen.yaml) and each other; failover.yaml up to date; vm_id sharing in Envoy
