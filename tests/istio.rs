@@ -24,10 +24,10 @@
 mod crd;
 #[path = "istio/fit.rs"]
 mod fit;
+#[path = "istio/in_envoy.rs"]
+mod in_envoy;
 #[path = "istio/schema.rs"]
 mod schema;
-#[path = "istio/vm_id.rs"]
-mod vm_id;
 
 use llm_breaker_harness::docker::{docker, image_exists, plugin_image, require_engine};
 use llm_breaker_harness::envoy::{filter_wasm, workspace_root};
