@@ -7,7 +7,8 @@
 use super::{str_at, upstream_vm_config};
 use llm_breaker_harness::client;
 use llm_breaker_harness::envoy::{
-    bootstrap, envoy_bin, filter_wasm, free_port, Envoy, Filter, Options, Within,
+    bootstrap, envoy_bin, filter_wasm, free_port, require_prerequisites, Envoy, Filter, Options,
+    Within,
 };
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
 use serde_yaml::Value;
@@ -159,6 +160,7 @@ impl Drop for Crashy {
 }
 
 fn start_crashy(policy: &str, upstream: SocketAddr) -> Crashy {
+    require_prerequisites(); // Envoy missing is a failure, never a skip
     let dir =
         std::env::temp_dir().join(format!("llm-breaker-crash-{}-{policy}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
