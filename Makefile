@@ -176,6 +176,12 @@ oci: build
 	@echo "$(PLUGIN_IMAGE) (docker save: $(IMAGES)/plugin.tar); push it: docker tag $(PLUGIN_IMAGE) REGISTRY/llm-breaker:TAG && docker push REGISTRY/llm-breaker:TAG"
 	@echo "then pin the manifest digest the push prints (not the image ID above, not the .wasm sha256): url: oci://REGISTRY/llm-breaker@sha256:DIGEST"
 
+## gen-istio: the Istio example's generated EnvoyFilter, envoy/istio/failover.yaml, from envoy/istio/gen/ (`make gen` runs it)
+.PHONY: gen-istio
+gen: gen-istio
+gen-istio:
+	$(GEN) --filter envoy/istio/gen/filter.json --providers envoy/istio/gen/providers.yaml --istio --out envoy/istio/failover.yaml
+
 ## istio-test: the OCI image's layout; the envoy/istio/ manifests against Istio 1.22's CRD schemas
 # (tests/istio/crd-all.gen.yaml) and each other; failover.yaml up to date; vm_id sharing in Envoy
 istio-test: build $(ENVOY)
@@ -212,14 +218,11 @@ alerts-test: build $(ENVOY)
 .PHONY: gen gen-test
 GEN         := cargo run --release --quiet -p llm-breaker-gen --
 GEN_EXAMPLE := envoy/gen/example
-GEN_ISTIO   := envoy/istio/gen
 
-## gen: regenerate envoy/gen/example/ (aggregate clusters + upstream filter; the Istio EnvoyFilter) from its filter.json and providers.yaml,
-# and the Istio example's envoy/istio/failover.yaml from envoy/istio/gen/
+## gen: regenerate envoy/gen/example/ (aggregate clusters + upstream filter; the Istio EnvoyFilter) from its filter.json and providers.yaml
 gen:
 	$(GEN) --filter $(GEN_EXAMPLE)/filter.json --providers $(GEN_EXAMPLE)/providers.yaml --out $(GEN_EXAMPLE)/envoy-clusters.yaml
 	$(GEN) --filter $(GEN_EXAMPLE)/filter.json --providers $(GEN_EXAMPLE)/providers.yaml --istio --out $(GEN_EXAMPLE)/istio-failover.yaml
-	$(GEN) --filter $(GEN_ISTIO)/filter.json --providers $(GEN_ISTIO)/providers.yaml --istio --out envoy/istio/failover.yaml
 
 ## gen-test: the generator's unit tests, its real-Envoy failover test, and its lints
 gen-test: build $(ENVOY)
