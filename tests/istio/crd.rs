@@ -254,3 +254,48 @@ fn the_schema_check_refuses_broken_manifests() {
     assert_eq!(schema_errors(&crds, &value), Vec::<String>::new());
     eprintln!("{} broken manifests refused", cases.len());
 }
+
+/// Words YAML 1.1 reads as booleans; the API server's YAML parser (go-yaml v2, via
+/// sigs.k8s.io/yaml) is YAML 1.1, serde_yaml and the schema check above are YAML 1.2.
+const YAML11_BOOLS: [&str; 18] = [
+    "y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off",
+    "OFF", "true", "false",
+];
+
+fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Sequence(items) => items.iter().for_each(|i| strings(i, out)),
+        Value::Mapping(m) => m.iter().for_each(|(k, v)| {
+            strings(k, out);
+            strings(v, out);
+        }),
+        Value::Tagged(t) => strings(&t.value, out),
+        _ => {}
+    }
+}
+
+/// A string that YAML 1.1 would read as a boolean (`host: n`, an `on:` key) must be
+/// quoted, or the API server gets a boolean where the schema wants a string.
+#[test]
+fn no_unquoted_string_is_a_yaml_1_1_boolean() {
+    for entry in std::fs::read_dir(istio_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let docs = yaml_docs("", &text);
+        let mut found = Vec::new();
+        for (_, doc) in &docs {
+            strings(doc, &mut found);
+        }
+        for s in found.into_iter().filter(|s| YAML11_BOOLS.contains(s)) {
+            assert!(
+                text.contains(&format!("'{s}'")) || text.contains(&format!("\"{s}\"")),
+                "{}: the string {s} is not quoted: YAML 1.1 reads a boolean",
+                path.display()
+            );
+        }
+    }
+}
