@@ -174,9 +174,17 @@ oci: build
 	docker build -q -t $(PLUGIN_IMAGE) -f envoy/images/plugin.Dockerfile $(IMAGES)/plugin
 	docker save -o $(IMAGES)/plugin.tar $(PLUGIN_IMAGE)
 	@echo "$(PLUGIN_IMAGE) (docker save: $(IMAGES)/plugin.tar); push it: docker tag $(PLUGIN_IMAGE) REGISTRY/llm-breaker:TAG && docker push REGISTRY/llm-breaker:TAG"
+	@echo "then pin the manifest digest the push prints (not the image ID above, not the .wasm sha256): url: oci://REGISTRY/llm-breaker@sha256:DIGEST"
 
-## istio-test: the OCI image's layout and the envoy/istio/ manifests
-istio-test: build
+## gen-istio: the Istio example's generated EnvoyFilter, envoy/istio/failover.yaml, from envoy/istio/gen/ (`make gen` runs it)
+.PHONY: gen-istio
+gen: gen-istio
+gen-istio:
+	$(GEN) --filter envoy/istio/gen/filter.json --providers envoy/istio/gen/providers.yaml --istio --out envoy/istio/failover.yaml
+
+## istio-test: the OCI image's layout; the envoy/istio/ manifests against Istio 1.22's CRD schemas
+# (tests/istio/crd-all.gen.yaml) and each other; failover.yaml up to date; vm_id sharing in Envoy
+istio-test: build $(ENVOY)
 	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory oci; \
 	else echo "istio-test: no Docker engine is reachable (the image test fails under CI=true)" >&2; fi
 	cargo test -p llm-breaker --test istio -- --nocapture
