@@ -109,7 +109,6 @@ fn the_downstream_and_upstream_roles_share_breakers_only_with_one_vm_id() {
 /// none, and `WasmPlugin` has no field for it. Fails today: the generator requires a
 /// non-empty `wasm.vm_id` (see docs/deployment.md, "Known gaps"); enable it with the fix.
 #[test]
-#[ignore = "known gap: llm-breaker-gen requires a non-empty wasm.vm_id, a WasmPlugin's VM has none"]
 fn the_upstream_role_shares_the_wasmplugins_vm_id() {
     let module = upstream_vm_config();
     assert_eq!(

@@ -109,6 +109,24 @@ pub fn provider_cluster(p: &Provider) -> Value {
                     map([
                         ("@type", s("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext")),
                         ("sni", s(&sni)),
+                        // Verify the provider's certificate: the CA bundle, and the SNI
+                        // name among its subject alternative names.
+                        (
+                            "common_tls_context",
+                            map([(
+                                "validation_context",
+                                map([
+                                    ("trusted_ca", map([("filename", s(&p.ca_file))])),
+                                    (
+                                        "match_typed_subject_alt_names",
+                                        seq(vec![map([
+                                            ("san_type", s("DNS")),
+                                            ("matcher", map([("exact", s(&sni))])),
+                                        ])]),
+                                    ),
+                                ]),
+                            )]),
+                        ),
                     ]),
                 ),
             ]),
@@ -141,6 +159,9 @@ pub fn wasm_config(p: &Providers, upstream_config: &str, code: Value) -> Value {
                 // Hold the request headers until the body is in, so the per-attempt model
                 // rewrite can fix content-length.
                 ("allow_on_headers_stop_iteration", Value::from(true)),
+                // A VM that fails at run time lets attempts through unrecorded, rather
+                // than failing every request through an aggregate.
+                ("failure_policy", s("FAIL_OPEN")),
                 (
                     "vm_config",
                     map([
@@ -187,11 +208,14 @@ fn upstream_filter(source: &FilterSource) -> Value {
                         "config_source",
                         map([("ads", map([])), ("initial_fetch_timeout", s("0s"))]),
                     ),
+                    // istio-agent replaces a module it can't fetch by an allow-all RBAC
+                    // filter (fail open); Envoy rejects a type not listed here.
                     (
                         "type_urls",
-                        seq(vec![s(
-                            "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                        )]),
+                        seq(vec![
+                            s("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"),
+                            s("type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"),
+                        ]),
                     ),
                 ]),
             ),
@@ -326,6 +350,9 @@ pub fn clusters(
 pub fn route_action(route_header: &str, p: &Providers) -> Value {
     map([
         ("cluster_header", s(route_header)),
+        // Each attempt's Host is its provider's (the endpoint `hostname` of DNS-named
+        // providers), not the client's.
+        ("auto_host_rewrite", Value::from(true)),
         ("timeout", s("0s")),
         (
             "retry_policy",

@@ -80,6 +80,13 @@ pub struct Provider {
     /// Small values suit containers that come back with another address.
     #[serde(default)]
     pub dns_refresh_ms: Option<u32>,
+    /// With `tls`: the CA bundle that verifies the provider's certificate.
+    #[serde(default = "default_ca_file")]
+    pub ca_file: String,
+}
+
+fn default_ca_file() -> String {
+    "/etc/ssl/certs/ca-certificates.crt".into()
 }
 
 fn default_connect_timeout_ms() -> u32 {
@@ -266,6 +273,12 @@ pub fn read_providers(text: &str, filter: &FilterView) -> Result<Providers, Inpu
             return Err(InputError::Field {
                 field: field("sni"),
                 message: "only with `tls: true`".into(),
+            });
+        }
+        if prov.tls && prov.ca_file.is_empty() {
+            return Err(InputError::Field {
+                field: field("ca_file"),
+                message: "must not be empty with `tls: true`".into(),
             });
         }
         if prov.dns_refresh_ms == Some(0) {

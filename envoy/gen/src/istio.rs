@@ -20,6 +20,12 @@ pub fn envoy_filter(
     aggregates: &BTreeMap<String, Vec<String>>,
 ) -> Value {
     let context = "GATEWAY";
+    // A WasmPlugin's VM has no vm_id (Istio's `buildVMConfig` sets none and the API has no
+    // field for it), and shared data is keyed by vm_id: the upstream role must have none
+    // too, or it records on breakers the downstream role never reads.
+    let mut p = p.clone();
+    p.wasm.vm_id = String::new();
+    let p = &p;
     let mut patches = Vec::new();
     let mut code = Mapping::new();
     code.insert(

@@ -252,10 +252,8 @@ fn istio_output_adds_clusters_merges_the_route_and_delivers_the_module_by_ecds()
     assert_eq!(kinds.last(), Some(&("HTTP_ROUTE", "MERGE")));
     let ext = &patches[0]["patch"]["value"];
     assert_eq!(ext["name"], "llm-breaker-upstream");
-    assert_eq!(
-        ext["typed_config"]["config"]["vm_config"]["vm_id"],
-        "llm_breaker"
-    );
+    // The WasmPlugin's VM has no vm_id; the upstream role shares its (empty) one.
+    assert_eq!(ext["typed_config"]["config"]["vm_config"]["vm_id"], "");
     assert_eq!(
         ext["typed_config"]["config"]["vm_config"]["code"]["remote"]["http_uri"]["uri"],
         "oci://registry.example.com/llm-breaker:0.1.0"
