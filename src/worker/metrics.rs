@@ -123,6 +123,12 @@ pub enum UpstreamMetric {
     /// Within-request failover: attempts to this upstream that failed and were
     /// retried on the next upstream (downstream role).
     AttemptsFailedRetried,
+    /// Shadow mode: requests that went to the primary although enforcement would
+    /// have skipped this upstream and sent them to a later one.
+    WouldFailOver,
+    /// Shadow mode: requests that went to the primary although enforcement would
+    /// have skipped this upstream and answered the all-open 503.
+    WouldReject,
 }
 
 const EDGES: usize = Edge::ALL.len();
@@ -131,7 +137,7 @@ const STATUSES: usize = CLIENT_ERROR_STATUSES.len() + 1;
 
 impl UpstreamMetric {
     /// How many metrics each upstream has.
-    pub const COUNT: usize = 17 + EDGES + FAILURES + STATUSES;
+    pub const COUNT: usize = 19 + EDGES + FAILURES + STATUSES;
 
     /// The counter of a client status (`client_errors.other` if it has none).
     pub fn client_status(status: u16) -> UpstreamMetric {
@@ -167,6 +173,8 @@ impl UpstreamMetric {
             UpdateErrors => after_failures + STATUSES + 3,
             Attempts => after_failures + STATUSES + 4,
             AttemptsFailedRetried => after_failures + STATUSES + 5,
+            WouldFailOver => after_failures + STATUSES + 6,
+            WouldReject => after_failures + STATUSES + 7,
         }
     }
 
@@ -196,6 +204,8 @@ impl UpstreamMetric {
                 UpdateErrors,
                 Attempts,
                 AttemptsFailedRetried,
+                WouldFailOver,
+                WouldReject,
             ])
     }
 
@@ -229,6 +239,8 @@ impl UpstreamMetric {
             UpdateErrors => "update_errors",
             Attempts => "attempts",
             AttemptsFailedRetried => "attempts_failed_retried",
+            WouldFailOver => "requests_would_fail_over",
+            WouldReject => "requests_would_reject",
         };
         name.to_string()
     }
@@ -241,11 +253,18 @@ pub enum RouteMetric {
     Rejected,
     /// Requests sent to the primary although every upstream was open.
     FailOpen,
+    /// Shadow mode: requests sent to the primary that enforcement would have
+    /// answered with the all-open 503.
+    WouldReject,
 }
 
 impl RouteMetric {
     /// Every metric of a route, in slot order.
-    pub const ALL: [RouteMetric; 2] = [RouteMetric::Rejected, RouteMetric::FailOpen];
+    pub const ALL: [RouteMetric; 3] = [
+        RouteMetric::Rejected,
+        RouteMetric::FailOpen,
+        RouteMetric::WouldReject,
+    ];
 
     /// Its position among a route's metrics.
     pub fn slot(self) -> usize {
@@ -257,6 +276,7 @@ impl RouteMetric {
         match self {
             RouteMetric::Rejected => "requests_rejected",
             RouteMetric::FailOpen => "requests_fail_open",
+            RouteMetric::WouldReject => "requests_would_reject",
         }
     }
 }

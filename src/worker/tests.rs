@@ -9,5 +9,6 @@ mod batching;
 mod fakes;
 mod flows;
 mod intake;
+mod modes;
 mod operator;
 mod within;

@@ -15,11 +15,12 @@
 //! role which upstream answered through the response header [`SERVED_HEADER`].
 
 use super::request::{rewrite_on, Rejection, Routed};
+use super::shadow::Would;
 use super::{accounting, Metrics, Worker};
 use crate::aggregate::aggregate_name;
 use crate::breaker::{Admission, Ticket};
 use crate::classify::flags;
-use crate::config::{Route, WhenAllOpen};
+use crate::config::{Mode, Route, WhenAllOpen};
 use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::routing::{Decision, Why};
 use crate::store::{self, SharedStore};
@@ -55,6 +56,8 @@ pub struct Plan {
     pub why: Why,
     /// Chain entries whose breaker refused.
     pub skipped: Vec<UpstreamId>,
+    /// Shadow mode: what enforcement would have done (the plan is the primary alone).
+    pub shadow: Option<Would>,
 }
 
 /// What the downstream role does with a request in `within_request` mode.
@@ -97,12 +100,16 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         now_ms: u64,
     ) -> Option<WithinRouting<'_>> {
         let r = self.config.routes.get(route.index())?;
+        let o = self.attempt_order(r, model, now_ms);
+        if self.config.mode == Mode::Shadow {
+            return self.route_within_shadow(route, r, model, o, now_ms);
+        }
         let Order {
             mut order,
             skipped,
             before_first,
             earliest,
-        } = self.attempt_order(r, model, now_ms);
+        } = o;
         let why = why_of(&order, before_first);
         if order.is_empty() {
             let primary = r.chain.first().copied();
@@ -150,6 +157,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 order,
                 why,
                 skipped,
+                shadow: None,
             },
             cluster,
             tickets,
@@ -232,6 +240,10 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
         let header = self.config.response_header.as_deref().map(|h| {
             let name = |u: UpstreamId| self.config.upstream(u).map_or("?", |x| x.name.as_str());
+            if let Some(would) = &plan.shadow {
+                let served = at.and_then(|p| plan.order.get(p)).map(|a| name(a.upstream));
+                return (h, self.describe_would(served.unwrap_or("none"), would));
+            }
             let (upstream, why) = match at {
                 Some(0) => (name(plan.order[0].upstream), plan.why.as_str()),
                 Some(p) => (
@@ -315,6 +327,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 }
             }
         };
+        // Shadow mode sends requests unchanged: no rewrite, so nothing to hold for.
+        let enforce = self.config.mode == Mode::Enforce;
         Some(AttemptPlan {
             routed: Routed {
                 upstream,
@@ -323,9 +337,12 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 why: Why::Primary,
                 skipped: Vec::new(),
                 start_ms: now_ms,
+                shadow: None,
             },
-            rewrite: route.and_then(|r| rewrite_on(r, upstream)),
-            hold: route.is_some_and(|r| r.chain_models.iter().any(Option::is_some)),
+            rewrite: route
+                .filter(|_| enforce)
+                .and_then(|r| rewrite_on(r, upstream)),
+            hold: enforce && route.is_some_and(|r| r.chain_models.iter().any(Option::is_some)),
             name: up.name.as_str(),
         })
     }
@@ -399,15 +416,19 @@ pub fn decode_tickets(bytes: &[u8], routes: usize) -> Option<(RouteId, Vec<Attem
 }
 
 /// What walking a chain for a within-request plan found.
-struct Order {
-    order: Vec<Attempt>,
-    skipped: Vec<UpstreamId>,
-    before_first: usize,
-    earliest: u64,
+pub(super) struct Order {
+    /// The admitting members, in chain order.
+    pub(super) order: Vec<Attempt>,
+    /// The refusing ones.
+    pub(super) skipped: Vec<UpstreamId>,
+    /// How many refused before the first admitting one.
+    pub(super) before_first: usize,
+    /// The earliest time a refusing one admits again.
+    pub(super) earliest: u64,
 }
 
 /// Why the first attempt goes where it goes.
-fn why_of(order: &[Attempt], before_first: usize) -> Why {
+pub(super) fn why_of(order: &[Attempt], before_first: usize) -> Why {
     match order.first() {
         Some(a) if a.ticket.is_some_and(|t| t.permit.is_some()) => Why::Probe,
         Some(_) if before_first == 0 => Why::Primary,
