@@ -15,7 +15,7 @@ use crate::ids::{RouteId, UpstreamId};
 pub trait Metrics {
     /// Adds one to a counter.
     fn increment(&self, metric: Metric);
-    /// Sets a gauge.
+    /// Sets a gauge, or records a value in a histogram.
     fn record(&self, metric: Metric, value: u64);
     /// Reads a metric, where the host can (the `status` document's counters).
     fn get(&self, _metric: Metric) -> Option<u64> {
@@ -129,6 +129,24 @@ pub enum UpstreamMetric {
     /// Shadow mode: requests that went to the primary although enforcement would
     /// have skipped this upstream and answered the all-open 503.
     WouldReject,
+    /// Histogram, ms: time to first byte of a recorded request or attempt (the
+    /// first body chunk of an event stream, else the response headers), from the
+    /// end of the request.
+    TtfbMs,
+    /// Histogram, ms: from the end of the request to the end of its response (or
+    /// of the attempt, however it ended).
+    DurationMs,
+}
+
+/// What kind of stat a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic counter.
+    Counter,
+    /// Gauge.
+    Gauge,
+    /// Histogram (Envoy's default buckets, which suit milliseconds).
+    Histogram,
 }
 
 const EDGES: usize = Edge::ALL.len();
@@ -137,7 +155,7 @@ const STATUSES: usize = CLIENT_ERROR_STATUSES.len() + 1;
 
 impl UpstreamMetric {
     /// How many metrics each upstream has.
-    pub const COUNT: usize = 19 + EDGES + FAILURES + STATUSES;
+    pub const COUNT: usize = 21 + EDGES + FAILURES + STATUSES;
 
     /// The counter of a client status (`client_errors.other` if it has none).
     pub fn client_status(status: u16) -> UpstreamMetric {
@@ -175,6 +193,8 @@ impl UpstreamMetric {
             AttemptsFailedRetried => after_failures + STATUSES + 5,
             WouldFailOver => after_failures + STATUSES + 6,
             WouldReject => after_failures + STATUSES + 7,
+            TtfbMs => after_failures + STATUSES + 8,
+            DurationMs => after_failures + STATUSES + 9,
         }
     }
 
@@ -206,12 +226,19 @@ impl UpstreamMetric {
                 AttemptsFailedRetried,
                 WouldFailOver,
                 WouldReject,
+                TtfbMs,
+                DurationMs,
             ])
     }
 
-    /// A gauge (else a counter).
-    pub fn is_gauge(self) -> bool {
-        matches!(self, UpstreamMetric::State | UpstreamMetric::Isolated)
+    /// Its kind of stat.
+    pub fn kind(self) -> Kind {
+        use UpstreamMetric::*;
+        match self {
+            State | Isolated => Kind::Gauge,
+            TtfbMs | DurationMs => Kind::Histogram,
+            _ => Kind::Counter,
+        }
     }
 
     /// The name after `llm_breaker.upstream.<upstream>.`.
@@ -241,6 +268,8 @@ impl UpstreamMetric {
             AttemptsFailedRetried => "attempts_failed_retried",
             WouldFailOver => "requests_would_fail_over",
             WouldReject => "requests_would_reject",
+            TtfbMs => "ttfb_ms",
+            DurationMs => "duration_ms",
         };
         name.to_string()
     }
@@ -281,20 +310,20 @@ impl RouteMetric {
     }
 }
 
-/// Every metric of `config` as (stat name, is a gauge): each upstream's in slot
-/// order, then each route's. [`position`] says where a metric stands in it.
-pub fn definitions(config: &Config) -> Vec<(String, bool)> {
+/// Every metric of `config` as (stat name, kind): each upstream's in slot order,
+/// then each route's. [`position`] says where a metric stands in it.
+pub fn definitions(config: &Config) -> Vec<(String, Kind)> {
     let mut out = Vec::with_capacity(
         config.upstreams.len() * UpstreamMetric::COUNT
             + config.routes.len() * RouteMetric::ALL.len(),
     );
     for u in &config.upstreams {
         let p = format!("llm_breaker.upstream.{}.", stat_segment(&u.name));
-        out.extend(UpstreamMetric::all().map(|m| (format!("{p}{}", m.name()), m.is_gauge())));
+        out.extend(UpstreamMetric::all().map(|m| (format!("{p}{}", m.name()), m.kind())));
     }
     for r in &config.routes {
         let p = format!("llm_breaker.route.{}.", stat_segment(&r.name));
-        out.extend(RouteMetric::ALL.map(|m| (format!("{p}{}", m.name()), false)));
+        out.extend(RouteMetric::ALL.map(|m| (format!("{p}{}", m.name()), Kind::Counter)));
     }
     out
 }
