@@ -25,7 +25,7 @@ fn a_request_records_its_first_byte_and_duration_once() {
     let mut resp = Response::default();
     resp.headers(&w, &routed, Some(200), false, T0 + 40, |_| None);
     resp.body(&routed, 10, true, || T0 + 90, |_, _| Vec::new());
-    let facts = resp.end(|| 0, || None).clone();
+    let facts = *resp.end(|| 0, || None);
     w.finish(&routed, &facts, T0 + 100);
     assert_eq!(w.metrics().recorded(0, TtfbMs), [40]);
     assert_eq!(w.metrics().recorded(0, DurationMs), [100]);
@@ -53,7 +53,7 @@ fn an_event_stream_counts_its_first_event_not_its_headers() {
         || T0 + 900,
         |_, _| b"data: [DONE]\n\n".to_vec(),
     );
-    let facts = resp.end(|| 0, || None).clone();
+    let facts = *resp.end(|| 0, || None);
     w.finish(&routed, &facts, T0 + 1000);
     assert_eq!(w.metrics().recorded(0, TtfbMs), [250]);
     assert_eq!(w.metrics().recorded(0, DurationMs), [1000]);
@@ -63,9 +63,7 @@ fn an_event_stream_counts_its_first_event_not_its_headers() {
 fn no_response_headers_means_a_duration_but_no_first_byte() {
     let w = worker(&two(""), &Store::default(), T0);
     let (routed, _) = send(&w, T0);
-    let facts = Response::default()
-        .end(|| crate::classify::flags::CONNECT_FAILURE, || None)
-        .clone();
+    let facts = *Response::default().end(|| crate::classify::flags::CONNECT_FAILURE, || None);
     w.finish(&routed, &facts, T0 + 7);
     assert!(w.metrics().recorded(0, TtfbMs).is_empty());
     assert_eq!(w.metrics().recorded(0, DurationMs), [7]);
