@@ -3,7 +3,9 @@
 //! enforce fails over; shadow sends every request to the primary (the client gets
 //! its 503), trips the breaker all the same and counts what enforcement would have
 //! done; off touches nothing. Shadow and off under `within_request` too, with the
-//! generator's clusters.
+//! generator's clusters. Then the latency histograms (`ttfb_ms`, `duration_ms`) as
+//! `/stats/prometheus` shows them: one sample per request, or per attempt under
+//! `within_request`.
 //!
 //! Envoy missing is a failure, never a skip.
 
@@ -306,4 +308,89 @@ fn within_request_shadow_uses_the_primary_alone_and_off_stays_out() {
         .filter(|(_, v)| *v != 0)
         .collect();
     assert!(moved.is_empty(), "metrics moved in off mode: {moved:?}");
+}
+
+/// The value of the Prometheus sample `series` (exact, labels included), if shown.
+fn sample(prom: &str, series: &str) -> Option<f64> {
+    prom.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Waits (up to 30 s: Envoy merges histograms at its 5 s stats flush) until
+/// `/stats/prometheus` shows `want` samples in `metric`'s `_count` of `upstream`;
+/// returns the text.
+fn wait_histogram(e: &Envoy, metric: &str, upstream: &str, want: u64) -> String {
+    let series =
+        format!("llm_breaker_upstream_{metric}_count{{llm_breaker_upstream=\"{upstream}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let prom = e.prometheus();
+        let got = sample(&prom, &series);
+        if got.is_some_and(|n| n >= want as f64) || Instant::now() > deadline {
+            assert_eq!(got, Some(want as f64), "{series}:\n{prom}");
+            return prom;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn latency_histograms_show_bucket_series_with_one_sample_per_request() {
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    a.set(Behaviour::Delay(Duration::from_millis(300)));
+    let e = Envoy::start_breaker(&config("enforce", ""), &[&a, &b]);
+    for _ in 0..4 {
+        let r = e.send_recorded(CHAT, &[], BODY.as_bytes());
+        assert_eq!((r.status, r.upstream()), (200, Some("openai")));
+    }
+    wait_histogram(&e, "ttfb_ms", "openai", 4);
+    let prom = wait_histogram(&e, "duration_ms", "openai", 4);
+    for m in ["ttfb_ms", "duration_ms"] {
+        assert!(
+            prom.contains(&format!("# TYPE llm_breaker_upstream_{m} histogram")),
+            "{m} is not a histogram:\n{prom}"
+        );
+        let bucket = |le: &str| {
+            let s = format!(
+                r#"llm_breaker_upstream_{m}_bucket{{llm_breaker_upstream="openai",le="{le}"}}"#
+            );
+            sample(&prom, &s).unwrap_or_else(|| panic!("no {s}:\n{prom}"))
+        };
+        // Every request waited at least 300 ms for its first byte.
+        assert_eq!(bucket("250"), 0.0, "{m}");
+        assert_eq!(bucket("+Inf"), 4.0, "{m}");
+    }
+    // No request went to azure: no samples there.
+    let azure = r#"llm_breaker_upstream_ttfb_ms_count{llm_breaker_upstream="azure"}"#;
+    assert!(sample(&prom, azure).unwrap_or(0.0) == 0.0, "{prom}");
+}
+
+#[test]
+fn within_request_records_one_latency_sample_per_attempt() {
+    let (a, b) = mocks();
+    let e = start_within(
+        &config("enforce", r#","failover":"within_request""#),
+        &a,
+        &b,
+    );
+    for i in 0..REQUESTS {
+        let r = post(&e);
+        assert_eq!(
+            (r.status, r.upstream()),
+            (200, Some("azure")),
+            "request {i}"
+        );
+        assert_eq!(wait_stat(&e, "azure", "successes", i + 1), i + 1);
+    }
+    // openai got N attempts (then its breaker opened), azure every request.
+    assert_eq!(a.requests() as u64, N);
+    wait_histogram(&e, "ttfb_ms", "openai", N);
+    wait_histogram(&e, "duration_ms", "openai", N);
+    wait_histogram(&e, "ttfb_ms", "azure", REQUESTS);
+    wait_histogram(&e, "duration_ms", "azure", REQUESTS);
 }
