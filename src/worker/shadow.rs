@@ -19,11 +19,11 @@
 use super::intake::{Intake, RequestBody};
 use super::metrics::{Metric, RouteMetric, UpstreamMetric};
 use super::request::{rewrite_on, Routed, Routing};
-use super::within::{encode_tickets, Attempt, Order, Plan, WithinRouting};
+use super::within::{encode_tickets, within_decision, Attempt, Order, Plan, WithinRouting};
 use super::{accounting, Metrics, Worker};
 use crate::aggregate::aggregate_name;
 use crate::breaker::Ticket;
-use crate::config::{Failover, Route, WhenAllOpen};
+use crate::config::{Failover, Route};
 use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::routing::{self, Decision, Why};
 use crate::store::{self, SharedStore};
@@ -240,28 +240,5 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             Failover::NextRequest => name.clone(),
             Failover::WithinRequest => aggregate_name([name.as_str()]),
         })
-    }
-}
-
-/// Enforcement's decision for a `within_request` attempt order: its first member
-/// (the route's `fail_open` primary, or the 503, when it is empty).
-pub(super) fn within_decision(r: &Route, o: &Order, now_ms: u64) -> Decision {
-    match (o.order.first(), r.when_all_open, r.chain.first()) {
-        (Some(a), _, _) => Decision::Send {
-            upstream: a.upstream,
-            ticket: a.ticket,
-            why: super::within::why_of(&o.order, o.before_first),
-            skipped: o.skipped.get(..o.before_first).unwrap_or_default().to_vec(),
-        },
-        (None, WhenAllOpen::FailOpen, Some(&primary)) => Decision::Send {
-            upstream: primary,
-            ticket: None,
-            why: Why::FailOpen,
-            skipped: o.skipped.clone(),
-        },
-        _ => Decision::Reject {
-            retry_after_s: o.earliest.saturating_sub(now_ms).div_ceil(1000).max(1),
-            skipped: o.skipped.clone(),
-        },
     }
 }

@@ -104,49 +104,36 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         if self.config.mode == Mode::Shadow {
             return self.route_within_shadow(route, r, model, o, now_ms);
         }
-        let Order {
-            mut order,
-            skipped,
-            before_first,
-            earliest,
-        } = o;
-        let why = why_of(&order, before_first);
-        if order.is_empty() {
-            let primary = r.chain.first().copied();
-            match (r.when_all_open, primary) {
-                (WhenAllOpen::FailOpen, Some(upstream)) => order.push(Attempt {
-                    upstream,
-                    cell: self
-                        .config
-                        .cell(upstream, rewrite_on(r, upstream).or(model)),
-                    ticket: None,
-                }),
-                _ => {
-                    let retry_after_s = earliest.saturating_sub(now_ms).div_ceil(1000).max(1);
-                    let d = Decision::Reject {
-                        retry_after_s,
-                        skipped,
-                    };
-                    accounting::decision(&self.metrics, route, &d);
-                    let Decision::Reject { skipped, .. } = d else {
-                        return None;
-                    };
-                    return Some(WithinRouting::Reject(self.rejection(
-                        r,
-                        retry_after_s,
-                        &skipped,
-                    )));
-                }
-            }
-        }
-        let first = order.first()?;
-        let d = Decision::Send {
-            upstream: first.upstream,
-            ticket: first.ticket,
-            why,
-            skipped: skipped.get(..before_first).unwrap_or_default().to_vec(),
-        };
+        let d = within_decision(r, &o, now_ms);
         accounting::decision(&self.metrics, route, &d);
+        let Order {
+            mut order, skipped, ..
+        } = o;
+        let why = match d {
+            Decision::Reject {
+                retry_after_s,
+                skipped,
+            } => {
+                return Some(WithinRouting::Reject(self.rejection(
+                    r,
+                    retry_after_s,
+                    &skipped,
+                )))
+            }
+            // Every breaker open, `fail_open`: the primary alone, untracked.
+            Decision::Send { upstream, why, .. } if order.is_empty() => {
+                let cell = self
+                    .config
+                    .cell(upstream, rewrite_on(r, upstream).or(model));
+                order.push(Attempt {
+                    upstream,
+                    cell,
+                    ticket: None,
+                });
+                why
+            }
+            Decision::Send { why, .. } => why,
+        };
         let names = order
             .iter()
             .filter_map(|a| self.config.upstream(a.upstream).map(|u| u.name.as_str()));
@@ -428,11 +415,34 @@ pub(super) struct Order {
 }
 
 /// Why the first attempt goes where it goes.
-pub(super) fn why_of(order: &[Attempt], before_first: usize) -> Why {
+fn why_of(order: &[Attempt], before_first: usize) -> Why {
     match order.first() {
         Some(a) if a.ticket.is_some_and(|t| t.permit.is_some()) => Why::Probe,
         Some(_) if before_first == 0 => Why::Primary,
         Some(_) => Why::Failover,
         None => Why::FailOpen,
+    }
+}
+
+/// Enforcement's decision for a `within_request` attempt order: its first member
+/// (the route's `fail_open` primary, or the 503, when it is empty).
+pub(super) fn within_decision(r: &Route, o: &Order, now_ms: u64) -> Decision {
+    match (o.order.first(), r.when_all_open, r.chain.first()) {
+        (Some(a), _, _) => Decision::Send {
+            upstream: a.upstream,
+            ticket: a.ticket,
+            why: why_of(&o.order, o.before_first),
+            skipped: o.skipped.get(..o.before_first).unwrap_or_default().to_vec(),
+        },
+        (None, WhenAllOpen::FailOpen, Some(&primary)) => Decision::Send {
+            upstream: primary,
+            ticket: None,
+            why: Why::FailOpen,
+            skipped: o.skipped.clone(),
+        },
+        _ => Decision::Reject {
+            retry_after_s: o.earliest.saturating_sub(now_ms).div_ceil(1000).max(1),
+            skipped: o.skipped.clone(),
+        },
     }
 }
