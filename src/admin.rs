@@ -181,6 +181,7 @@ pub fn status_json(
         .filter_map(|e| transition_json(cfg, e))
         .collect();
     let mut doc = json!({
+        "mode": cfg.mode.as_str(),
         "now_ms": now_ms,
         "upstreams": upstreams,
         "routes": routes,

@@ -16,6 +16,8 @@ pub enum Why {
     Failover,
     /// Every breaker was open and the route says `fail_open`: the primary anyway.
     FailOpen,
+    /// Shadow mode: the primary, where enforcement would have chosen otherwise.
+    Shadow,
 }
 
 impl Why {
@@ -26,6 +28,7 @@ impl Why {
             Why::Probe => "probe",
             Why::Failover => "failover",
             Why::FailOpen => "fail_open",
+            Why::Shadow => "shadow",
         }
     }
 }
@@ -107,6 +110,21 @@ pub fn choose(
 /// Value of the response header: which upstream served and why.
 pub fn describe(upstream: &str, why: Why, skipped: &[&str]) -> String {
     let mut s = format!("upstream={upstream}; reason={}", why.as_str());
+    if !skipped.is_empty() {
+        s.push_str("; skipped=");
+        s.push_str(&skipped.join(","));
+    }
+    s
+}
+
+/// Shadow mode's response header value: `upstream=<served>; reason=shadow;
+/// would=<upstream|none>; would_reason=<why|all_open>[; skipped=a,b]`, where the
+/// `would*` and `skipped` parts say what enforcement would have done.
+pub fn describe_shadow(served: &str, would: Option<&str>, why: &str, skipped: &[&str]) -> String {
+    let mut s = format!(
+        "upstream={served}; reason=shadow; would={}; would_reason={why}",
+        would.unwrap_or("none")
+    );
     if !skipped.is_empty() {
         s.push_str("; skipped=");
         s.push_str(&skipped.join(","));
@@ -260,6 +278,22 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&reject_body("chat", 7)).unwrap();
         assert_eq!(v["error"]["type"], "upstream_unavailable");
         assert!(v["error"]["message"].as_str().unwrap().contains("7 s"));
+    }
+
+    #[test]
+    fn shadow_header_says_what_enforcement_would_have_done() {
+        assert_eq!(
+            describe_shadow("a", Some("b"), "failover", &["a"]),
+            "upstream=a; reason=shadow; would=b; would_reason=failover; skipped=a"
+        );
+        assert_eq!(
+            describe_shadow("a", None, "all_open", &["a", "b"]),
+            "upstream=a; reason=shadow; would=none; would_reason=all_open; skipped=a,b"
+        );
+        assert_eq!(
+            describe_shadow("a", Some("a"), "primary", &[]),
+            "upstream=a; reason=shadow; would=a; would_reason=primary"
+        );
     }
 
     #[test]

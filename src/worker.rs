@@ -6,7 +6,7 @@
 //!
 //! One file per concept: [`cells`] (the per-cell record), [`cache`] (the admission
 //! cache), [`batch`] (success batching), [`intake`] (route match, model source,
-//! the body for a rewrite), [`request`] (routing a request and the model rewrite), [`response`] (what to watch in a response), [`outcome`]
+//! the body for a rewrite), [`request`] (routing a request and the model rewrite), [`response`] (what to watch in a response), [`shadow`] (shadow and off modes), [`outcome`]
 //! (recording it), [`within`] (within-request failover, both roles), [`attempt`] (one
 //! attempt of the upstream role), [`report`] (reporting state changes), [`accounting`] (which
 //! counters move), [`metrics`] (the metrics seam), [`operator`] (admin endpoints
@@ -24,10 +24,11 @@ pub mod outcome;
 pub mod report;
 pub mod request;
 pub mod response;
+pub mod shadow;
 pub mod within;
 
 use crate::breaker::PhaseKind;
-use crate::config::{Config, Upstream};
+use crate::config::{Config, Mode, Upstream};
 use crate::ids::{CellId, UpstreamId};
 use crate::routing::{self, Why};
 use crate::store::{self, SharedStore};
@@ -47,6 +48,9 @@ pub struct Worker<S, M> {
     /// Per upstream: the response header value of the common case (primary,
     /// nothing skipped), built once.
     primary_header: Vec<String>,
+    /// Shadow mode, per upstream: the response header value when enforcement would
+    /// have sent the request there too, breaker closed (empty in other modes).
+    shadow_header: Vec<String>,
     /// Some route depends on the request's model ([`Config::uses_models`]).
     uses_models: bool,
     /// The admin bearer token ([`Worker::load_admin_token`]).
@@ -62,7 +66,16 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             .iter()
             .map(|u| routing::describe(&u.name, Why::Primary, &[]))
             .collect();
+        let shadow_header = match config.mode {
+            Mode::Shadow => config
+                .upstreams
+                .iter()
+                .map(|u| routing::describe_shadow(&u.name, Some(&u.name), "primary", &[]))
+                .collect(),
+            _ => Vec::new(),
+        };
         Worker {
+            shadow_header,
             cells: CellRecord::all(&config),
             uses_models: config.uses_models(),
             primary_header,
@@ -130,6 +143,12 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             self.config.routes.len(),
             self.config.upstreams.len()
         );
+        if self.config.mode != Mode::Enforce {
+            log::warn!(
+                "llm-breaker: mode {}: requests go to their route's primary; nothing is failed over or rejected",
+                self.config.mode.as_str()
+            );
+        }
         for u in self.config.upstreams.iter().filter(|u| u.probe.is_some()) {
             crate::probe::seed(&self.store, &crate::probe::key(&u.name));
         }

@@ -1,7 +1,8 @@
 //! The Prometheus alerts (`envoy/prometheus/alerts.yaml`) and the Grafana dashboard
 //! (`envoy/grafana/llm-breaker.json`) against what the filter really exports: every
 //! `llm_breaker_*` name they use must show up in Envoy's `/stats/prometheus` (with the
-//! example `stats_tags`) after a breaker has tripped, counters where they are rated.
+//! example `stats_tags`) after a breaker has tripped, counters where they are rated (or
+//! the `_bucket` series of a histogram).
 //! Also checks their shape (severity, annotations, `for:`, the datasource variable) and,
 //! with promtool, that every dashboard query parses. `make alerts-test` runs this after
 //! `promtool check rules` and `promtool test rules`.
@@ -117,6 +118,7 @@ fn alert_rules_have_severity_annotations_and_for() {
         "LLMBreakerRouteAllUpstreamsOpen",
         "LLMBreakerUpstreamFlapping",
         "LLMBreakerUpstreamIsolated",
+        "LLMBreakerUpstreamSlowFirstByte",
     ] {
         assert!(names.contains(want), "{ALERTS} has no alert {want}");
     }
@@ -231,8 +233,25 @@ fn dashboard_uses_the_datasource_variable_and_maps_states() {
         .iter()
         .map(|c| format!("llm_breaker_upstream_failures_{c}")),
     );
+    want.extend(
+        ["ttfb_ms", "duration_ms"]
+            .iter()
+            .map(|h| format!("llm_breaker_upstream_{h}_bucket")),
+    );
     for w in want {
         assert!(used.contains(&w), "the dashboard does not show {w}");
+    }
+    // p50 and p99 per upstream of both latency histograms.
+    let exprs = all_dashboard_exprs();
+    for h in ["ttfb_ms", "duration_ms"] {
+        for q in ["0.5", "0.99"] {
+            let want = format!("histogram_quantile({q}, sum by (llm_breaker_upstream, le) (rate(llm_breaker_upstream_{h}_bucket");
+            assert!(
+                exprs.iter().any(|e| e.starts_with(&want)),
+                "no p{} panel of {h} per upstream",
+                &q[2..]
+            );
+        }
     }
 }
 
@@ -289,7 +308,15 @@ fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_filter() {
     for _ in 0..2 {
         e.send_recorded("/v1/chat/completions", &[], br#"{"model":"gpt-4o"}"#);
     }
-    let prom = e.prometheus();
+    // Envoy shows histograms' samples once its stats flush (every 5 s) has merged them
+    // (before that, empty).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut prom = e.prometheus();
+    let last = r#"llm_breaker_upstream_duration_ms_count{llm_breaker_upstream="azure"} 1"#;
+    while !prom.contains(last) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        prom = e.prometheus();
+    }
     assert!(
         prom.contains(r#"llm_breaker_upstream_state{llm_breaker_upstream="openai"} 1"#),
         "openai did not trip:\n{prom}"
@@ -326,6 +353,18 @@ fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_filter() {
             );
             continue;
         }
+        // A histogram's series: `_bucket` (rated), `_sum`, `_count` of a `histogram`.
+        let series = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|x| name.strip_suffix(x))
+            .filter(|base| kinds.get(base) == Some(&"histogram"));
+        if series.is_some() {
+            assert!(
+                prom.contains(&format!("\n{name}{{")),
+                "{name} (used in {files:?}) has no series in /stats/prometheus"
+            );
+            continue;
+        }
         match kinds.get(name.as_str()) {
             None => missing.push(format!("{name} (used in {files:?})")),
             Some(kind) => assert!(
@@ -343,5 +382,16 @@ fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_filter() {
         "llm_breaker_upstream_isolated",
     ] {
         assert_eq!(kinds.get(gauge), Some(&"gauge"), "{gauge}");
+    }
+    for histogram in [
+        "llm_breaker_upstream_ttfb_ms",
+        "llm_breaker_upstream_duration_ms",
+    ] {
+        assert_eq!(kinds.get(histogram), Some(&"histogram"), "{histogram}");
+        for up in ["openai", "azure"] {
+            let bucket =
+                format!(r#"{histogram}_bucket{{llm_breaker_upstream="{up}",le="+Inf"}} 1"#);
+            assert!(prom.contains(&bucket), "no {bucket}:\n{prom}");
+        }
     }
 }

@@ -16,7 +16,7 @@ mod validate;
 
 use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::model::ModelPattern;
-pub use raw::{Failover, ModelSource, Role, Scope, WhenAllOpen};
+pub use raw::{Failover, Mode, ModelSource, Role, Scope, WhenAllOpen};
 
 pub use error::ConfigError;
 pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
@@ -60,6 +60,8 @@ pub struct Config {
     pub failover: Failover,
     /// Downstream (routing) or upstream (per-attempt) instance.
     pub role: Role,
+    /// Enforce, shadow (observe only) or off.
+    pub mode: Mode,
 }
 
 /// Operator endpoint settings.

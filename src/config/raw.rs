@@ -54,6 +54,37 @@ pub struct RawConfig {
     /// clusters' upstream filters (one context per attempt).
     #[serde(default)]
     pub role: Role,
+    /// Whether the filter steers traffic (`enforce`), only says what it would do
+    /// (`shadow`), or stands aside (`off`).
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// What the filter does with what its breakers decide.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Fail over, rewrite models, reject when all are open.
+    #[default]
+    Enforce,
+    /// Breakers, metrics, logs, status and history run as usual, but every request
+    /// goes to its route's primary unchanged and nothing is rejected; counters and
+    /// the response header say what enforcement would have done.
+    Shadow,
+    /// An emergency switch: requests go to their route's primary, nothing is read,
+    /// recorded or written but the route header; the admin endpoints still answer.
+    Off,
+}
+
+impl Mode {
+    /// Its name in the configuration and the `status` document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+            Mode::Off => "off",
+        }
+    }
 }
 
 /// When a failed request moves to the next upstream of its chain.

@@ -53,6 +53,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         admin,
         failover: mode.failover,
         role: mode.role,
+        mode: raw.mode,
     })
 }
 

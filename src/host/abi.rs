@@ -332,6 +332,8 @@ pub enum MetricKind {
     Counter = 0,
     /// Gauge.
     Gauge = 1,
+    /// Histogram.
+    Histogram = 2,
 }
 
 /// Defines (or looks up) a metric; `None` if the host refuses.
@@ -354,7 +356,7 @@ pub fn increment(id: Option<u32>, by: i64) {
     }
 }
 
-/// Sets a gauge.
+/// Sets a gauge, or records a value in a histogram.
 pub fn record(id: Option<u32>, value: u64) {
     if let Some(id) = id {
         unsafe {

@@ -6,7 +6,7 @@
 
 use super::abi::{self, Body, Map};
 use super::Core;
-use crate::config::Failover;
+use crate::config::{Failover, Mode};
 use crate::worker::intake::{Intake, RequestBody};
 use crate::worker::request::{Rejection, Routed, Routing};
 use crate::worker::response::Response;
@@ -50,6 +50,16 @@ impl Stream {
     /// Carries out what the core made of the request so far.
     fn intake(&mut self, core: &Core, intake: Intake, path: &str) -> Action {
         match intake {
+            Intake::Route { route, .. } if core.config().mode == Mode::Off => {
+                // Off: the primary, nothing else read or written.
+                if let Some(cluster) = core.route_off(route) {
+                    let header = &core.config().route_header;
+                    if let Err(s) = abi::set_header(Map::Request, header, &cluster) {
+                        log::warn!("llm-breaker: cannot set {header} (status {})", s.0);
+                    }
+                }
+                Action::Continue
+            }
             Intake::PassThrough => {
                 // Clients never choose a cluster, nor tickets.
                 let _ = abi::remove_header(Map::Request, &core.config().route_header);
@@ -169,7 +179,10 @@ impl HttpContext for Stream {
                 return Action::Pause;
             }
         }
-        let intake = core.intake_headers(&path, eos, request_header);
+        let intake = match core.config().mode {
+            Mode::Off => core.intake_off(&path, eos, request_header),
+            _ => core.intake_headers(&path, eos, request_header),
+        };
         self.intake(&core, intake, &path)
     }
 

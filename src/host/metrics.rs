@@ -1,11 +1,12 @@
 //! Envoy stats as the worker's [`Metrics`]: every metric the core lists for the
 //! configuration ([`definitions`]) is defined once per VM at configure time
 //! (definition takes a global lock); the request path only looks an id up by its
-//! position and increments.
+//! position and increments (or records: the two latency histograms, two host
+//! calls per recorded request).
 
 use super::abi::{self, MetricKind};
 use crate::config::Config;
-use crate::worker::metrics::{definitions, position, Metric, Metrics};
+use crate::worker::metrics::{definitions, position, Kind, Metric, Metrics};
 
 /// Host metric ids in [`definitions`] order (`None` where the host refused one).
 #[derive(Debug, Default)]
@@ -17,12 +18,10 @@ pub struct HostMetrics {
 impl HostMetrics {
     /// Defines every metric for `config`.
     pub fn define(config: &Config) -> HostMetrics {
-        let kind = |gauge| {
-            if gauge {
-                MetricKind::Gauge
-            } else {
-                MetricKind::Counter
-            }
+        let kind = |k| match k {
+            Kind::Counter => MetricKind::Counter,
+            Kind::Gauge => MetricKind::Gauge,
+            Kind::Histogram => MetricKind::Histogram,
         };
         let ids = definitions(config)
             .into_iter()

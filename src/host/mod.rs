@@ -10,7 +10,7 @@ mod http;
 pub mod metrics;
 mod probe;
 
-use crate::config::{Config, Role};
+use crate::config::{Config, Mode, Role};
 use crate::store::{SharedStore, StoreError};
 use crate::worker::operator::Probes;
 use crate::worker::Worker;
@@ -145,7 +145,8 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if let Some(core) = &self.core {
+        // Off mode records nothing: no batches to write, no active probes.
+        if let Some(core) = self.core.as_ref().filter(|c| c.config().mode != Mode::Off) {
             let now = abi::now_ms();
             core.tick(now);
             probe::tick(core, &mut self.probes, now);
@@ -154,6 +155,12 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         match &self.core {
+            // Off mode: attempts pass through untouched.
+            Some(core)
+                if core.config().role == Role::Upstream && core.config().mode == Mode::Off =>
+            {
+                Some(Box::new(http::Stream::new(None)))
+            }
             Some(core) if core.config().role == Role::Upstream => {
                 Some(Box::new(attempt::Attempt::new(core.clone())))
             }

@@ -68,6 +68,23 @@ pub fn outcome<M: Metrics + ?Sized>(m: &M, upstream: UpstreamId, verdict: &Verdi
     }
 }
 
+/// Records the latency of a request (or attempt) to `upstream`: its time to first
+/// byte, if its response headers came, and its duration, in ms.
+pub fn latency<M: Metrics + ?Sized>(
+    m: &M,
+    upstream: UpstreamId,
+    ttfb_ms: Option<u64>,
+    duration_ms: u64,
+) {
+    if let Some(t) = ttfb_ms {
+        m.record(Metric::Upstream(upstream, UpstreamMetric::TtfbMs), t);
+    }
+    m.record(
+        Metric::Upstream(upstream, UpstreamMetric::DurationMs),
+        duration_ms,
+    );
+}
+
 /// Counts a phase change and sets the state (and isolated) gauges.
 pub fn transition<M: Metrics + ?Sized>(m: &M, upstream: UpstreamId, t: &Transition) {
     if let Some(e) = Edge::of(t.from, t.to) {

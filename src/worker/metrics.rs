@@ -15,7 +15,7 @@ use crate::ids::{RouteId, UpstreamId};
 pub trait Metrics {
     /// Adds one to a counter.
     fn increment(&self, metric: Metric);
-    /// Sets a gauge.
+    /// Sets a gauge, or records a value in a histogram.
     fn record(&self, metric: Metric, value: u64);
     /// Reads a metric, where the host can (the `status` document's counters).
     fn get(&self, _metric: Metric) -> Option<u64> {
@@ -123,6 +123,30 @@ pub enum UpstreamMetric {
     /// Within-request failover: attempts to this upstream that failed and were
     /// retried on the next upstream (downstream role).
     AttemptsFailedRetried,
+    /// Shadow mode: requests that went to the primary although enforcement would
+    /// have skipped this upstream and sent them to a later one.
+    WouldFailOver,
+    /// Shadow mode: requests that went to the primary although enforcement would
+    /// have skipped this upstream and answered the all-open 503.
+    WouldReject,
+    /// Histogram, ms: time to first byte of a recorded request or attempt (the
+    /// first body chunk of an event stream, else the response headers), from the
+    /// end of the request.
+    TtfbMs,
+    /// Histogram, ms: from the end of the request to the end of its response (or
+    /// of the attempt, however it ended).
+    DurationMs,
+}
+
+/// What kind of stat a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic counter.
+    Counter,
+    /// Gauge.
+    Gauge,
+    /// Histogram (Envoy's default buckets, which suit milliseconds).
+    Histogram,
 }
 
 const EDGES: usize = Edge::ALL.len();
@@ -131,7 +155,7 @@ const STATUSES: usize = CLIENT_ERROR_STATUSES.len() + 1;
 
 impl UpstreamMetric {
     /// How many metrics each upstream has.
-    pub const COUNT: usize = 17 + EDGES + FAILURES + STATUSES;
+    pub const COUNT: usize = 21 + EDGES + FAILURES + STATUSES;
 
     /// The counter of a client status (`client_errors.other` if it has none).
     pub fn client_status(status: u16) -> UpstreamMetric {
@@ -167,6 +191,10 @@ impl UpstreamMetric {
             UpdateErrors => after_failures + STATUSES + 3,
             Attempts => after_failures + STATUSES + 4,
             AttemptsFailedRetried => after_failures + STATUSES + 5,
+            WouldFailOver => after_failures + STATUSES + 6,
+            WouldReject => after_failures + STATUSES + 7,
+            TtfbMs => after_failures + STATUSES + 8,
+            DurationMs => after_failures + STATUSES + 9,
         }
     }
 
@@ -196,12 +224,21 @@ impl UpstreamMetric {
                 UpdateErrors,
                 Attempts,
                 AttemptsFailedRetried,
+                WouldFailOver,
+                WouldReject,
+                TtfbMs,
+                DurationMs,
             ])
     }
 
-    /// A gauge (else a counter).
-    pub fn is_gauge(self) -> bool {
-        matches!(self, UpstreamMetric::State | UpstreamMetric::Isolated)
+    /// Its kind of stat.
+    pub fn kind(self) -> Kind {
+        use UpstreamMetric::*;
+        match self {
+            State | Isolated => Kind::Gauge,
+            TtfbMs | DurationMs => Kind::Histogram,
+            _ => Kind::Counter,
+        }
     }
 
     /// The name after `llm_breaker.upstream.<upstream>.`.
@@ -229,6 +266,10 @@ impl UpstreamMetric {
             UpdateErrors => "update_errors",
             Attempts => "attempts",
             AttemptsFailedRetried => "attempts_failed_retried",
+            WouldFailOver => "requests_would_fail_over",
+            WouldReject => "requests_would_reject",
+            TtfbMs => "ttfb_ms",
+            DurationMs => "duration_ms",
         };
         name.to_string()
     }
@@ -241,11 +282,18 @@ pub enum RouteMetric {
     Rejected,
     /// Requests sent to the primary although every upstream was open.
     FailOpen,
+    /// Shadow mode: requests sent to the primary that enforcement would have
+    /// answered with the all-open 503.
+    WouldReject,
 }
 
 impl RouteMetric {
     /// Every metric of a route, in slot order.
-    pub const ALL: [RouteMetric; 2] = [RouteMetric::Rejected, RouteMetric::FailOpen];
+    pub const ALL: [RouteMetric; 3] = [
+        RouteMetric::Rejected,
+        RouteMetric::FailOpen,
+        RouteMetric::WouldReject,
+    ];
 
     /// Its position among a route's metrics.
     pub fn slot(self) -> usize {
@@ -257,24 +305,25 @@ impl RouteMetric {
         match self {
             RouteMetric::Rejected => "requests_rejected",
             RouteMetric::FailOpen => "requests_fail_open",
+            RouteMetric::WouldReject => "requests_would_reject",
         }
     }
 }
 
-/// Every metric of `config` as (stat name, is a gauge): each upstream's in slot
-/// order, then each route's. [`position`] says where a metric stands in it.
-pub fn definitions(config: &Config) -> Vec<(String, bool)> {
+/// Every metric of `config` as (stat name, kind): each upstream's in slot order,
+/// then each route's. [`position`] says where a metric stands in it.
+pub fn definitions(config: &Config) -> Vec<(String, Kind)> {
     let mut out = Vec::with_capacity(
         config.upstreams.len() * UpstreamMetric::COUNT
             + config.routes.len() * RouteMetric::ALL.len(),
     );
     for u in &config.upstreams {
         let p = format!("llm_breaker.upstream.{}.", stat_segment(&u.name));
-        out.extend(UpstreamMetric::all().map(|m| (format!("{p}{}", m.name()), m.is_gauge())));
+        out.extend(UpstreamMetric::all().map(|m| (format!("{p}{}", m.name()), m.kind())));
     }
     for r in &config.routes {
         let p = format!("llm_breaker.route.{}.", stat_segment(&r.name));
-        out.extend(RouteMetric::ALL.map(|m| (format!("{p}{}", m.name()), false)));
+        out.extend(RouteMetric::ALL.map(|m| (format!("{p}{}", m.name()), Kind::Counter)));
     }
     out
 }

@@ -1,7 +1,8 @@
 //! Recording a finished request: classify what the host saw, then either hold a
 //! fast success on a quiet breaker (written later in a batch) or write the outcome
-//! now, with anything held for the cell in the same update; count it last, so that
-//! a visible count implies the breaker saw the outcome.
+//! now, with anything held for the cell in the same update; record its latency
+//! (time to first byte and duration histograms) and count it last, so that a
+//! visible count implies the breaker saw the outcome.
 
 use super::batch::Batch;
 use super::request::Routed;
@@ -43,6 +44,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             }
             _ => {}
         }
+        let duration = now_ms.saturating_sub(routed.start_ms);
+        accounting::latency(&self.metrics, routed.upstream, facts.ttfb_ms, duration);
         accounting::outcome(&self.metrics, routed.upstream, &verdict);
     }
 

@@ -5,7 +5,7 @@
 
 use super::{accounting, Metrics, Worker};
 use crate::breaker::{Admission, Ticket};
-use crate::config::Route;
+use crate::config::{Mode, Route};
 use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::routing::{self, Decision, Why};
 use crate::store::{self, SharedStore};
@@ -27,6 +27,10 @@ pub struct Routed {
     /// When the request was complete (headers, end of body, or trailers): the
     /// provider's time to first byte counts from here, not from a slow upload.
     pub start_ms: u64,
+    /// Shadow mode: the response header's value, when enforcement would have done
+    /// something else than send it to the primary with its breaker closed (that
+    /// common value is built once).
+    pub shadow: Option<String>,
 }
 
 /// What the host does with a routed request.
@@ -109,6 +113,9 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         let decision = routing::choose(r, now_ms, |u| {
             self.admit(self.config.cell(u, rewrite_on(r, u).or(model)), now_ms)
         });
+        if self.config.mode == Mode::Shadow {
+            return self.route_shadow(route, r, model, decision, now_ms);
+        }
         accounting::decision(&self.metrics, route, &decision);
         match decision {
             Decision::Send {
@@ -125,6 +132,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                     why,
                     skipped,
                     start_ms: now_ms,
+                    shadow: None,
                 };
                 let cluster = &self.config.upstream(upstream)?.name;
                 Some(Routing::Send {
@@ -140,6 +148,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
     }
 
+    /// The all-open reply of route `r`.
     pub(super) fn rejection(
         &self,
         r: &Route,
@@ -160,7 +169,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
     }
 
-    fn names(&self, ids: &[UpstreamId]) -> Vec<&str> {
+    pub(super) fn names(&self, ids: &[UpstreamId]) -> Vec<&str> {
         ids.iter()
             .filter_map(|&u| self.config.upstream(u).map(|x| x.name.as_str()))
             .collect()
@@ -170,6 +179,13 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     /// its name and value (built once for the common case).
     pub fn served_header(&self, routed: &Routed) -> Option<(&str, Cow<'_, str>)> {
         let h = self.config.response_header.as_deref()?;
+        if self.config.mode == Mode::Shadow {
+            let value = match &routed.shadow {
+                Some(v) => Cow::Owned(v.clone()),
+                None => Cow::Borrowed(self.shadow_header.get(routed.upstream.index())?.as_str()),
+            };
+            return Some((h, value));
+        }
         let common = (routed.why == Why::Primary && routed.skipped.is_empty())
             .then(|| self.primary_header.get(routed.upstream.index()))
             .flatten();

@@ -9,5 +9,7 @@ mod batching;
 mod fakes;
 mod flows;
 mod intake;
+mod latency;
+mod modes;
 mod operator;
 mod within;

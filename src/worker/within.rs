@@ -15,11 +15,12 @@
 //! role which upstream answered through the response header [`SERVED_HEADER`].
 
 use super::request::{rewrite_on, Rejection, Routed};
+use super::shadow::Would;
 use super::{accounting, Metrics, Worker};
 use crate::aggregate::aggregate_name;
 use crate::breaker::{Admission, Ticket};
 use crate::classify::flags;
-use crate::config::{Route, WhenAllOpen};
+use crate::config::{Mode, Route, WhenAllOpen};
 use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::routing::{Decision, Why};
 use crate::store::{self, SharedStore};
@@ -55,6 +56,8 @@ pub struct Plan {
     pub why: Why,
     /// Chain entries whose breaker refused.
     pub skipped: Vec<UpstreamId>,
+    /// Shadow mode: what enforcement would have done (the plan is the primary alone).
+    pub shadow: Option<Would>,
 }
 
 /// What the downstream role does with a request in `within_request` mode.
@@ -97,49 +100,40 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         now_ms: u64,
     ) -> Option<WithinRouting<'_>> {
         let r = self.config.routes.get(route.index())?;
-        let Order {
-            mut order,
-            skipped,
-            before_first,
-            earliest,
-        } = self.attempt_order(r, model, now_ms);
-        let why = why_of(&order, before_first);
-        if order.is_empty() {
-            let primary = r.chain.first().copied();
-            match (r.when_all_open, primary) {
-                (WhenAllOpen::FailOpen, Some(upstream)) => order.push(Attempt {
-                    upstream,
-                    cell: self
-                        .config
-                        .cell(upstream, rewrite_on(r, upstream).or(model)),
-                    ticket: None,
-                }),
-                _ => {
-                    let retry_after_s = earliest.saturating_sub(now_ms).div_ceil(1000).max(1);
-                    let d = Decision::Reject {
-                        retry_after_s,
-                        skipped,
-                    };
-                    accounting::decision(&self.metrics, route, &d);
-                    let Decision::Reject { skipped, .. } = d else {
-                        return None;
-                    };
-                    return Some(WithinRouting::Reject(self.rejection(
-                        r,
-                        retry_after_s,
-                        &skipped,
-                    )));
-                }
-            }
+        let o = self.attempt_order(r, model, now_ms);
+        if self.config.mode == Mode::Shadow {
+            return self.route_within_shadow(route, r, model, o, now_ms);
         }
-        let first = order.first()?;
-        let d = Decision::Send {
-            upstream: first.upstream,
-            ticket: first.ticket,
-            why,
-            skipped: skipped.get(..before_first).unwrap_or_default().to_vec(),
-        };
+        let d = within_decision(r, &o, now_ms);
         accounting::decision(&self.metrics, route, &d);
+        let Order {
+            mut order, skipped, ..
+        } = o;
+        let why = match d {
+            Decision::Reject {
+                retry_after_s,
+                skipped,
+            } => {
+                return Some(WithinRouting::Reject(self.rejection(
+                    r,
+                    retry_after_s,
+                    &skipped,
+                )))
+            }
+            // Every breaker open, `fail_open`: the primary alone, untracked.
+            Decision::Send { upstream, why, .. } if order.is_empty() => {
+                let cell = self
+                    .config
+                    .cell(upstream, rewrite_on(r, upstream).or(model));
+                order.push(Attempt {
+                    upstream,
+                    cell,
+                    ticket: None,
+                });
+                why
+            }
+            Decision::Send { why, .. } => why,
+        };
         let names = order
             .iter()
             .filter_map(|a| self.config.upstream(a.upstream).map(|u| u.name.as_str()));
@@ -150,6 +144,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 order,
                 why,
                 skipped,
+                shadow: None,
             },
             cluster,
             tickets,
@@ -232,6 +227,10 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
         let header = self.config.response_header.as_deref().map(|h| {
             let name = |u: UpstreamId| self.config.upstream(u).map_or("?", |x| x.name.as_str());
+            if let Some(would) = &plan.shadow {
+                let served = at.and_then(|p| plan.order.get(p)).map(|a| name(a.upstream));
+                return (h, self.describe_would(served.unwrap_or("none"), would));
+            }
             let (upstream, why) = match at {
                 Some(0) => (name(plan.order[0].upstream), plan.why.as_str()),
                 Some(p) => (
@@ -315,6 +314,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 }
             }
         };
+        // Shadow mode sends requests unchanged: no rewrite, so nothing to hold for.
+        let enforce = self.config.mode == Mode::Enforce;
         Some(AttemptPlan {
             routed: Routed {
                 upstream,
@@ -323,9 +324,12 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 why: Why::Primary,
                 skipped: Vec::new(),
                 start_ms: now_ms,
+                shadow: None,
             },
-            rewrite: route.and_then(|r| rewrite_on(r, upstream)),
-            hold: route.is_some_and(|r| r.chain_models.iter().any(Option::is_some)),
+            rewrite: route
+                .filter(|_| enforce)
+                .and_then(|r| rewrite_on(r, upstream)),
+            hold: enforce && route.is_some_and(|r| r.chain_models.iter().any(Option::is_some)),
             name: up.name.as_str(),
         })
     }
@@ -399,11 +403,15 @@ pub fn decode_tickets(bytes: &[u8], routes: usize) -> Option<(RouteId, Vec<Attem
 }
 
 /// What walking a chain for a within-request plan found.
-struct Order {
-    order: Vec<Attempt>,
-    skipped: Vec<UpstreamId>,
-    before_first: usize,
-    earliest: u64,
+pub(super) struct Order {
+    /// The admitting members, in chain order.
+    pub(super) order: Vec<Attempt>,
+    /// The refusing ones.
+    pub(super) skipped: Vec<UpstreamId>,
+    /// How many refused before the first admitting one.
+    pub(super) before_first: usize,
+    /// The earliest time a refusing one admits again.
+    pub(super) earliest: u64,
 }
 
 /// Why the first attempt goes where it goes.
@@ -413,5 +421,28 @@ fn why_of(order: &[Attempt], before_first: usize) -> Why {
         Some(_) if before_first == 0 => Why::Primary,
         Some(_) => Why::Failover,
         None => Why::FailOpen,
+    }
+}
+
+/// Enforcement's decision for a `within_request` attempt order: its first member
+/// (the route's `fail_open` primary, or the 503, when it is empty).
+pub(super) fn within_decision(r: &Route, o: &Order, now_ms: u64) -> Decision {
+    match (o.order.first(), r.when_all_open, r.chain.first()) {
+        (Some(a), _, _) => Decision::Send {
+            upstream: a.upstream,
+            ticket: a.ticket,
+            why: why_of(&o.order, o.before_first),
+            skipped: o.skipped.get(..o.before_first).unwrap_or_default().to_vec(),
+        },
+        (None, WhenAllOpen::FailOpen, Some(&primary)) => Decision::Send {
+            upstream: primary,
+            ticket: None,
+            why: Why::FailOpen,
+            skipped: o.skipped.clone(),
+        },
+        _ => Decision::Reject {
+            retry_after_s: o.earliest.saturating_sub(now_ms).div_ceil(1000).max(1),
+            skipped: o.skipped.clone(),
+        },
     }
 }

@@ -5,7 +5,7 @@ use super::fakes::*;
 use crate::classify::FailureClass;
 use crate::classify::{flags, ResponseFacts};
 use crate::ids::{RouteId, UpstreamId};
-use crate::worker::metrics::{Metric, RouteMetric, UpstreamMetric};
+use crate::worker::metrics::{Kind, Metric, RouteMetric, UpstreamMetric};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 use UpstreamMetric::*;
@@ -203,10 +203,21 @@ fn every_upstream_metric_keeps_its_documented_name() {
         "update_errors",
         "attempts",
         "attempts_failed_retried",
+        "requests_would_fail_over",
+        "requests_would_reject",
+        "ttfb_ms",
+        "duration_ms",
     ];
     assert_eq!(names, want);
     let route: Vec<&str> = RouteMetric::ALL.iter().map(|m| m.name()).collect();
-    assert_eq!(route, ["requests_rejected", "requests_fail_open"]);
+    assert_eq!(
+        route,
+        [
+            "requests_rejected",
+            "requests_fail_open",
+            "requests_would_reject"
+        ]
+    );
 }
 
 #[test]
@@ -215,27 +226,41 @@ fn stat_names_are_prefixed_and_made_safe_and_positions_find_them() {
     let w = worker(json, &Store::default(), T0);
     let defs = crate::worker::metrics::definitions(w.config());
     let n = UpstreamMetric::COUNT;
-    assert_eq!(defs.len(), 2 * n + 2);
+    assert_eq!(defs.len(), 2 * n + 3);
     let at = |m: Metric| defs[crate::worker::metrics::position(m, 2)].clone();
     let cases = [
-        (u(0, State), "llm_breaker.upstream.openai.state", true),
+        (
+            u(0, State),
+            "llm_breaker.upstream.openai.state",
+            Kind::Gauge,
+        ),
         (
             u(1, Isolated),
             "llm_breaker.upstream.azure_eu.isolated",
-            true,
+            Kind::Gauge,
         ),
         (
             u(1, Failures(FailureClass::Timeout)),
             "llm_breaker.upstream.azure_eu.failures.timeout",
-            false,
+            Kind::Counter,
+        ),
+        (
+            u(0, TtfbMs),
+            "llm_breaker.upstream.openai.ttfb_ms",
+            Kind::Histogram,
+        ),
+        (
+            u(1, DurationMs),
+            "llm_breaker.upstream.azure_eu.duration_ms",
+            Kind::Histogram,
         ),
         (
             Metric::Route(RouteId::new(0), RouteMetric::FailOpen),
             "llm_breaker.route.chat-v1.requests_fail_open",
-            false,
+            Kind::Counter,
         ),
     ];
-    for (metric, name, gauge) in cases {
-        assert_eq!(at(metric), (name.to_string(), gauge));
+    for (metric, name, kind) in cases {
+        assert_eq!(at(metric), (name.to_string(), kind));
     }
 }

@@ -90,6 +90,18 @@ impl Recorder {
             .map(|(_, v)| *v)
     }
 
+    /// Every value recorded on a metric of upstream `u` (a histogram's samples),
+    /// oldest first.
+    pub fn recorded(&self, u: usize, metric: UpstreamMetric) -> Vec<u64> {
+        let m = Metric::Upstream(UpstreamId::new(u), metric);
+        self.gauges
+            .borrow()
+            .iter()
+            .filter(|(x, _)| *x == m)
+            .map(|(_, v)| *v)
+            .collect()
+    }
+
     /// Every increment so far, then forgets them.
     pub fn take(&self) -> Vec<Metric> {
         std::mem::take(&mut *self.counters.borrow_mut())
