@@ -308,6 +308,19 @@ impl Config {
         })
     }
 
+    /// Whether a route this path may take needs the body's model to match or to pick
+    /// a breaker (rather than only to rewrite it).
+    pub fn body_model_decides(&self, path: &str) -> bool {
+        self.model_source == ModelSource::Body
+            && self.routes.iter().filter(|r| r.matches(path)).any(|r| {
+                !r.models.is_empty()
+                    || r.chain.iter().any(|&u| {
+                        self.upstream(u)
+                            .is_some_and(|x| x.breaker.scope == Scope::UpstreamAndModel)
+                    })
+            })
+    }
+
     /// Whether any route depends on the model at all.
     pub fn uses_models(&self) -> bool {
         self.routes

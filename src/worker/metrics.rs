@@ -241,11 +241,20 @@ pub enum RouteMetric {
     Rejected,
     /// Requests sent to the primary although every upstream was open.
     FailOpen,
+    /// Requests routed without the body's model that a route on their path needed:
+    /// Envoy ran no body callback while their headers were held
+    /// (`allow_on_headers_stop_iteration` off). Counted on the first route the path
+    /// matches.
+    ModelUnread,
 }
 
 impl RouteMetric {
     /// Every metric of a route, in slot order.
-    pub const ALL: [RouteMetric; 2] = [RouteMetric::Rejected, RouteMetric::FailOpen];
+    pub const ALL: [RouteMetric; 3] = [
+        RouteMetric::Rejected,
+        RouteMetric::FailOpen,
+        RouteMetric::ModelUnread,
+    ];
 
     /// Its position among a route's metrics.
     pub fn slot(self) -> usize {
@@ -257,6 +266,7 @@ impl RouteMetric {
         match self {
             RouteMetric::Rejected => "requests_rejected",
             RouteMetric::FailOpen => "requests_fail_open",
+            RouteMetric::ModelUnread => "requests_model_unread",
         }
     }
 }
