@@ -43,8 +43,22 @@ fn header<'a>(r: &'a RecordedRequest, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Waits (up to 10 s) until the stat reaches `n`; returns its value.
+fn wait_stat(e: &Envoy, name: &str, n: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = e.stat(name).unwrap_or(0);
+        if got >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const UNREAD: &str = "wasmcustom.llm_breaker.route.gpt.requests_model_unread";
+
 #[test]
-fn a_model_route_answers_without_the_knob() {
+fn a_model_route_answers_without_the_knob_as_for_an_unknown_model() {
     let (o, v) = (MockUpstream::start("openai"), MockUpstream::start("vllm"));
     let cfg = format!(
         r#"{{"routes":[
@@ -53,8 +67,92 @@ fn a_model_route_answers_without_the_knob() {
             {BREAKER}}}"#
     );
     let e = start(&cfg, &[&o, &v]);
-    let t = Instant::now();
+    // Without the knob the body never reaches the filter while the headers are held:
+    // the first request of each worker is resumed from the tick, later ones are not
+    // held. Either way each is answered (Envoy's 5 s idle timeout would answer 504),
+    // routed as for an unknown model: to the model-free route.
+    const N: u64 = 8;
+    for i in 0..N {
+        let t = Instant::now();
+        let r = chat(&e, "gpt-4o");
+        eprintln!(
+            "request {i}: {} from {:?} after {:?}",
+            r.status,
+            r.upstream(),
+            t.elapsed()
+        );
+        assert_eq!((r.status, r.upstream()), (200, Some("vllm")), "{}", e.log());
+    }
+    assert_eq!(o.requests(), 0);
+    assert_eq!(v.requests(), N as usize);
+    // The body reached the provider byte for byte, with its content-length.
+    let got = v.last_request().unwrap();
+    assert_eq!(got.body, body("gpt-4o").as_bytes());
+    assert_eq!(
+        header(&got, "content-length"),
+        Some(got.body.len().to_string()).as_deref()
+    );
+    // Counted on the model route, every request.
+    assert_eq!(wait_stat(&e, UNREAD, N), N, "{}", e.prometheus());
+    // One error line per worker at most, naming the knob.
+    let log = e.log();
+    let lines = log
+        .matches("set `allow_on_headers_stop_iteration: true`")
+        .count();
+    assert!((1..=2).contains(&lines), "{lines} lines: {log}");
+}
+
+#[test]
+fn a_model_rewrite_works_without_the_knob_on_a_chunked_body() {
+    let (o, v) = (MockUpstream::start("openai"), MockUpstream::start("vllm"));
+    const LLAMA: &str = "meta-llama/Llama-3.1-70B-Instruct";
+    let cfg = format!(
+        r#"{{"routes":[
+             {{"name":"local","match":{{"path_prefix":"/v1/local/"}},
+               "upstreams":[{{"upstream":"vllm","model":"{LLAMA}"}}]}},
+             {{"name":"chat","upstreams":["openai",{{"upstream":"vllm","model":"{LLAMA}"}}]}}],
+            {BREAKER}}}"#
+    );
+    let e = start(&cfg, &[&o, &v]);
+    let want = body("gpt-4o").replace(r#""model":"gpt-4o""#, &format!(r#""model":"{LLAMA}""#));
+    // A primary that rewrites: the first request of a worker is held, then resumed
+    // from the tick; later ones are not held. Each reaches vLLM rewritten, chunked.
+    for i in 0..6 {
+        let r = client::post(e.listener, "/v1/local/chat", &body("gpt-4o")).unwrap();
+        assert_eq!(
+            (r.status, r.upstream()),
+            (200, Some("vllm")),
+            "{i}: {}",
+            e.log()
+        );
+        let got = v.last_request().unwrap();
+        assert_eq!(String::from_utf8_lossy(&got.body), want, "{i}");
+        assert_eq!(header(&got, "content-length"), None, "{i}");
+        assert_eq!(header(&got, "transfer-encoding"), Some("chunked"), "{i}");
+    }
+    // No route here needs the model to choose: nothing counted.
+    assert_eq!(
+        e.stat("wasmcustom.llm_breaker.route.chat.requests_model_unread"),
+        Some(0)
+    );
+    // The primary without a rewrite gets the client's body and content-length.
     let r = chat(&e, "gpt-4o");
-    eprintln!("first request: {} after {:?}", r.status, t.elapsed());
-    assert_eq!(r.status, 200, "{}", e.log());
+    assert_eq!(r.upstream(), Some("openai"));
+    let got = o.last_request().unwrap();
+    assert_eq!(got.body, body("gpt-4o").as_bytes());
+    assert_eq!(
+        header(&got, "content-length"),
+        Some(got.body.len().to_string()).as_deref()
+    );
+    // On failover the fallback's body is rewritten.
+    o.set(Behaviour::Status(503));
+    for _ in 0..2 {
+        assert_eq!(chat(&e, "gpt-4o").status, 503);
+    }
+    let r = chat(&e, "gpt-4o");
+    assert_eq!((r.status, r.upstream()), (200, Some("vllm")), "{}", e.log());
+    assert!(r.text().contains("Llama-3.1-70B"), "{}", r.text());
+    let got = v.last_request().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.body), want);
+    assert_eq!(header(&got, "content-length"), None);
 }
