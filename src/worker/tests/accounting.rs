@@ -206,7 +206,14 @@ fn every_upstream_metric_keeps_its_documented_name() {
     ];
     assert_eq!(names, want);
     let route: Vec<&str> = RouteMetric::ALL.iter().map(|m| m.name()).collect();
-    assert_eq!(route, ["requests_rejected", "requests_fail_open"]);
+    assert_eq!(
+        route,
+        [
+            "requests_rejected",
+            "requests_fail_open",
+            "requests_model_unread"
+        ]
+    );
 }
 
 #[test]
@@ -215,7 +222,7 @@ fn stat_names_are_prefixed_and_made_safe_and_positions_find_them() {
     let w = worker(json, &Store::default(), T0);
     let defs = crate::worker::metrics::definitions(w.config());
     let n = UpstreamMetric::COUNT;
-    assert_eq!(defs.len(), 2 * n + 2);
+    assert_eq!(defs.len(), 2 * n + 3);
     let at = |m: Metric| defs[crate::worker::metrics::position(m, 2)].clone();
     let cases = [
         (u(0, State), "llm_breaker.upstream.openai.state", true),
