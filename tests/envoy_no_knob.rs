@@ -8,9 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use llm_breaker_gen::{generate, Format};
 use llm_breaker_harness::client::{self, Response};
-use llm_breaker_harness::envoy::{Envoy, Options};
+use llm_breaker_harness::envoy::{filter_wasm, Envoy, Options, Within};
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream, RecordedRequest};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const CHAT: &str = "/v1/chat/completions";
@@ -155,4 +157,87 @@ fn a_model_rewrite_works_without_the_knob_on_a_chunked_body() {
     let got = v.last_request().unwrap();
     assert_eq!(String::from_utf8_lossy(&got.body), want);
     assert_eq!(header(&got, "content-length"), None);
+}
+
+/// `within_request` with the generator's clusters for these providers, the knob
+/// off on both roles.
+fn start_within(filter: &str, providers: &[(&str, SocketAddr)]) -> Envoy {
+    let mut yaml = String::from("providers:\n");
+    for (name, a) in providers {
+        yaml.push_str(&format!(
+            "- {{name: {name}, address: {}, port: {}, connect_timeout_ms: 500}}\n",
+            a.ip(),
+            a.port()
+        ));
+    }
+    yaml.push_str(&format!(
+        "wasm: {{filename: {}}}\n",
+        filter_wasm().display()
+    ));
+    let out = generate(filter.as_bytes(), &yaml, Format::Envoy).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+    let clusters: Vec<String> = doc["clusters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| serde_json::to_string(c).unwrap())
+        .collect();
+    assert!(clusters
+        .iter()
+        .any(|c| c.contains(r#""allow_on_headers_stop_iteration":true"#)));
+    let mut opts = Options::breaker(filter, providers);
+    opts.within = Some(Within {
+        clusters,
+        per_try_timeout: Duration::from_secs(5),
+    });
+    opts.stop_iteration = false;
+    Envoy::start(&opts)
+}
+
+#[test]
+fn within_request_attempts_carry_their_chain_entrys_model_without_the_knob() {
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let cfg = format!(
+        r#"{{"failover":"within_request",
+            "routes":[{{"name":"chat","upstreams":["openai",{{"upstream":"azure","model":"gpt-4o-az"}}]}}],
+            {BREAKER}}}"#
+    );
+    let e = start_within(&cfg, &[("openai", a.addr()), ("azure", b.addr())]);
+    let want = body("gpt-4o").replace(r#""model":"gpt-4o""#, r#""model":"gpt-4o-az""#);
+    a.set(Behaviour::Status(503));
+    // Both attempts of each request: openai gets the client's body, azure its
+    // rewrite; neither carries a content-length that does not fit.
+    for i in 0..4 {
+        let t = Instant::now();
+        let r = chat(&e, "gpt-4o");
+        eprintln!(
+            "request {i}: {} from {:?} after {:?}",
+            r.status,
+            r.upstream(),
+            t.elapsed()
+        );
+        assert_eq!(
+            (r.status, r.upstream()),
+            (200, Some("azure")),
+            "{i}: {}",
+            e.log()
+        );
+        let first = a.last_request().unwrap();
+        assert_eq!(first.body, body("gpt-4o").as_bytes(), "{i}");
+        let second = b.last_request().unwrap();
+        assert_eq!(String::from_utf8_lossy(&second.body), want, "{i}");
+        for got in [&first, &second] {
+            let length = header(got, "content-length");
+            assert!(
+                length.is_none_or(|l| l == got.body.len().to_string()),
+                "{i}: {length:?}"
+            );
+        }
+        assert_eq!(header(&second, "content-length"), None, "{i}");
+        // The breaker opened after two failed attempts: later requests go to azure
+        // alone.
+        if i >= 2 {
+            assert_eq!(a.requests(), 2, "{i}");
+        }
+    }
 }

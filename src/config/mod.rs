@@ -297,8 +297,11 @@ impl Config {
     /// may take names models, rewrites them, or uses model-scoped breakers, and the
     /// model (or the rewrite) needs the body.
     pub fn needs_body(&self, path: &str) -> bool {
+        // Under `within_request` the downstream role rewrites nothing: the upstream
+        // role does, per attempt.
+        let downstream_rewrites = self.failover == Failover::NextRequest;
         self.routes.iter().filter(|r| r.matches(path)).any(|r| {
-            let rewrites = r.chain_models.iter().any(Option::is_some);
+            let rewrites = downstream_rewrites && r.chain_models.iter().any(Option::is_some);
             let uses_model = !r.models.is_empty()
                 || r.chain.iter().any(|&u| {
                     self.upstream(u)

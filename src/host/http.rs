@@ -7,7 +7,7 @@
 //! ([`super::held`]).
 
 use super::abi::{self, Body, Map};
-use super::held::Holds;
+use super::held::{Holds, Resumable, Watch};
 use super::Core;
 use crate::config::Failover;
 use crate::worker::hold::BodyCallbacks;
@@ -37,13 +37,6 @@ pub struct Stream {
     watch: Option<Watch>,
 }
 
-/// A held stream's entry in its root context's [`Holds`].
-struct Watch {
-    id: u32,
-    me: Weak<RefCell<Stream>>,
-    holds: Rc<Holds>,
-}
-
 /// A stream the root context's tick may resume: the HTTP context Envoy calls, as
 /// [`Stream`] behind an `Rc`.
 pub struct Shared(Rc<RefCell<Stream>>);
@@ -51,13 +44,10 @@ pub struct Shared(Rc<RefCell<Stream>>);
 impl Shared {
     /// A stream of `core`'s configuration, context `id`, watched through `holds`.
     pub fn new(core: Rc<Core>, id: u32, holds: Rc<Holds>) -> Shared {
-        Shared(Rc::new_cyclic(|me| {
+        Shared(Rc::new_cyclic(|me: &Weak<RefCell<Stream>>| {
             let mut s = Stream::new(Some(core));
-            s.watch = Some(Watch {
-                id,
-                me: me.clone(),
-                holds,
-            });
+            let me: Weak<RefCell<dyn Resumable>> = me.clone();
+            s.watch = Some(Watch { id, me, holds });
             RefCell::new(s)
         }))
     }
@@ -76,16 +66,16 @@ impl Stream {
             watch: None,
         }
     }
+}
 
-    /// Whether its headers are held for the body.
-    pub fn awaits_body(&self) -> bool {
+impl Resumable for Stream {
+    fn awaits_body(&self) -> bool {
         self.awaiting_body.is_some()
     }
 
     /// The tick gave up waiting for the body (Envoy runs no body callback while
     /// the headers are held): routes without the model and resumes the request.
-    /// Runs with this stream as the effective context.
-    pub fn resume_without_body(&mut self, core: &Core) {
+    fn resume_without_body(&mut self, core: &Core) {
         let Some(path) = self.awaiting_body.take() else {
             return;
         };
@@ -96,7 +86,9 @@ impl Stream {
             }
         }
     }
+}
 
+impl Stream {
     /// A body callback of a request routed before its body ([`RequestBody::Late`])
     /// whose chain entry rewrites the model: holds the body until it is complete,
     /// then rewrites it (up to `model.max_body_bytes`; a bigger one goes as it is).
@@ -165,7 +157,7 @@ impl Stream {
                 self.awaiting_body = Some(path.to_string());
                 if let Some(w) = self.watch.as_ref() {
                     if core.body_callbacks() == BodyCallbacks::Unknown {
-                        w.holds.add(w.id, abi::now_ms(), w.me.clone());
+                        w.hold(true);
                     }
                 }
                 Action::Pause

@@ -167,6 +167,14 @@ impl RootContext for Root {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         match &self.core {
             Some(core) if core.config().role == Role::Upstream => {
+                if core.uses_models() && core.body_callbacks() == BodyCallbacks::Unknown {
+                    let holds = self.holds.clone();
+                    return Some(Box::new(attempt::Shared::new(
+                        core.clone(),
+                        context_id,
+                        holds,
+                    )));
+                }
                 Some(Box::new(attempt::Attempt::new(core.clone())))
             }
             // A stream the tick may have to resume (only until this worker knows
