@@ -12,7 +12,8 @@ use llm_breaker_gen::{generate, Format};
 use llm_breaker_harness::client::{self, Response};
 use llm_breaker_harness::envoy::{filter_wasm, Envoy, Options, Within};
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream, RecordedRequest};
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 const CHAT: &str = "/v1/chat/completions";
@@ -240,4 +241,44 @@ fn within_request_attempts_carry_their_chain_entrys_model_without_the_knob() {
             assert_eq!(a.requests(), 2, "{i}");
         }
     }
+}
+
+#[test]
+fn with_the_knob_a_body_sent_late_is_still_waited_for_and_routed_by_model() {
+    // The tick resumes a held request only once Envoy has received some of its body
+    // without a body callback: a client that is merely slow to send it is routed by
+    // its model when it does.
+    let (o, v) = (MockUpstream::start("openai"), MockUpstream::start("vllm"));
+    let cfg = format!(
+        r#"{{"routes":[
+             {{"name":"gpt","match":{{"models":["gpt-4o*"]}},"upstreams":["openai"]}},
+             {{"name":"rest","upstreams":["vllm"]}}],
+            {BREAKER}}}"#
+    );
+    let e = Envoy::start(&Options::breaker_for(&cfg, &[&o, &v]));
+    let b = body("gpt-4o");
+    let mut s = TcpStream::connect(e.listener).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST {CHAT} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        b.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // Well past the hold deadline (1 s), well before Envoy's idle timeout (5 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    s.write_all(b.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-upstream: openai"),
+        "{answer}"
+    );
+    assert_eq!((o.requests(), v.requests()), (1, 0));
+    assert!(
+        !e.log().contains("allow_on_headers_stop_iteration"),
+        "{}",
+        e.log()
+    );
+    assert_eq!(e.stat(UNREAD), Some(0));
 }
