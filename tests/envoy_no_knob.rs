@@ -97,6 +97,8 @@ fn a_model_route_answers_without_the_knob_as_for_an_unknown_model() {
     );
     // Counted on the model route, every request.
     assert_eq!(wait_stat(&e, UNREAD, N), N, "{}", e.prometheus());
+    let line = format!(r#"llm_breaker_route_requests_model_unread{{llm_breaker_route="gpt"}} {N}"#);
+    assert!(e.prometheus().contains(&line), "{}", e.prometheus());
     // One error line per worker at most, naming the knob.
     let log = e.log();
     let lines = log
