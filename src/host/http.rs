@@ -89,6 +89,17 @@ impl Resumable for Stream {
 }
 
 impl Stream {
+    /// Rewrites the body's model now, or in the body callbacks for a body still to
+    /// come (its `content-length` dropped: it goes chunked).
+    fn rewrite(&mut self, body: RequestBody, new_model: &str) {
+        if matches!(body, RequestBody::Late) {
+            let _ = abi::remove_header(Map::Request, "content-length");
+            self.late_rewrite = Some(new_model.to_string());
+        } else {
+            let _ = rewrite_body(body, new_model);
+        }
+    }
+
     /// A body callback of a request routed before its body ([`RequestBody::Late`])
     /// whose chain entry rewrites the model: holds the body until it is complete,
     /// then rewrites it (up to `model.max_body_bytes`; a bigger one goes as it is).
@@ -180,16 +191,8 @@ impl Stream {
                         // `clear_route_cache` foreign call, which would cost a host call
                         // on every request here. The failover tests fail if a request
                         // ever goes to the old route.
-                        match (rewrite, body) {
-                            (Some(new_model), RequestBody::Late) => {
-                                // The body comes after the headers: it goes chunked.
-                                let _ = abi::remove_header(Map::Request, "content-length");
-                                self.late_rewrite = Some(new_model.to_string());
-                            }
-                            (Some(new_model), body) => {
-                                let _ = rewrite_body(body, new_model);
-                            }
-                            (None, _) => {}
+                        if let Some(new_model) = rewrite {
+                            self.rewrite(body, new_model);
                         }
                         self.routed = Some(routed);
                         Action::Continue

@@ -15,6 +15,7 @@
 //! is then done in the body callbacks, on a body sent chunked.
 
 use super::{accounting, Metrics, Worker};
+use crate::config::Role;
 use crate::ids::RouteId;
 use std::cell::Cell;
 
@@ -80,14 +81,28 @@ impl<S, M: Metrics> Worker<S, M> {
         }
         if mode == BodyCallbacks::Unknown {
             self.hold.0.set(BodyCallbacks::Absent);
-            log::error!(
-                "llm-breaker: Envoy runs no body callback while request headers are held: set \
-                 `allow_on_headers_stop_iteration: true` in the wasm filter's config (Envoy >= \
-                 1.35) to route by the model in the body; until then this worker routes such \
-                 requests without the model (counted in `requests_model_unread`)"
-            );
+            self.log_no_body_callbacks();
         }
         HeldVerdict::Resume
+    }
+
+    /// The one error line of a worker that found the knob off.
+    fn log_no_body_callbacks(&self) {
+        let until_then = match self.config.role {
+            Role::Downstream => {
+                "routes by the model in the body; until then this worker routes such requests \
+                 without the model (counted in `requests_model_unread`)"
+            }
+            Role::Upstream => {
+                "rewrites each attempt's body before its headers go on; until then this \
+                 worker's attempts send rewritten bodies chunked"
+            }
+        };
+        log::error!(
+            "llm-breaker: Envoy runs no body callback while request headers are held: set \
+             `allow_on_headers_stop_iteration: true` in the wasm filter's config (Envoy >= \
+             1.35) so that it {until_then}"
+        );
     }
 
     /// Counts a request routed without the body's model that a route on `path`
