@@ -127,3 +127,26 @@ fn configs_with_models_tick_to_watch_held_requests() {
     let cfg = r#"{"success_flush_ms":0,"routes":[{"name":"c","match":{"models":["m"]},"upstreams":["a"]}]}"#;
     assert_eq!(worker(cfg, &Store::default(), T0).tick_period_ms(), 250);
 }
+
+#[test]
+fn only_routes_that_need_the_body_hold_and_within_request_holds_none_for_rewrites() {
+    let c = worker(MODELS, &Store::default(), T0);
+    assert!(c.config().needs_body("/v1/chat"));
+    assert!(c.config().body_model_decides("/v1/chat"));
+    // Rewrites alone need the body but not its model.
+    let rewrites = r#"{"routes":[{"name":"c","upstreams":["a",{"upstream":"b","model":"m"}]}]}"#;
+    let c = worker(rewrites, &Store::default(), T0);
+    assert!(c.config().needs_body("/v1/chat"));
+    assert!(!c.config().body_model_decides("/v1/chat"));
+    // Under within_request the upstream role rewrites: the downstream role holds nothing.
+    let within = r#"{"failover":"within_request",
+        "routes":[{"name":"c","upstreams":["a",{"upstream":"b","model":"m"}]}]}"#;
+    let c = worker(within, &Store::default(), T0);
+    assert!(!c.config().needs_body("/v1/chat"));
+    // A model read from a header never needs the body to decide.
+    let header = r#"{"model":{"source":"header"},
+        "routes":[{"name":"c","match":{"models":["m"]},"upstreams":["a"]}]}"#;
+    let c = worker(header, &Store::default(), T0);
+    assert!(!c.config().needs_body("/v1/chat"));
+    assert!(!c.config().body_model_decides("/v1/chat"));
+}
