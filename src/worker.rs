@@ -6,7 +6,8 @@
 //!
 //! One file per concept: [`cells`] (the per-cell record), [`cache`] (the admission
 //! cache), [`batch`] (success batching), [`intake`] (route match, model source,
-//! the body for a rewrite), [`request`] (routing a request and the model rewrite), [`response`] (what to watch in a response), [`shadow`] (shadow and off modes), [`outcome`]
+//! the body for a rewrite), [`hold`] (holding headers for the body, and when the
+//! body callbacks never come), [`request`] (routing a request and the model rewrite), [`response`] (what to watch in a response), [`shadow`] (shadow and off modes), [`outcome`]
 //! (recording it), [`within`] (within-request failover, both roles), [`attempt`] (one
 //! attempt of the upstream role), [`report`] (reporting state changes), [`accounting`] (which
 //! counters move), [`metrics`] (the metrics seam), [`operator`] (admin endpoints
@@ -17,6 +18,7 @@ pub mod attempt;
 pub mod batch;
 pub mod cache;
 pub mod cells;
+pub mod hold;
 pub mod intake;
 pub mod metrics;
 pub mod operator;
@@ -55,6 +57,8 @@ pub struct Worker<S, M> {
     uses_models: bool,
     /// The admin bearer token ([`Worker::load_admin_token`]).
     admin_token: Option<String>,
+    /// Whether Envoy runs body callbacks while headers are held.
+    hold: hold::Hold,
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
@@ -80,6 +84,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             uses_models: config.uses_models(),
             primary_header,
             admin_token: None,
+            hold: hold::Hold::default(),
             config,
             store,
             metrics,
@@ -155,13 +160,14 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     }
 
     /// The period of the worker's timer: the flush period, or the probe period
-    /// (250 ms, or the flush period if shorter) when some upstream has a probe;
-    /// 0 for none.
+    /// (250 ms, or the flush period if shorter) when some upstream has a probe or
+    /// some route may hold headers for the body ([`hold`]); 0 for none.
     pub fn tick_period_ms(&self) -> u64 {
         let probing = self.config.upstreams.iter().any(|u| u.probe.is_some());
-        match (self.config.success_flush_ms.get(), probing) {
-            (0, true) => PROBE_TICK_MS,
-            (f, true) => f.min(PROBE_TICK_MS),
+        let fast = probing || self.uses_models;
+        match (self.config.success_flush_ms.get(), fast) {
+            (0, true) => PROBE_TICK_MS.min(hold::HOLD_TICK_MS),
+            (f, true) => f.min(PROBE_TICK_MS).min(hold::HOLD_TICK_MS),
             (f, false) => f,
         }
     }

@@ -299,8 +299,11 @@ impl Config {
     /// may take names models, rewrites them, or uses model-scoped breakers, and the
     /// model (or the rewrite) needs the body.
     pub fn needs_body(&self, path: &str) -> bool {
+        // Under `within_request` the downstream role rewrites nothing: the upstream
+        // role does, per attempt.
+        let downstream_rewrites = self.failover == Failover::NextRequest;
         self.routes.iter().filter(|r| r.matches(path)).any(|r| {
-            let rewrites = r.chain_models.iter().any(Option::is_some);
+            let rewrites = downstream_rewrites && r.chain_models.iter().any(Option::is_some);
             let uses_model = !r.models.is_empty()
                 || r.chain.iter().any(|&u| {
                     self.upstream(u)
@@ -308,6 +311,19 @@ impl Config {
                 });
             rewrites || (uses_model && self.model_source == ModelSource::Body)
         })
+    }
+
+    /// Whether a route this path may take needs the body's model to match or to pick
+    /// a breaker (rather than only to rewrite it).
+    pub fn body_model_decides(&self, path: &str) -> bool {
+        self.model_source == ModelSource::Body
+            && self.routes.iter().filter(|r| r.matches(path)).any(|r| {
+                !r.models.is_empty()
+                    || r.chain.iter().any(|&u| {
+                        self.upstream(u)
+                            .is_some_and(|x| x.breaker.scope == Scope::UpstreamAndModel)
+                    })
+            })
     }
 
     /// Whether any route depends on the model at all.

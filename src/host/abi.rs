@@ -138,6 +138,8 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
 }
 
 fn check(code: u32) -> Result<(), HostStatus> {
@@ -410,4 +412,22 @@ fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {
         out.push(0);
     }
     out
+}
+
+/// Makes the following host calls act on context `id` (a stream, from the root
+/// context's tick).
+pub fn set_effective_context(id: u32) -> Result<(), HostStatus> {
+    unsafe { check(proxy_set_effective_context(id)) }
+}
+
+/// Resumes the effective context's held request.
+pub fn resume_request() -> Result<(), HostStatus> {
+    // Stream type 0: the request (`proxy_continue_stream`, ABI 0.2.1).
+    unsafe { check(proxy_continue_stream(0)) }
+}
+
+/// An integer property (`request.total_size`), if the host has it.
+pub fn property_u64(path: &[&str]) -> Option<u64> {
+    let b = property(path)?;
+    Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?))
 }

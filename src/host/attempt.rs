@@ -4,16 +4,25 @@
 //! recorded in `on_done` (`on_log` does not run for upstream filters, and an attempt
 //! with no response headers ends with `on_done` alone). Envoy's `response.*`
 //! properties are the downstream stream's here: the status comes from `:status`.
+//!
+//! An attempt whose chain rewrites models holds its headers until its body is
+//! complete. Where Envoy runs no body callback meanwhile (no
+//! `allow_on_headers_stop_iteration`, see [`crate::worker::hold`]), the root
+//! context's tick resumes it ([`Shared`]) and later attempts are not held: they
+//! drop `content-length` and rewrite the body in its callbacks, sent chunked.
 
 use super::abi::{self, Body, Map};
+use super::held::{Holds, Resumable, Watch};
 use super::http::rewrite_body;
 use super::Core;
 use crate::worker::attempt::{Attempt as State, BodyStep};
+use crate::worker::hold::BodyCallbacks;
 use crate::worker::intake::RequestBody;
 use crate::worker::within::{SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 
 /// Endpoint metadata naming the real upstream (the generator's `METADATA_NS` /
 /// `METADATA_KEY`).
@@ -29,13 +38,80 @@ const UPSTREAM_NAME: [&str; 5] = [
 pub struct Attempt {
     core: Rc<Core>,
     state: State,
+    /// Its headers are held and no body callback came yet.
+    held: bool,
+    /// How the tick finds it while its headers are held.
+    watch: Option<Watch>,
 }
 
 impl Attempt {
     /// An attempt under `core`'s configuration.
     pub fn new(core: Rc<Core>) -> Attempt {
         let state = State::default();
-        Attempt { core, state }
+        Attempt {
+            core,
+            state,
+            held: false,
+            watch: None,
+        }
+    }
+}
+
+impl Resumable for Attempt {
+    fn awaits_body(&self) -> bool {
+        self.held
+    }
+
+    fn resume_without_body(&mut self, _core: &Core) {
+        if std::mem::take(&mut self.held) {
+            let _ = abi::remove_header(Map::Request, "content-length");
+            if let Err(s) = abi::resume_request() {
+                log::warn!("llm-breaker: cannot resume a held attempt (status {})", s.0);
+            }
+        }
+    }
+}
+
+/// An attempt the root context's tick may resume: [`Attempt`] behind an `Rc`.
+pub struct Shared(Rc<RefCell<Attempt>>);
+
+impl Shared {
+    /// An attempt under `core`'s configuration, context `id`, watched through `holds`.
+    pub fn new(core: Rc<Core>, id: u32, holds: Rc<Holds>) -> Shared {
+        Shared(Rc::new_cyclic(|me: &Weak<RefCell<Attempt>>| {
+            let mut a = Attempt::new(core);
+            let me: Weak<RefCell<dyn Resumable>> = me.clone();
+            a.watch = Some(Watch { id, me, holds });
+            RefCell::new(a)
+        }))
+    }
+}
+
+impl Context for Shared {
+    fn on_done(&mut self) -> bool {
+        self.0.borrow_mut().on_done()
+    }
+}
+
+impl HttpContext for Shared {
+    fn on_http_request_headers(&mut self, n: usize, eos: bool) -> Action {
+        self.0.borrow_mut().on_http_request_headers(n, eos)
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        self.0.borrow_mut().on_http_request_body(size, eos)
+    }
+
+    fn on_http_response_headers(&mut self, n: usize, eos: bool) -> Action {
+        self.0.borrow_mut().on_http_response_headers(n, eos)
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        self.0.borrow_mut().on_http_response_body(size, eos)
+    }
+
+    fn on_http_response_trailers(&mut self, n: usize) -> Action {
+        self.0.borrow_mut().on_http_response_trailers(n)
     }
 }
 
@@ -61,13 +137,28 @@ impl HttpContext for Attempt {
             .state
             .start(&self.core, &name, t, p, eos, abi::now_ms())
         {
-            // Held until the body is complete (`allow_on_headers_stop_iteration`).
-            return Action::Pause;
+            match self.core.body_callbacks() {
+                BodyCallbacks::Absent => {
+                    // The body comes after the headers: it goes chunked.
+                    let _ = abi::remove_header(Map::Request, "content-length");
+                }
+                mode => {
+                    // Held until the body is complete (`allow_on_headers_stop_iteration`).
+                    self.held = true;
+                    if let (BodyCallbacks::Unknown, Some(w)) = (mode, &self.watch) {
+                        w.hold(false);
+                    }
+                    return Action::Pause;
+                }
+            }
         }
         Action::Continue
     }
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        if std::mem::take(&mut self.held) {
+            self.core.body_came_while_held();
+        }
         let fix_length = match self.state.request_body(eos, abi::now_ms()) {
             BodyStep::Hold => return Action::Pause,
             BodyStep::Continue => false,

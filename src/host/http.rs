@@ -2,18 +2,23 @@
 //! on the body, when routing needs it) and carries out its answer (route header,
 //! body rewrite, or the all-open reply), feeds it the response as it comes, and
 //! has it record the outcome when Envoy logs the stream (the one callback that
-//! runs however the stream ended).
+//! runs however the stream ended). A stream that may hold its headers for the body
+//! lives in an `Rc` ([`Shared`]) so that the root context's tick can resume it
+//! ([`super::held`]).
 
 use super::abi::{self, Body, Map};
+use super::held::{Holds, Resumable, Watch};
 use super::Core;
 use crate::config::{Failover, Mode};
+use crate::worker::hold::BodyCallbacks;
 use crate::worker::intake::{Intake, RequestBody};
 use crate::worker::request::{Rejection, Routed, Routing};
 use crate::worker::response::Response;
 use crate::worker::within::{Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 
 /// Per-stream state.
 pub struct Stream {
@@ -25,6 +30,27 @@ pub struct Stream {
     awaiting_body: Option<String>,
     /// `within_request`: the attempt order, and how many attempts it took.
     plan: Option<(Plan, Option<usize>)>,
+    /// The model to rewrite the body to in its callbacks, the headers having gone
+    /// on without `content-length` ([`RequestBody::Late`]).
+    late_rewrite: Option<String>,
+    /// How the tick finds this stream while its headers are held.
+    watch: Option<Watch>,
+}
+
+/// A stream the root context's tick may resume: the HTTP context Envoy calls, as
+/// [`Stream`] behind an `Rc`.
+pub struct Shared(Rc<RefCell<Stream>>);
+
+impl Shared {
+    /// A stream of `core`'s configuration, context `id`, watched through `holds`.
+    pub fn new(core: Rc<Core>, id: u32, holds: Rc<Holds>) -> Shared {
+        Shared(Rc::new_cyclic(|me: &Weak<RefCell<Stream>>| {
+            let mut s = Stream::new(Some(core));
+            let me: Weak<RefCell<dyn Resumable>> = me.clone();
+            s.watch = Some(Watch { id, me, holds });
+            RefCell::new(s)
+        }))
+    }
 }
 
 impl Stream {
@@ -36,7 +62,61 @@ impl Stream {
             response: Response::default(),
             awaiting_body: None,
             plan: None,
+            late_rewrite: None,
+            watch: None,
         }
+    }
+}
+
+impl Resumable for Stream {
+    fn awaits_body(&self) -> bool {
+        self.awaiting_body.is_some()
+    }
+
+    /// The tick gave up waiting for the body (Envoy runs no body callback while
+    /// the headers are held): routes without the model and resumes the request.
+    fn resume_without_body(&mut self, core: &Core) {
+        let Some(path) = self.awaiting_body.take() else {
+            return;
+        };
+        let intake = core.intake_late(&path, request_header);
+        if self.intake(core, intake, &path) == Action::Continue {
+            if let Err(s) = abi::resume_request() {
+                log::warn!("llm-breaker: cannot resume a held request (status {})", s.0);
+            }
+        }
+    }
+}
+
+impl Stream {
+    /// Rewrites the body's model now, or in the body callbacks for a body still to
+    /// come (its `content-length` dropped: it goes chunked).
+    fn rewrite(&mut self, body: RequestBody, new_model: &str) {
+        if matches!(body, RequestBody::Late) {
+            let _ = abi::remove_header(Map::Request, "content-length");
+            self.late_rewrite = Some(new_model.to_string());
+        } else {
+            let _ = rewrite_body(body, new_model);
+        }
+    }
+
+    /// A body callback of a request routed before its body ([`RequestBody::Late`])
+    /// whose chain entry rewrites the model: holds the body until it is complete,
+    /// then rewrites it (up to `model.max_body_bytes`; a bigger one goes as it is).
+    fn late_body(&mut self, core: &Core, size: usize, eos: bool) -> Action {
+        let within = size <= core.config().max_body_bytes;
+        if !eos && within {
+            return Action::Pause;
+        }
+        if let Some(model) = self.late_rewrite.take() {
+            if within {
+                rewrite_body(RequestBody::Unread(size), &model);
+            }
+        }
+        if eos {
+            self.request_complete();
+        }
+        Action::Continue
     }
 
     /// The request is complete (end of body or trailers): the provider's time to
@@ -93,8 +173,14 @@ impl Stream {
             }
             Intake::AwaitBody => {
                 // Decided when the body is in (Envoy holds the headers meanwhile, with
-                // `allow_on_headers_stop_iteration`).
+                // `allow_on_headers_stop_iteration`); until this worker has seen that
+                // happen, the tick watches the request.
                 self.awaiting_body = Some(path.to_string());
+                if let Some(w) = self.watch.as_ref() {
+                    if core.body_callbacks() == BodyCallbacks::Unknown {
+                        w.hold(true);
+                    }
+                }
                 Action::Pause
             }
             Intake::Route { route, model, body } => {
@@ -116,7 +202,7 @@ impl Stream {
                         // on every request here. The failover tests fail if a request
                         // ever goes to the old route.
                         if let Some(new_model) = rewrite {
-                            let _ = rewrite_body(body, new_model);
+                            self.rewrite(body, new_model);
                         }
                         self.routed = Some(routed);
                         Action::Continue
@@ -191,6 +277,7 @@ impl HttpContext for Stream {
             let Some(core) = self.core.clone() else {
                 return Action::Continue;
             };
+            core.body_came_while_held();
             if !core.body_is_enough(size, eos) {
                 // Let Envoy buffer the rest.
                 self.awaiting_body = Some(path);
@@ -201,6 +288,11 @@ impl HttpContext for Stream {
             let read = |size| abi::body(Body::Request, 0, size);
             let intake = core.intake_body(&path, size, eos, request_header, read);
             return self.intake(&core, intake, &path);
+        }
+        if self.late_rewrite.is_some() {
+            if let Some(core) = self.core.clone() {
+                return self.late_body(&core, size, eos);
+            }
         }
         if eos {
             self.request_complete();
@@ -269,5 +361,37 @@ impl HttpContext for Stream {
             || abi::property(&["response", "code_details"]),
         );
         core.finish(&routed, facts, abi::now_ms());
+    }
+}
+
+impl Context for Shared {}
+
+impl HttpContext for Shared {
+    fn on_http_request_headers(&mut self, n: usize, eos: bool) -> Action {
+        self.0.borrow_mut().on_http_request_headers(n, eos)
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        self.0.borrow_mut().on_http_request_body(size, eos)
+    }
+
+    fn on_http_request_trailers(&mut self, n: usize) -> Action {
+        self.0.borrow_mut().on_http_request_trailers(n)
+    }
+
+    fn on_http_response_headers(&mut self, n: usize, eos: bool) -> Action {
+        self.0.borrow_mut().on_http_response_headers(n, eos)
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        self.0.borrow_mut().on_http_response_body(size, eos)
+    }
+
+    fn on_http_response_trailers(&mut self, n: usize) -> Action {
+        self.0.borrow_mut().on_http_response_trailers(n)
+    }
+
+    fn on_log(&mut self) {
+        self.0.borrow_mut().on_log();
     }
 }

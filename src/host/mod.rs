@@ -6,12 +6,14 @@
 pub mod abi;
 mod admin;
 mod attempt;
+mod held;
 mod http;
 pub mod metrics;
 mod probe;
 
 use crate::config::{Config, Mode, Role};
 use crate::store::{SharedStore, StoreError};
+use crate::worker::hold::BodyCallbacks;
 use crate::worker::operator::Probes;
 use crate::worker::Worker;
 use abi::Level;
@@ -25,7 +27,12 @@ fn start() {
     std::panic::set_hook(Box::new(|info| {
         abi::log(Level::Critical, &format!("llm-breaker: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        Box::new(Root {
+            id,
+            ..Root::default()
+        })
+    });
 }
 
 /// The `log` facade over the host's log call.
@@ -95,6 +102,10 @@ pub struct Root {
     core: Option<Rc<Core>>,
     /// Active probes in flight from this VM.
     probes: Probes,
+    /// Requests held for their body, watched from the tick.
+    holds: Rc<held::Holds>,
+    /// This root context's id.
+    id: u32,
 }
 
 impl Context for Root {
@@ -150,10 +161,11 @@ impl RootContext for Root {
             let now = abi::now_ms();
             core.tick(now);
             probe::tick(core, &mut self.probes, now);
+            self.holds.tick(core, now, self.id);
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         match &self.core {
             // Off mode: attempts pass through untouched.
             Some(core)
@@ -162,7 +174,21 @@ impl RootContext for Root {
                 Some(Box::new(http::Stream::new(None)))
             }
             Some(core) if core.config().role == Role::Upstream => {
+                if core.uses_models() && core.body_callbacks() == BodyCallbacks::Unknown {
+                    let holds = self.holds.clone();
+                    return Some(Box::new(attempt::Shared::new(
+                        core.clone(),
+                        context_id,
+                        holds,
+                    )));
+                }
                 Some(Box::new(attempt::Attempt::new(core.clone())))
+            }
+            // A stream the tick may have to resume (only until this worker knows
+            // whether Envoy runs body callbacks while headers are held).
+            Some(core) if core.uses_models() && core.body_callbacks() == BodyCallbacks::Unknown => {
+                let holds = self.holds.clone();
+                Some(Box::new(http::Shared::new(core.clone(), context_id, holds)))
             }
             // Without a configuration the filter passes everything through.
             core => Some(Box::new(http::Stream::new(core.clone()))),

@@ -43,6 +43,11 @@ pub fn decision<M: Metrics + ?Sized>(m: &M, route: RouteId, d: &Decision) {
     }
 }
 
+/// A request routed without the body's model that `route` needed.
+pub fn model_unread<M: Metrics + ?Sized>(m: &M, route: RouteId) {
+    m.increment(Metric::Route(route, RouteMetric::ModelUnread));
+}
+
 /// Counts a classified outcome of `upstream`.
 pub fn outcome<M: Metrics + ?Sized>(m: &M, upstream: UpstreamId, verdict: &Verdict) {
     match verdict {

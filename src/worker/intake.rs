@@ -3,6 +3,7 @@
 //! then must be waited for), and how much of the body may be rewritten. The host
 //! reads headers and the body only through the closures it passes, when needed.
 
+use super::hold::BodyCallbacks;
 use super::{Metrics, Worker};
 use crate::config::ModelSource;
 use crate::ids::RouteId;
@@ -36,6 +37,10 @@ pub enum RequestBody {
     Scanned(Option<ModelSpan>, Vec<u8>),
     /// Buffered in Envoy, `size` bytes, not read yet: read only for a rewrite.
     Unread(usize),
+    /// Still to come, after the headers go on (Envoy runs no body callback while
+    /// they are held, see [`super::hold`]): a rewrite drops `content-length` now
+    /// and rewrites the body in its callbacks, sent chunked.
+    Late,
 }
 
 impl RequestBody {
@@ -48,7 +53,7 @@ impl RequestBody {
         read: impl FnOnce(usize) -> Vec<u8>,
     ) -> Option<(usize, Vec<u8>)> {
         let (span, bytes) = match self {
-            RequestBody::None => return None,
+            RequestBody::None | RequestBody::Late => return None,
             RequestBody::Scanned(span, bytes) => (span, bytes),
             RequestBody::Unread(size) => {
                 let bytes = read(size);
@@ -72,11 +77,29 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         if !self.uses_models {
             return self.matched(path, None, RequestBody::None);
         }
-        if !eos && self.config.needs_body(path) {
+        if eos || !self.config.needs_body(path) {
+            let model = self.header_model(header_model);
+            return self.matched(path, model, RequestBody::None);
+        }
+        if self.body_callbacks() != BodyCallbacks::Absent {
             return Intake::AwaitBody;
         }
+        self.intake_late(path, header_model)
+    }
+
+    /// Routes a request whose body can't be read before the headers go on (Envoy
+    /// runs no body callback while they are held): without the body's model, as
+    /// for an unknown model; a rewrite is done in the body callbacks.
+    pub fn intake_late(
+        &self,
+        path: &str,
+        header_model: impl FnOnce(&str) -> Option<Vec<u8>>,
+    ) -> Intake {
+        if self.config.body_model_decides(path) {
+            self.count_model_unread(path);
+        }
         let model = self.header_model(header_model);
-        self.matched(path, model, RequestBody::None)
+        self.matched(path, model, RequestBody::Late)
     }
 
     /// Whether a body of `size` bytes so far is all routing waits for: complete,

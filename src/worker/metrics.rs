@@ -285,14 +285,20 @@ pub enum RouteMetric {
     /// Shadow mode: requests sent to the primary that enforcement would have
     /// answered with the all-open 503.
     WouldReject,
+    /// Requests routed without the body's model that a route on their path needed:
+    /// Envoy ran no body callback while their headers were held
+    /// (`allow_on_headers_stop_iteration` off). Counted on the first route the path
+    /// matches.
+    ModelUnread,
 }
 
 impl RouteMetric {
     /// Every metric of a route, in slot order.
-    pub const ALL: [RouteMetric; 3] = [
+    pub const ALL: [RouteMetric; 4] = [
         RouteMetric::Rejected,
         RouteMetric::FailOpen,
         RouteMetric::WouldReject,
+        RouteMetric::ModelUnread,
     ];
 
     /// Its position among a route's metrics.
@@ -306,6 +312,7 @@ impl RouteMetric {
             RouteMetric::Rejected => "requests_rejected",
             RouteMetric::FailOpen => "requests_fail_open",
             RouteMetric::WouldReject => "requests_would_reject",
+            RouteMetric::ModelUnread => "requests_model_unread",
         }
     }
 }

@@ -8,6 +8,7 @@ mod admission;
 mod batching;
 mod fakes;
 mod flows;
+mod hold;
 mod intake;
 mod latency;
 mod modes;

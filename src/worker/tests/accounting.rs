@@ -215,7 +215,8 @@ fn every_upstream_metric_keeps_its_documented_name() {
         [
             "requests_rejected",
             "requests_fail_open",
-            "requests_would_reject"
+            "requests_would_reject",
+            "requests_model_unread"
         ]
     );
 }
@@ -226,7 +227,7 @@ fn stat_names_are_prefixed_and_made_safe_and_positions_find_them() {
     let w = worker(json, &Store::default(), T0);
     let defs = crate::worker::metrics::definitions(w.config());
     let n = UpstreamMetric::COUNT;
-    assert_eq!(defs.len(), 2 * n + 3);
+    assert_eq!(defs.len(), 2 * n + RouteMetric::ALL.len());
     let at = |m: Metric| defs[crate::worker::metrics::position(m, 2)].clone();
     let cases = [
         (

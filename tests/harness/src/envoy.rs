@@ -161,6 +161,10 @@ pub struct Options {
     /// Within-request failover: the generator's clusters and the route's per-try
     /// timeout (see [`Within`]).
     pub within: Option<Within>,
+    /// `allow_on_headers_stop_iteration` on the wasm filters (and, for
+    /// [`Options::within`], on the generator's upstream filters): `true` in the shipped
+    /// examples; `false` is how Istio's `WasmPlugin` runs the filter.
+    pub stop_iteration: bool,
 }
 
 /// The Envoy side of `failover: "within_request"`, built from `llm-breaker-gen`'s
@@ -196,6 +200,7 @@ impl Options {
             before: None,
             env: Vec::new(),
             within: None,
+            stop_iteration: true,
         }
     }
 
@@ -224,12 +229,12 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
     let before = opts
         .before
         .as_ref()
-        .map(|w| wasm_filter("test_before", "llm_breaker", w, None, &opts.env))
+        .map(|w| wasm_filter("test_before", "llm_breaker", w, None, opts))
         .unwrap_or_default();
     let (filter, route_action) = match &opts.filter {
         Filter::None { cluster } => (String::new(), format!("cluster: {cluster}")),
         Filter::Noop { wasm, cluster } => (
-            wasm_filter("noop", "noop", wasm, None, &opts.env),
+            wasm_filter("noop", "noop", wasm, None, opts),
             format!("cluster: {cluster}"),
         ),
         Filter::Breaker { config, wasm } => (
@@ -238,7 +243,7 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
                 "llm_breaker",
                 &wasm.clone().unwrap_or_else(filter_wasm),
                 Some(config),
-                &opts.env,
+                opts,
             ),
             format!("cluster_header: {}", opts.route_header),
         ),
@@ -247,6 +252,14 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
     let mut vhost = String::new();
     if let Some(w) = &opts.within {
         for c in &w.clusters {
+            let c = if opts.stop_iteration {
+                c.clone()
+            } else {
+                c.replace(
+                    r#""allow_on_headers_stop_iteration":true"#,
+                    r#""allow_on_headers_stop_iteration":false"#,
+                )
+            };
             clusters.push_str(&format!("  - {c}\n"));
         }
         vhost = "\n              include_attempt_count_in_response: true".into();
@@ -355,8 +368,9 @@ fn wasm_filter(
     vm_id: &str,
     wasm: &Path,
     config: Option<&str>,
-    env: &[(String, String)],
+    opts: &Options,
 ) -> String {
+    let env = &opts.env;
     let configuration = config
         .map(|c| {
             format!(
@@ -387,13 +401,14 @@ fn wasm_filter(
               config:
                 name: {name}
                 root_id: {name}
-                allow_on_headers_stop_iteration: true
+                allow_on_headers_stop_iteration: {stop}
                 vm_config:
                   vm_id: {vm_id}
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: {wasm} }} }}
 {environment}{configuration}"#,
-        wasm = wasm.display()
+        wasm = wasm.display(),
+        stop = opts.stop_iteration,
     )
 }
 

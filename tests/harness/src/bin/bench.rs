@@ -228,6 +228,7 @@ fn main() {
                     WITHIN_NOOP => Some(within_noop.clone()),
                     _ => None,
                 },
+                stop_iteration: true,
             };
             let e = Envoy::start(&opts);
             if pin {
