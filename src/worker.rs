@@ -8,7 +8,7 @@
 //! cache), [`batch`] (success batching), [`intake`] (route match, model source,
 //! the body for a rewrite), [`request`] (routing a request and the model rewrite), [`response`] (what to watch in a response), [`outcome`]
 //! (recording it), [`within`] (within-request failover, both roles), [`attempt`] (one
-//! attempt of the upstream role), [`report`] (reporting state changes), [`accounting`] (which
+//! attempt of the upstream role), [`shape`] (its per-provider request shaping), [`report`] (reporting state changes), [`accounting`] (which
 //! counters move), [`metrics`] (the metrics seam), [`operator`] (admin endpoints
 //! and active probes).
 
@@ -24,6 +24,7 @@ pub mod outcome;
 pub mod report;
 pub mod request;
 pub mod response;
+pub mod shape;
 pub mod within;
 
 use crate::breaker::PhaseKind;
@@ -51,6 +52,11 @@ pub struct Worker<S, M> {
     uses_models: bool,
     /// The admin bearer token ([`Worker::load_admin_token`]).
     admin_token: Option<String>,
+    /// Some upstream's requests are shaped ([`Config::shapes_requests`]).
+    shapes: bool,
+    /// Per upstream: when this worker last warned about its credential (ms), so
+    /// the warning is logged at most once a minute per upstream and worker.
+    warned: Vec<std::cell::Cell<u64>>,
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
@@ -67,6 +73,12 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             uses_models: config.uses_models(),
             primary_header,
             admin_token: None,
+            shapes: config.shapes_requests(),
+            warned: config
+                .upstreams
+                .iter()
+                .map(|_| Default::default())
+                .collect(),
             config,
             store,
             metrics,

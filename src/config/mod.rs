@@ -11,6 +11,7 @@ mod probe;
 pub mod raw;
 mod routes;
 mod sections;
+mod shape;
 mod units;
 mod validate;
 
@@ -20,6 +21,7 @@ pub use raw::{Failover, ModelSource, Role, Scope, WhenAllOpen};
 
 pub use error::ConfigError;
 pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
+pub use shape::{Credential, PathRule, RequestShape, CLIENT_CREDENTIAL_HEADERS, STAGING_PREFIX};
 pub use units::Millis;
 
 /// The validated runtime configuration.
@@ -105,6 +107,8 @@ pub struct Route {
     pub models: Vec<ModelPattern>,
     /// Behaviour when no upstream admits the request.
     pub when_all_open: WhenAllOpen,
+    /// The client's credential headers pass through; no gateway key is injected.
+    pub pass_client_credentials: bool,
 }
 
 impl Route {
@@ -140,6 +144,8 @@ pub struct Upstream {
     pub breaker: BreakerConfig,
     /// Active recovery probe, if configured.
     pub probe: Option<ProbeConfig>,
+    /// How the upstream role shapes each attempt to it (empty: not at all).
+    pub request: RequestShape,
 }
 
 /// An active recovery probe.
@@ -306,6 +312,11 @@ impl Config {
                 });
             rewrites || (uses_model && self.model_source == ModelSource::Body)
         })
+    }
+
+    /// Whether some upstream's requests are shaped (credential, path or headers).
+    pub fn shapes_requests(&self) -> bool {
+        self.upstreams.iter().any(|u| !u.request.is_empty())
     }
 
     /// Whether any route depends on the model at all.

@@ -123,6 +123,8 @@ pub enum UpstreamMetric {
     /// Within-request failover: attempts to this upstream that failed and were
     /// retried on the next upstream (downstream role).
     AttemptsFailedRetried,
+    /// Of the ignored outcomes: a 401 or 403 to the gateway's own key (upstream role).
+    IgnoredCredentialRejected,
 }
 
 const EDGES: usize = Edge::ALL.len();
@@ -131,7 +133,7 @@ const STATUSES: usize = CLIENT_ERROR_STATUSES.len() + 1;
 
 impl UpstreamMetric {
     /// How many metrics each upstream has.
-    pub const COUNT: usize = 17 + EDGES + FAILURES + STATUSES;
+    pub const COUNT: usize = 18 + EDGES + FAILURES + STATUSES;
 
     /// The counter of a client status (`client_errors.other` if it has none).
     pub fn client_status(status: u16) -> UpstreamMetric {
@@ -167,6 +169,7 @@ impl UpstreamMetric {
             UpdateErrors => after_failures + STATUSES + 3,
             Attempts => after_failures + STATUSES + 4,
             AttemptsFailedRetried => after_failures + STATUSES + 5,
+            IgnoredCredentialRejected => after_failures + STATUSES + 6,
         }
     }
 
@@ -196,6 +199,7 @@ impl UpstreamMetric {
                 UpdateErrors,
                 Attempts,
                 AttemptsFailedRetried,
+                IgnoredCredentialRejected,
             ])
     }
 
@@ -229,6 +233,7 @@ impl UpstreamMetric {
             UpdateErrors => "update_errors",
             Attempts => "attempts",
             AttemptsFailedRetried => "attempts_failed_retried",
+            IgnoredCredentialRejected => "outcomes_ignored.credential_rejected",
         };
         name.to_string()
     }
