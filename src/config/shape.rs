@@ -190,3 +190,106 @@ impl TryFrom<RawRequestShape> for RequestShape {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn rule(strip: &str, prefix: &str, query: &str) -> PathRule {
+        PathRule {
+            strip_prefix: strip.into(),
+            prefix: prefix.into(),
+            query: query.into(),
+        }
+    }
+
+    #[test]
+    fn path_rules_strip_add_and_append_a_query() {
+        let azure = rule(
+            "/v1",
+            "/openai/deployments/gpt-4o",
+            "api-version=2024-10-21",
+        );
+        for (from, to) in [
+            (
+                "/v1/chat/completions",
+                "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            ),
+            (
+                "/v1/chat/completions?a=b",
+                "/openai/deployments/gpt-4o/chat/completions?a=b&api-version=2024-10-21",
+            ),
+            (
+                "/other",
+                "/openai/deployments/gpt-4o/other?api-version=2024-10-21",
+            ),
+        ] {
+            assert_eq!(azure.apply(from), to, "{from}");
+        }
+        assert_eq!(rule("/v1", "", "").apply("/v1"), "/");
+        assert_eq!(rule("", "", "").apply("/v1/x?q"), "/v1/x?q");
+    }
+
+    fn parse(upstream_block: &str) -> Result<Config, String> {
+        let json = format!(
+            r#"{{"failover":"within_request","routes":[{{"name":"r","upstreams":["a"]}}],"upstreams":{{"a":{upstream_block}}}}}"#
+        );
+        Config::parse(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_request_blocks_are_refused_naming_the_field() {
+        for (block, field) in [
+            (
+                r#"{"request":{"credential":{"header":"Authorization"}}}"#,
+                "upstreams.a.request.credential.header",
+            ),
+            (
+                r#"{"request":{"credential":{"header":"x-llm-breaker-credential-a"}}}"#,
+                "upstreams.a.request.credential.header",
+            ),
+            (
+                r#"{"request":{"path":{"prefix":"openai"}}}"#,
+                "upstreams.a.request.path.prefix",
+            ),
+            (
+                r#"{"request":{"path":{"query":"?api-version=1"}}}"#,
+                "upstreams.a.request.path.query",
+            ),
+            (
+                r#"{"request":{"headers":{"authorization":"Bearer x"}}}"#,
+                "upstreams.a.request.headers.authorization",
+            ),
+            (
+                r#"{"request":{"headers":{"x-v":"a\nb"}}}"#,
+                "upstreams.a.request.headers.x-v",
+            ),
+            (r#"{"request":{"secret":"x"}}"#, "upstreams.a.request"),
+        ] {
+            let err = parse(block).unwrap_err();
+            assert!(err.contains(&format!("`{field}")), "{block}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_request_block_needs_within_request() {
+        let json = r#"{"routes":[{"name":"r","upstreams":["a"]}],"upstreams":{"a":{"request":{"headers":{"x-v":"1"}}}}}"#;
+        let err = Config::parse(json.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("`upstreams.a.request`"), "{err}");
+    }
+
+    #[test]
+    fn a_valid_block_is_kept() {
+        let c = parse(r#"{"request":{"credential":{"header":"authorization","prefix":"Bearer "},"headers":{"anthropic-version":"2023-06-01"}}}"#).unwrap();
+        let r = &c.upstreams[0].request;
+        assert_eq!(r.credential.as_ref().unwrap().prefix, "Bearer ");
+        assert_eq!(
+            r.headers,
+            vec![("anthropic-version".into(), "2023-06-01".into())]
+        );
+        assert!(c.shapes_requests());
+    }
+}

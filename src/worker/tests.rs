@@ -10,4 +10,5 @@ mod fakes;
 mod flows;
 mod intake;
 mod operator;
+mod shape;
 mod within;

@@ -203,6 +203,7 @@ fn every_upstream_metric_keeps_its_documented_name() {
         "update_errors",
         "attempts",
         "attempts_failed_retried",
+        "outcomes_ignored.credential_rejected",
     ];
     assert_eq!(names, want);
     let route: Vec<&str> = RouteMetric::ALL.iter().map(|m| m.name()).collect();
