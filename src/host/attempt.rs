@@ -79,7 +79,9 @@ impl HttpContext for Attempt {
                 .shape_attempt(&name, tickets.as_deref(), abi::now_ms(), read)
         {
             apply(&shaped.edits);
-            self.state.carries_gateway_key(shaped.credential);
+            // A missing key is the operator's problem too.
+            self.state
+                .carries_gateway_key(shaped.credential || shaped.missing_credential);
         }
         let per_try = abi::header(Map::Request, "x-envoy-expected-rq-timeout-ms");
         let (t, p) = (tickets.as_deref(), per_try.as_deref());

@@ -10,6 +10,7 @@ use crate::config::Failover;
 use crate::worker::intake::{Intake, RequestBody};
 use crate::worker::request::{Rejection, Routed, Routing};
 use crate::worker::response::Response;
+use crate::worker::shape::ORIGINAL_PATH_HEADER;
 use crate::worker::within::{Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -55,6 +56,7 @@ impl Stream {
                 let _ = abi::remove_header(Map::Request, &core.config().route_header);
                 if core.config().failover == Failover::WithinRequest {
                     let _ = abi::remove_header(Map::Request, TICKETS_HEADER);
+                    let _ = abi::remove_header(Map::Request, ORIGINAL_PATH_HEADER);
                 }
                 Action::Continue
             }
@@ -75,6 +77,8 @@ impl Stream {
                                 log::warn!("llm-breaker: cannot set {h} (status {})", s.0);
                             }
                         }
+                        // The upstream role keeps the path it rewrites from here.
+                        let _ = abi::remove_header(Map::Request, ORIGINAL_PATH_HEADER);
                         self.plan = Some((plan, None));
                         Action::Continue
                     }

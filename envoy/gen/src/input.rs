@@ -76,6 +76,85 @@ pub struct Provider {
     /// Connect timeout in ms (default 5000).
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u32,
+    /// The gateway's key for this provider: an SDS file Envoy reads (and re-reads when
+    /// its directory changes), and the header the provider wants it in.
+    #[serde(default)]
+    pub credential: Option<ProviderCredential>,
+    /// How the client's path becomes this provider's (Azure's deployment path).
+    #[serde(default)]
+    pub path: Option<ProviderPath>,
+    /// Extra request headers for this provider (`anthropic-version`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Where the gateway's key for a provider comes from, and where it goes.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderCredential {
+    /// A file-based SDS resource (`resources: [Secret]`) holding one `generic_secret`
+    /// named like the provider; its `secret` may name the key file (`filename`).
+    pub sds_file: String,
+    /// The directory whose changes make Envoy re-read `sds_file` (default: its own).
+    #[serde(default)]
+    pub watched_directory: Option<String>,
+    /// The provider's header: `authorization`, `api-key`, `x-api-key`, …
+    pub header: String,
+    /// Put before the key (`"Bearer "`).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl ProviderCredential {
+    /// The watched directory: the given one, else `sds_file`'s.
+    pub fn directory(&self) -> String {
+        self.watched_directory.clone().unwrap_or_else(|| {
+            std::path::Path::new(&self.sds_file)
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "/".into())
+        })
+    }
+}
+
+/// A path rule: strip a prefix, add one, append a query.
+#[derive(Debug, Deserialize, serde::Serialize, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderPath {
+    /// Removed from the start of the client's path (`/v1`).
+    #[serde(default)]
+    pub strip_prefix: String,
+    /// Put in front of the rest (`/openai/deployments/gpt-4o`).
+    #[serde(default)]
+    pub prefix: String,
+    /// Appended to the query (`api-version=2024-10-21`).
+    #[serde(default)]
+    pub query: String,
+}
+
+impl Provider {
+    /// Whether the upstream role shapes requests to it.
+    pub fn shaped(&self) -> bool {
+        self.credential.is_some() || self.path.is_some() || !self.headers.is_empty()
+    }
+
+    /// Its `upstreams.<name>.request` block for the upstream role (non-secret).
+    pub fn request_block(&self) -> serde_json::Value {
+        let mut block = serde_json::Map::new();
+        if let Some(c) = &self.credential {
+            block.insert(
+                "credential".into(),
+                serde_json::json!({"header": c.header, "prefix": c.prefix}),
+            );
+        }
+        if let Some(p) = &self.path {
+            block.insert("path".into(), serde_json::json!(p));
+        }
+        if !self.headers.is_empty() {
+            block.insert("headers".into(), serde_json::json!(self.headers));
+        }
+        serde_json::Value::Object(block)
+    }
 }
 
 fn default_connect_timeout_ms() -> u32 {
@@ -174,8 +253,11 @@ pub struct FilterView {
     /// Each route's name and chain of upstream names, primary first.
     pub chains: Vec<(String, Vec<String>)>,
     /// The upstream role's configuration: the same JSON with `"role": "upstream"` added
-    /// (compact, keys sorted), so both roles always run the same breakers.
+    /// (compact, keys sorted), so both roles always run the same breakers; with the
+    /// providers' request blocks once [`with_shaping`] ran.
     pub upstream_config: String,
+    /// Some route passes the client's credentials through.
+    pub passes_client_credentials: bool,
 }
 
 /// Validates `json` with the filter's own parser, then reads the route chains from the raw
@@ -218,6 +300,12 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
             .collect();
         chains.push((name, chain));
     }
+    let passes_client_credentials = doc
+        .get("routes")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+        .any(|r| r.get("pass_client_credentials") == Some(&serde_json::Value::Bool(true)));
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("role".into(), serde_json::Value::from("upstream"));
     }
@@ -230,7 +318,58 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
         route_header,
         chains,
         upstream_config,
+        passes_client_credentials,
     })
+}
+
+/// Puts each shaped provider's request block into the upstream role's configuration
+/// (`upstreams.<name>.request`) and validates the result with the filter's parser.
+pub fn with_shaping(filter: &mut FilterView, p: &Providers) -> Result<(), InputError> {
+    let mut doc: serde_json::Value = serde_json::from_str(&filter.upstream_config)
+        .map_err(|e| InputError::FilterConfig(e.to_string()))?;
+    let used: BTreeSet<&str> = filter
+        .chains
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(String::as_str))
+        .collect();
+    for (i, prov) in p.providers.iter().enumerate() {
+        if !prov.shaped() || !used.contains(prov.name.as_str()) {
+            continue;
+        }
+        let Some(obj) = doc.as_object_mut() else {
+            break;
+        };
+        let ups = obj
+            .entry("upstreams")
+            .or_insert_with(|| serde_json::json!({}));
+        let entry = ups.as_object_mut().map(|u| {
+            u.entry(prov.name.clone())
+                .or_insert_with(|| serde_json::json!({}))
+        });
+        match entry.and_then(|e| e.as_object_mut()) {
+            Some(e) if e.contains_key("request") => {
+                return Err(InputError::Field {
+                    field: format!("providers[{i}]"),
+                    message: format!(
+                        "the filter's JSON already has `upstreams.{}.request`: shape requests in the provider file only",
+                        prov.name
+                    ),
+                })
+            }
+            Some(e) => {
+                e.insert("request".into(), prov.request_block());
+            }
+            None => {}
+        }
+    }
+    let text = serde_json::to_string(&doc).map_err(|e| InputError::FilterConfig(e.to_string()))?;
+    llm_breaker::config::Config::parse(text.as_bytes()).map_err(|e| {
+        InputError::FilterConfig(format!(
+            "{e} (from the provider file's credential/path/headers)"
+        ))
+    })?;
+    filter.upstream_config = text;
+    Ok(())
 }
 
 /// Parses the provider file and checks it against the filter's chains.
@@ -269,6 +408,23 @@ pub fn read_providers(text: &str, filter: &FilterView) -> Result<Providers, Inpu
                 field: field("connect_timeout_ms"),
                 message: "must be above 0".into(),
             });
+        }
+        if let Some(c) = &prov.credential {
+            if !c.sds_file.starts_with('/') {
+                return Err(InputError::Field {
+                    field: field("credential.sds_file"),
+                    message: format!("must be an absolute path, got {:?}", c.sds_file),
+                });
+            }
+            if c.watched_directory
+                .as_ref()
+                .is_some_and(|d| !d.starts_with('/'))
+            {
+                return Err(InputError::Field {
+                    field: field("credential.watched_directory"),
+                    message: "must be an absolute path".into(),
+                });
+            }
         }
     }
     if p.wasm.vm_id.is_empty() {

@@ -6,6 +6,7 @@
 //! Output is deterministic (clusters sorted by name, fixed key order), so a test can fail
 //! when a checked-in file is out of date.
 
+pub mod credentials;
 pub mod envoy;
 pub mod input;
 pub mod istio;
@@ -36,8 +37,9 @@ pub fn generate(
     providers_yaml: &str,
     format: Format,
 ) -> Result<String, InputError> {
-    let filter = input::read_filter(filter_json)?;
+    let mut filter = input::read_filter(filter_json)?;
     let providers = input::read_providers(providers_yaml, &filter)?;
+    input::with_shaping(&mut filter, &providers)?;
     let aggregates = subsets::aggregates(&filter.chains)?;
     let doc = match format {
         Format::Envoy => envoy::map([
@@ -53,6 +55,10 @@ pub fn generate(
                 "route",
                 envoy::route_action(&filter.route_header, &providers),
             ),
+            (
+                "request_headers_to_remove",
+                credentials::request_headers_to_remove(&filter),
+            ),
         ]),
         Format::Istio => istio::envoy_filter(&providers, &filter, &aggregates),
     };
@@ -67,8 +73,9 @@ pub fn fill_template(
     filter_json: &[u8],
     providers_yaml: &str,
 ) -> Result<String, InputError> {
-    let filter = input::read_filter(filter_json)?;
+    let mut filter = input::read_filter(filter_json)?;
     let providers = input::read_providers(providers_yaml, &filter)?;
+    input::with_shaping(&mut filter, &providers)?;
     let aggregates = subsets::aggregates(&filter.chains)?;
     let clusters = envoy::clusters(
         &providers,

@@ -466,6 +466,13 @@ fn with_the_default_retry_limit_concurrent_retries_overflow() {
     assert!(ok <= 10 && overflow >= 20, "ok {ok}, overflow {overflow}");
 }
 
+/// A file-based SDS resource with one generic secret `name` holding `key`.
+pub fn sds_doc(name: &str, key: &str) -> String {
+    format!(
+        "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: {name}\n  generic_secret: {{secret: {{inline_string: \"{key}\"}}}}\n"
+    )
+}
+
 /// The whole generated example (upstream wasm filter included) loads in Envoy's validate
 /// mode, `"role": "upstream"` included; needs `make build`.
 #[test]
@@ -482,6 +489,13 @@ fn the_generated_example_validates_in_envoy() {
     let template = "node: { id: gen, cluster: gen }\nstatic_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
     let full = llm_breaker_gen::fill_template(template, filter.as_bytes(), &providers).unwrap();
     let full = full.replace("filename: target/", &format!("filename: {root}/target/"));
+    // The example's SDS secret files, in a temp dir (Envoy checks that they exist).
+    let creds = std::env::temp_dir().join(format!("llmb-gen-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&creds).unwrap();
+    for name in ["openai", "azure-openai", "anthropic"] {
+        std::fs::write(creds.join(format!("{name}.yaml")), sds_doc(name, "k")).unwrap();
+    }
+    let full = full.replace("/etc/llm-breaker/credentials", creds.to_str().unwrap());
     let path = std::env::temp_dir().join(format!("llmb-gen-validate-{}.yaml", std::process::id()));
     std::fs::write(&path, full).unwrap();
     let out = Command::new(envoy_bin())
