@@ -9,9 +9,11 @@
 //!   client's key or the other's.
 //! - A provider answering 401 to a wrong gateway key is not an outage: not a breaker
 //!   failure, not retried, counted in `outcomes_ignored.credential_rejected`, warned.
-//! - A route with `pass_client_credentials` sends the client's own key; the others
-//!   don't.
+//! - A route with `pass_client_credentials` sends the client's own key, on every
+//!   attempt; the others don't.
 //! - A rotated secret file is picked up without a restart.
+//! - Without the upstream role (its VM down, failing open) a provider gets no key at
+//!   all: Envoy's header_mutation and the route's removals hold on their own.
 //!
 //! Envoy missing is a failure, never a skip.
 
@@ -33,11 +35,12 @@ const CLIENT_KEYS: [(&str, &str); 3] = [
     ("x-api-key", "client-anthropic"),
 ];
 
-/// openai → azure (model `gpt-4o-azure`) for chat, anthropic for messages, vllm
-/// for the passthrough route `/v1/byok/`; only the consecutive rule trips, after 3.
+/// openai → azure (model `gpt-4o-azure`) for chat, anthropic for messages, vllm →
+/// openai for the passthrough route `/v1/byok/`; only the consecutive rule trips,
+/// after 3.
 const FILTER: &str = r#"{"failover":"within_request","admin":{"enabled":true},
   "routes":[
-    {"name":"byok","match":{"path_prefix":"/v1/byok/"},"upstreams":["vllm"],"pass_client_credentials":true},
+    {"name":"byok","match":{"path_prefix":"/v1/byok/"},"upstreams":["vllm","openai"],"pass_client_credentials":true},
     {"name":"messages","match":{"path":"/v1/messages"},"upstreams":["anthropic"]},
     {"name":"chat","match":{"path_prefix":"/v1/"},"upstreams":["openai",{"upstream":"azure","model":"gpt-4o-azure"}]}],
   "breaker":{"consecutive_failures":3,
@@ -77,6 +80,12 @@ impl Drop for Rig {
 /// The four mocks checking keys `sk-openai`, `az-key`, `ak-key` (vllm: none), the
 /// secrets in a temp dir, Envoy with the generator's clusters and route removals.
 fn rig(tag: &str) -> Rig {
+    rig_with(tag, false)
+}
+
+/// [`rig`]; `without_role`: the aggregates lose the upstream role's filter, as if its
+/// VM were down and the filter passed requests through (`FAIL_OPEN`).
+fn rig_with(tag: &str, without_role: bool) -> Rig {
     let openai = MockUpstream::start("openai");
     let azure = MockUpstream::start("azure");
     let anthropic = MockUpstream::start("anthropic");
@@ -127,9 +136,18 @@ fn rig(tag: &str) -> Rig {
     ));
     let out = generate(FILTER.as_bytes(), &yaml, Format::Envoy).unwrap();
     let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
-    let clusters = doc["clusters"]
-        .as_sequence()
-        .unwrap()
+    let mut clusters: Vec<serde_yaml::Value> = doc["clusters"].as_sequence().unwrap().clone();
+    for c in clusters.iter_mut().filter(|_| without_role) {
+        let filters = c
+            .get_mut("typed_extension_protocol_options")
+            .and_then(|o| o.get_mut("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"))
+            .and_then(|o| o.get_mut("http_filters"))
+            .and_then(serde_yaml::Value::as_sequence_mut);
+        if let Some(f) = filters {
+            f.retain(|x| x["name"] != "llm-breaker-upstream");
+        }
+    }
+    let clusters = clusters
         .iter()
         .map(|c| serde_json::to_string(c).unwrap())
         .collect();
@@ -289,27 +307,30 @@ fn a_wrong_gateway_key_is_credential_rejected_not_an_outage() {
 }
 
 #[test]
-fn a_passthrough_route_sends_the_clients_key_and_the_others_do_not() {
+fn a_passthrough_route_sends_the_clients_key_on_every_attempt_and_the_others_do_not() {
     let r = rig("passthrough");
-    let resp = post(
-        &r.envoy,
-        "/v1/byok/chat/completions",
-        &[("authorization", "Bearer sk-mine")],
-        BODY,
-    );
+    // The client brings its own OpenAI key; vllm fails, so attempt 2 goes to openai.
+    r.vllm.set(Behaviour::Status(503));
+    let mine = [("authorization", "Bearer sk-mine")];
+    r.openai.apply("expect=openai&key=sk-mine").unwrap();
+    let resp = post(&r.envoy, "/v1/byok/chat/completions", &mine, BODY);
     assert_eq!(
         (resp.status, resp.upstream()),
-        (200, Some("vllm")),
-        "{}",
-        resp.text()
+        (200, Some("openai")),
+        "{} {:?}",
+        resp.text(),
+        resp.header("x-llm-breaker")
     );
-    assert_eq!(
-        r.vllm.credentials_seen(),
-        creds(&[("authorization", "Bearer sk-mine")]),
-        "the client's own key, nothing injected"
-    );
-    // With a passthrough route the Envoy route keeps credential headers, so the
-    // upstream role alone strips the client's key on the other routes.
+    for m in [&r.vllm, &r.openai] {
+        assert_eq!(
+            m.credentials_seen(),
+            creds(&mine),
+            "{}: the client's own key on both attempts, nothing injected",
+            m.name()
+        );
+    }
+    // The other routes still never forward the client's key.
+    r.openai.apply("expect=openai&key=sk-openai").unwrap();
     let chat = post(&r.envoy, CHAT, &CLIENT_KEYS, BODY);
     assert_eq!(
         (chat.status, chat.upstream()),
@@ -317,10 +338,11 @@ fn a_passthrough_route_sends_the_clients_key_and_the_others_do_not() {
         "{}",
         chat.text()
     );
-    assert_eq!(
-        r.openai.credentials_seen(),
-        creds(&[("authorization", "Bearer sk-openai")])
-    );
+    assert!(r
+        .openai
+        .credentials_seen()
+        .iter()
+        .all(|(_, v)| v == "Bearer sk-mine" || v == "Bearer sk-openai"));
 }
 
 #[test]
@@ -343,4 +365,22 @@ fn a_rotated_secret_file_is_used_without_a_restart() {
         "authorization".to_string(),
         "Bearer sk-openai-2".to_string()
     )));
+}
+
+#[test]
+fn without_the_upstream_role_no_provider_gets_any_key() {
+    let r = rig_with("no-role", true);
+    // openai's gate refuses the keyless request; vllm (passthrough route) has none.
+    for (path, status) in [(CHAT, 401), ("/v1/byok/chat/completions", 200)] {
+        let resp = post(&r.envoy, path, &CLIENT_KEYS, BODY);
+        assert_eq!(resp.status, status, "{path}: {}", resp.text());
+    }
+    for m in [&r.openai, &r.vllm] {
+        assert_eq!(
+            m.credentials_seen(),
+            vec![],
+            "{}: no staging header (header_mutation), no client key (the route), no copy",
+            m.name()
+        );
+    }
 }

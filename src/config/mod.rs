@@ -21,7 +21,10 @@ pub use raw::{Failover, ModelSource, Role, Scope, WhenAllOpen};
 
 pub use error::ConfigError;
 pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
-pub use shape::{Credential, PathRule, RequestShape, CLIENT_CREDENTIAL_HEADERS, STAGING_PREFIX};
+pub use shape::{
+    Credential, PathRule, RequestShape, CLIENT_CREDENTIAL_HEADERS, CLIENT_STAGING_PREFIX,
+    STAGING_PREFIX,
+};
 pub use units::Millis;
 
 /// The validated runtime configuration.
@@ -314,9 +317,12 @@ impl Config {
         })
     }
 
-    /// Whether some upstream's requests are shaped (credential, path or headers).
+    /// Whether the upstream role shapes requests: some upstream has a request block
+    /// (credential, path or headers), or some route passes client credentials (the
+    /// generated Envoy route removes them; the two roles carry them across).
     pub fn shapes_requests(&self) -> bool {
         self.upstreams.iter().any(|u| !u.request.is_empty())
+            || self.routes.iter().any(|r| r.pass_client_credentials)
     }
 
     /// Whether any route depends on the model at all.

@@ -17,6 +17,11 @@ pub const CLIENT_CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "api-key", "x
 /// key: `x-llm-breaker-credential-<upstream>`.
 pub const STAGING_PREFIX: &str = "x-llm-breaker-credential-";
 
+/// Prefix of the header the downstream role moves a client's own credential header
+/// into on a `pass_client_credentials` route (`x-llm-breaker-client-authorization`),
+/// since the Envoy route removes the original; the upstream role moves it back.
+pub const CLIENT_STAGING_PREFIX: &str = "x-llm-breaker-client-";
+
 /// Headers a `request.headers` entry may not set: the filter's own, the body's
 /// framing, and credentials (those go through `credential`).
 const RESERVED: [&str; 5] = [

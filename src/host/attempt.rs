@@ -42,7 +42,7 @@ impl Attempt {
 
 /// Applies request-header edits; a refused edit is logged by header name only (a
 /// value may be a key).
-fn apply(edits: &[Edit]) {
+pub(super) fn apply(edits: &[Edit]) {
     for e in edits {
         let (name, r) = match e {
             Edit::Set(n, v) => (n, abi::set_header(Map::Request, n, v)),

@@ -79,6 +79,8 @@ impl Stream {
                         }
                         // The upstream role keeps the path it rewrites from here.
                         let _ = abi::remove_header(Map::Request, ORIGINAL_PATH_HEADER);
+                        let read = |h: &str| abi::header(Map::Request, h);
+                        super::attempt::apply(&core.stage_client_credentials(route, read));
                         self.plan = Some((plan, None));
                         Action::Continue
                     }

@@ -10,7 +10,8 @@
 
 use super::within::decode_tickets;
 use super::{Metrics, Worker};
-use crate::config::{Config, CLIENT_CREDENTIAL_HEADERS, STAGING_PREFIX};
+use crate::config::{Config, CLIENT_CREDENTIAL_HEADERS, CLIENT_STAGING_PREFIX, STAGING_PREFIX};
+use crate::ids::RouteId;
 use crate::ids::UpstreamId;
 use crate::store::SharedStore;
 
@@ -45,8 +46,15 @@ pub fn staging_header(upstream: &str) -> String {
     format!("{STAGING_PREFIX}{upstream}")
 }
 
+/// Where the downstream role keeps a client's credential header `name` on a
+/// passthrough route.
+pub fn client_staging(name: &str) -> String {
+    format!("{CLIENT_STAGING_PREFIX}{name}")
+}
+
 /// Shapes one attempt to `upstream`; `passthrough`: the route passes the client's
-/// credentials (no key injected, credential headers untouched). `header` reads the
+/// credentials (no key injected; the client's own, kept by the downstream role in
+/// [`client_staging`] headers, go back into their headers). `header` reads the
 /// attempt's request headers.
 pub fn shape(
     config: &Config,
@@ -77,8 +85,16 @@ pub fn shape(
     if !path.is_empty() && path != current {
         out.edits.push(Edit::Set(":path".into(), path));
     }
-    if !passthrough {
+    if passthrough {
+        client_credentials(&text, &mut out);
+    } else {
         credentials(config, upstream, &text, &mut out);
+    }
+    for name in CLIENT_CREDENTIAL_HEADERS {
+        let staged = client_staging(name);
+        if header(&staged).is_some() {
+            out.edits.push(Edit::Remove(staged));
+        }
     }
     // Staging headers of every upstream with a credential go (so do Envoy's
     // header_mutation after this filter, also when the VM is down).
@@ -103,6 +119,31 @@ pub fn shape(
     out
 }
 
+/// Every credential header any provider or client uses.
+fn credential_headers(config: &Config) -> Vec<&str> {
+    let mut names: Vec<&str> = CLIENT_CREDENTIAL_HEADERS.to_vec();
+    for (_, u) in config.upstream_ids() {
+        if let Some(c) = &u.request.credential {
+            if !names.contains(&c.header.as_str()) {
+                names.push(&c.header);
+            }
+        }
+    }
+    names
+}
+
+/// Passthrough: each client credential header back from its [`client_staging`]
+/// header. Without one (an earlier attempt already restored it, and Envoy's
+/// header_mutation removed the copy) the header is left as it is: on a passthrough
+/// route nothing but this restores a credential header, so it is the client's.
+fn client_credentials(text: &impl Fn(&str) -> Option<String>, out: &mut Shaped) {
+    for name in CLIENT_CREDENTIAL_HEADERS {
+        if let Some(v) = text(&client_staging(name)) {
+            out.edits.push(Edit::Set(name.into(), v));
+        }
+    }
+}
+
 /// This upstream's credential header from its staging header; every other credential
 /// header (the client's, or an earlier attempt's provider's) removed.
 fn credentials(
@@ -115,15 +156,7 @@ fn credentials(
         return;
     };
     let own = up.request.credential.as_ref();
-    let mut names: Vec<&str> = CLIENT_CREDENTIAL_HEADERS.to_vec();
-    for (_, u) in config.upstream_ids() {
-        if let Some(c) = &u.request.credential {
-            if !names.contains(&c.header.as_str()) {
-                names.push(&c.header);
-            }
-        }
-    }
-    for name in names {
+    for name in credential_headers(config) {
         match own.filter(|c| c.header == name) {
             Some(c) => match text(&staging_header(&up.name)).filter(|v| !v.is_empty()) {
                 Some(key) => {
@@ -146,6 +179,37 @@ fn credentials(
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
+    /// Downstream role, a request routed by `route`: on a passthrough route the
+    /// client's credential headers are copied into [`client_staging`] headers (the
+    /// Envoy route removes the originals); on any other a client's staging headers go.
+    pub fn stage_client_credentials(
+        &self,
+        route: RouteId,
+        header: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Vec<Edit> {
+        if !self.shapes {
+            return Vec::new();
+        }
+        let passthrough = self
+            .config
+            .routes
+            .get(route.index())
+            .is_some_and(|r| r.pass_client_credentials);
+        let mut edits = Vec::new();
+        for name in CLIENT_CREDENTIAL_HEADERS {
+            let staged = client_staging(name);
+            match header(name).and_then(|v| String::from_utf8(v).ok()) {
+                Some(v) if passthrough => edits.push(Edit::Set(staged, v)),
+                _ => {
+                    if header(&staged).is_some() {
+                        edits.push(Edit::Remove(staged));
+                    }
+                }
+            }
+        }
+        edits
+    }
+
     /// Upstream role: the edits for one attempt to the upstream `name`, the route read
     /// from the downstream role's `tickets` (without them, the client's credentials
     /// are not passed through). `None`: nothing is shaped under this configuration,

@@ -8,12 +8,15 @@
 //! staging header unconditionally, so no provider sees another's key even if the VM
 //! is down (measured in Envoy 1.40: both filters run per attempt at that level).
 //!
-//! The route removes the client's own credential headers (`request_headers_to_remove`)
-//! unless some route of the filter passes them through.
+//! The route removes the client's own credential headers (`request_headers_to_remove`),
+//! always: on a `pass_client_credentials` route the downstream role first copies them
+//! into `x-llm-breaker-client-<header>`, and the upstream role puts them back per
+//! attempt; the header_mutation removes those copies too. So with the VM down no
+//! provider gets any key, never a wrong one (measured: `tests/envoy_providers.rs`).
 
 use crate::envoy::map;
-use crate::input::{FilterView, Provider, Providers};
-use llm_breaker::config::{CLIENT_CREDENTIAL_HEADERS, STAGING_PREFIX};
+use crate::input::{Provider, Providers};
+use llm_breaker::config::{CLIENT_CREDENTIAL_HEADERS, CLIENT_STAGING_PREFIX, STAGING_PREFIX};
 use serde_yaml::Value;
 
 fn s(v: &str) -> Value {
@@ -80,19 +83,22 @@ pub fn injector(p: &Provider) -> Option<Value> {
     ]))
 }
 
-/// The `header_mutation` filter removing every provider's staging header, if any
-/// provider has a credential.
-pub fn strip_staging(p: &Providers) -> Option<Value> {
+/// The `header_mutation` filter removing every provider's staging header and the
+/// client-credential copies of passthrough routes.
+pub fn strip_staging(p: &Providers) -> Value {
     let removes: Vec<Value> = p
         .providers
         .iter()
         .filter(|x| x.credential.is_some())
-        .map(|x| map([("remove", s(&staging_header(&x.name)))]))
+        .map(|x| staging_header(&x.name))
+        .chain(
+            CLIENT_CREDENTIAL_HEADERS
+                .iter()
+                .map(|h| format!("{CLIENT_STAGING_PREFIX}{h}")),
+        )
+        .map(|h| map([("remove", s(&h))]))
         .collect();
-    if removes.is_empty() {
-        return None;
-    }
-    Some(map([
+    map([
         ("name", s("llm-breaker-strip-staging")),
         (
             "typed_config",
@@ -107,16 +113,14 @@ pub fn strip_staging(p: &Providers) -> Option<Value> {
                 ),
             ]),
         ),
-    ]))
+    ])
 }
 
 /// The failover route's `request_headers_to_remove`: the client's original-path
-/// header, and the client's credential headers unless a route passes them through
-/// (then the upstream role still removes them on the other routes).
-pub fn request_headers_to_remove(filter: &FilterView) -> Value {
+/// header and credential headers (after the downstream role copied those of a
+/// passthrough route).
+pub fn request_headers_to_remove() -> Value {
     let mut v = vec![s(ORIGINAL_PATH_HEADER)];
-    if !filter.passes_client_credentials {
-        v.extend(CLIENT_CREDENTIAL_HEADERS.iter().map(|h| s(h)));
-    }
+    v.extend(CLIENT_CREDENTIAL_HEADERS.iter().map(|h| s(h)));
     Value::Sequence(v)
 }

@@ -206,7 +206,7 @@ fn http_filters(members: &[String], p: &Providers, source: &FilterSource) -> Vec
         .filter_map(credentials::injector)
         .collect();
     out.push(upstream_filter(source));
-    out.extend(credentials::strip_staging(p));
+    out.push(credentials::strip_staging(p));
     out.push(map([
         ("name", s("envoy.filters.http.upstream_codec")),
         (

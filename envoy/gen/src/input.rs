@@ -256,8 +256,6 @@ pub struct FilterView {
     /// (compact, keys sorted), so both roles always run the same breakers; with the
     /// providers' request blocks once [`with_shaping`] ran.
     pub upstream_config: String,
-    /// Some route passes the client's credentials through.
-    pub passes_client_credentials: bool,
 }
 
 /// Validates `json` with the filter's own parser, then reads the route chains from the raw
@@ -300,12 +298,7 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
             .collect();
         chains.push((name, chain));
     }
-    let passes_client_credentials = doc
-        .get("routes")
-        .and_then(|r| r.as_array())
-        .into_iter()
-        .flatten()
-        .any(|r| r.get("pass_client_credentials") == Some(&serde_json::Value::Bool(true)));
+
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("role".into(), serde_json::Value::from("upstream"));
     }
@@ -318,7 +311,6 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
         route_header,
         chains,
         upstream_config,
-        passes_client_credentials,
     })
 }
 

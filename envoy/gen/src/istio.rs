@@ -93,11 +93,11 @@ pub fn envoy_filter(
                     "value",
                     map([
                         ("route", envoy::route_action(&filter.route_header, p)),
-                        // The client's credential headers (unless a route passes them
-                        // through) and original-path header, removed by Envoy itself.
+                        // The client's credential and original-path headers, removed by
+                        // Envoy itself.
                         (
                             "request_headers_to_remove",
-                            credentials::request_headers_to_remove(filter),
+                            credentials::request_headers_to_remove(),
                         ),
                     ]),
                 ),

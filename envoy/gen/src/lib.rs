@@ -57,7 +57,7 @@ pub fn generate(
             ),
             (
                 "request_headers_to_remove",
-                credentials::request_headers_to_remove(&filter),
+                credentials::request_headers_to_remove(),
             ),
         ]),
         Format::Istio => istio::envoy_filter(&providers, &filter, &aggregates),

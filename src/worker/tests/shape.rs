@@ -166,7 +166,7 @@ fn without_tickets_the_client_credential_is_still_removed() {
 }
 
 #[test]
-fn a_passthrough_route_keeps_the_clients_key_and_injects_none() {
+fn a_passthrough_route_carries_the_clients_key_across_the_route_and_injects_none() {
     let store = Store::default();
     let (down, up) = (
         worker(&json("downstream"), &store, T0),
@@ -174,10 +174,43 @@ fn a_passthrough_route_keeps_the_clients_key_and_injects_none() {
     );
     let t = tickets(&down, 1);
     let h = Headers::new(&[(":path", "/byok/chat"), ("authorization", "Bearer mine")]);
+    // Downstream role: copies the client's header; the Envoy route then removes it.
+    let read = |k: &str| h.get(k).map(String::into_bytes);
+    let edits = down.stage_client_credentials(RouteId::new(1), read);
+    assert_eq!(
+        edits,
+        vec![Edit::Set(
+            "x-llm-breaker-client-authorization".into(),
+            "Bearer mine".into()
+        )]
+    );
+    h.0.borrow_mut().insert(
+        "x-llm-breaker-client-authorization".into(),
+        "Bearer mine".into(),
+    );
+    h.0.borrow_mut().remove("authorization");
     assert!(!h.attempt(&up, "openai", Some(&t)));
     assert_eq!(h.credentials(), pair("authorization", "Bearer mine"));
+    assert_eq!(h.get("x-llm-breaker-client-authorization"), None);
     assert!(!h.attempt(&up, "vllm", Some(&t)));
+    // Envoy's header_mutation removed the copy after attempt 1: nothing to restore,
+    // and nothing else leaks.
     assert_eq!(h.credentials(), pair("authorization", "Bearer mine"));
+}
+
+#[test]
+fn other_routes_drop_a_clients_forged_copy() {
+    let store = Store::default();
+    let down = worker(&json("downstream"), &store, T0);
+    let read = |k: &str| match k {
+        "authorization" => Some(b"Bearer mine".to_vec()),
+        "x-llm-breaker-client-api-key" => Some(b"forged".to_vec()),
+        _ => None,
+    };
+    assert_eq!(
+        down.stage_client_credentials(RouteId::new(0), read),
+        vec![Edit::Remove("x-llm-breaker-client-api-key".into())]
+    );
 }
 
 #[test]
