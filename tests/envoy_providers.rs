@@ -36,12 +36,13 @@ const CLIENT_KEYS: [(&str, &str); 3] = [
 ];
 
 /// openai → azure (model `gpt-4o-azure`) for chat, anthropic for messages, vllm →
-/// openai for the passthrough route `/v1/byok/`; only the consecutive rule trips,
-/// after 3.
+/// openai for the passthrough route `/v1/byok/`, azure → openai under `/v1/az/`; only
+/// the consecutive rule trips, after 3.
 const FILTER: &str = r#"{"failover":"within_request","admin":{"enabled":true},
   "routes":[
     {"name":"byok","match":{"path_prefix":"/v1/byok/"},"upstreams":["vllm","openai"],"pass_client_credentials":true},
     {"name":"messages","match":{"path":"/v1/messages"},"upstreams":["anthropic"]},
+    {"name":"azure-first","match":{"path_prefix":"/v1/az/"},"upstreams":["azure","openai"]},
     {"name":"chat","match":{"path_prefix":"/v1/"},"upstreams":["openai",{"upstream":"azure","model":"gpt-4o-azure"}]}],
   "breaker":{"consecutive_failures":3,
     "failure_rate":{"minimum_calls":1000000,"window":{"seconds":60}},
@@ -383,4 +384,32 @@ fn without_the_upstream_role_no_provider_gets_any_key() {
             m.name()
         );
     }
+}
+
+#[test]
+fn an_attempt_after_azure_gets_the_clients_path_not_azures() {
+    let r = rig("path-order");
+    r.azure.set(Behaviour::Status(503));
+    let resp = post(&r.envoy, "/v1/az/chat/completions?x=1", &CLIENT_KEYS, BODY);
+    assert_eq!(
+        (resp.status, resp.upstream()),
+        (200, Some("openai")),
+        "{} {:?}",
+        resp.text(),
+        resp.header("x-llm-breaker")
+    );
+    assert_eq!(
+        r.azure.last_target().as_deref(),
+        Some("/openai/deployments/gpt-4o/az/chat/completions?x=1&api-version=2024-10-21")
+    );
+    assert_eq!(
+        r.openai.last_target().as_deref(),
+        Some("/v1/az/chat/completions?x=1"),
+        "attempt 2 starts from attempt 1's header map: the path comes from the original"
+    );
+    assert_eq!(
+        r.openai.credentials_seen(),
+        creds(&[("authorization", "Bearer sk-openai")])
+    );
+    assert_eq!(r.azure.credentials_seen(), creds(&[("api-key", "az-key")]));
 }
