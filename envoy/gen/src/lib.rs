@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod envoy;
 pub mod input;
 pub mod istio;
+pub mod shaping;
 pub mod subsets;
 
 pub use input::InputError;
