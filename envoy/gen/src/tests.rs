@@ -156,6 +156,10 @@ fn the_route_names_the_routing_header_and_keeps_the_per_try_timeout() {
         doc["route"]["timeout"], "0s",
         "no total bound on a flowing stream"
     );
+    assert_eq!(
+        doc["route"]["auto_host_rewrite"], true,
+        "each attempt's Host is its provider's (endpoint hostname)"
+    );
 }
 
 #[test]
