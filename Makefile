@@ -70,7 +70,7 @@ wasm-test: $(TARGETS) $(WBT_RUNNER)
 
 integration: build $(ENVOY)
 	cargo build --release --target wasm32-wasip1 -p llm-breaker-corruptor
-	cargo test -p llm-breaker --test envoy_breaker --test envoy_llm --test envoy_models --test envoy_admin --test envoy_timeouts --test envoy_within --test envoy_modes --test envoy_no_knob
+	cargo test -p llm-breaker --test envoy_breaker --test envoy_llm --test envoy_models --test envoy_admin --test envoy_timeouts --test envoy_within --test envoy_modes --test envoy_no_knob --test envoy_providers
 
 demo-check: build $(ENVOY)
 	cargo run --release --quiet $(HARNESS) --bin demo -- --once

@@ -214,6 +214,18 @@ pub enum Verdict {
     /// Ignored too: a healthy stream that an operator's total-duration limit (route
     /// `timeout`, `max_stream_duration`) cut after the provider's 2xx headers.
     ProxyLimit,
+    /// A 401 or 403 answering the gateway's own key (the upstream role put it in):
+    /// the operator's key is wrong, the provider is not down. See [`gateway_key`].
+    CredentialRejected(u16),
+}
+
+/// An attempt that carried the gateway's key: its 401 or 403 is a
+/// [`Verdict::CredentialRejected`] rather than the client's error.
+pub fn gateway_key(verdict: Verdict) -> Verdict {
+    match verdict {
+        Verdict::ClientError(s @ (401 | 403)) => Verdict::CredentialRejected(s),
+        v => v,
+    }
 }
 
 /// What the filter saw of a request's response.

@@ -161,6 +161,7 @@ mod tests {
             chain_models: vec![None, None, None],
             models: vec![],
             when_all_open: when,
+            pass_client_credentials: false,
         }
     }
 

@@ -9,7 +9,7 @@
 //! the body for a rewrite), [`hold`] (holding headers for the body, and when the
 //! body callbacks never come), [`request`] (routing a request and the model rewrite), [`response`] (what to watch in a response), [`shadow`] (shadow and off modes), [`outcome`]
 //! (recording it), [`within`] (within-request failover, both roles), [`attempt`] (one
-//! attempt of the upstream role), [`report`] (reporting state changes), [`accounting`] (which
+//! attempt of the upstream role), [`shape`] (its per-provider request shaping), [`report`] (reporting state changes), [`accounting`] (which
 //! counters move), [`metrics`] (the metrics seam), [`operator`] (admin endpoints
 //! and active probes).
 
@@ -27,6 +27,7 @@ pub mod report;
 pub mod request;
 pub mod response;
 pub mod shadow;
+pub mod shape;
 pub mod within;
 
 use crate::breaker::PhaseKind;
@@ -59,6 +60,11 @@ pub struct Worker<S, M> {
     admin_token: Option<String>,
     /// Whether Envoy runs body callbacks while headers are held.
     hold: hold::Hold,
+    /// Some upstream's requests are shaped ([`Config::shapes_requests`]).
+    shapes: bool,
+    /// Per upstream: when this worker last warned about its credential (ms), so
+    /// the warning is logged at most once a minute per upstream and worker.
+    warned: Vec<std::cell::Cell<u64>>,
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
@@ -85,6 +91,12 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             primary_header,
             admin_token: None,
             hold: hold::Hold::default(),
+            shapes: config.shapes_requests(),
+            warned: config
+                .upstreams
+                .iter()
+                .map(|_| Default::default())
+                .collect(),
             config,
             store,
             metrics,

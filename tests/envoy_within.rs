@@ -60,6 +60,7 @@ fn start(filter: &str, providers: &[(&str, SocketAddr)]) -> Envoy {
     opts.within = Some(Within {
         clusters,
         per_try_timeout: Duration::from_secs(1),
+        remove_headers: Vec::new(),
     });
     Envoy::start(&opts)
 }

@@ -11,6 +11,7 @@ mod probe;
 pub mod raw;
 mod routes;
 mod sections;
+mod shape;
 mod units;
 mod validate;
 
@@ -20,6 +21,10 @@ pub use raw::{Failover, Mode, ModelSource, Role, Scope, WhenAllOpen};
 
 pub use error::ConfigError;
 pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
+pub use shape::{
+    Credential, PathRule, RequestShape, CLIENT_CREDENTIAL_HEADERS, CLIENT_STAGING_PREFIX,
+    STAGING_PREFIX,
+};
 pub use units::Millis;
 
 /// The validated runtime configuration.
@@ -107,6 +112,8 @@ pub struct Route {
     pub models: Vec<ModelPattern>,
     /// Behaviour when no upstream admits the request.
     pub when_all_open: WhenAllOpen,
+    /// The client's credential headers pass through; no gateway key is injected.
+    pub pass_client_credentials: bool,
 }
 
 impl Route {
@@ -142,6 +149,8 @@ pub struct Upstream {
     pub breaker: BreakerConfig,
     /// Active recovery probe, if configured.
     pub probe: Option<ProbeConfig>,
+    /// How the upstream role shapes each attempt to it (empty: not at all).
+    pub request: RequestShape,
 }
 
 /// An active recovery probe.
@@ -324,6 +333,14 @@ impl Config {
                             .is_some_and(|x| x.breaker.scope == Scope::UpstreamAndModel)
                     })
             })
+    }
+
+    /// Whether the upstream role shapes requests: some upstream has a request block
+    /// (credential, path or headers), or some route passes client credentials (the
+    /// generated Envoy route removes them; the two roles carry them across).
+    pub fn shapes_requests(&self) -> bool {
+        self.upstreams.iter().any(|u| !u.request.is_empty())
+            || self.routes.iter().any(|r| r.pass_client_credentials)
     }
 
     /// Whether any route depends on the model at all.

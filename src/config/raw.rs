@@ -305,6 +305,10 @@ pub struct RawRoute {
     /// What to do when no upstream in the chain admits the request.
     #[serde(default)]
     pub when_all_open: WhenAllOpen,
+    /// The client's own credential headers go to the providers unchanged, and the
+    /// gateway's keys are not injected on this route.
+    #[serde(default)]
+    pub pass_client_credentials: bool,
 }
 
 /// Request match of a route. Both fields may be given; both must then match.
@@ -339,6 +343,50 @@ pub struct RawUpstream {
     pub breaker: serde_json::Value,
     /// Active recovery probe while the breaker is open (opt-in).
     pub probe: Option<RawProbe>,
+    /// How each attempt to this upstream is shaped by the upstream role
+    /// (`within_request`): the credential header, the path, extra headers.
+    #[serde(default)]
+    pub request: Option<RawRequestShape>,
+}
+
+/// Per-upstream request shaping (non-secret: the key itself is injected by Envoy's
+/// `credential_injector` into a staging header, see `docs/providers.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequestShape {
+    /// The provider's credential header, filled from the staging header.
+    pub credential: Option<RawCredential>,
+    /// How the client's path becomes the provider's.
+    pub path: Option<RawPathRule>,
+    /// Extra request headers (e.g. `anthropic-version`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Where the provider wants its key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    /// `authorization`, `api-key`, `x-api-key`, …
+    pub header: String,
+    /// Put before the key (`"Bearer "`).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// A path rewrite: strip a prefix, add one, append a query.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathRule {
+    /// Removed from the start of the path when it is there (`/v1`).
+    #[serde(default)]
+    pub strip_prefix: String,
+    /// Put in front of what is left (`/openai/deployments/gpt-4o`).
+    #[serde(default)]
+    pub prefix: String,
+    /// Appended to the query (`api-version=2024-10-21`).
+    #[serde(default)]
+    pub query: String,
 }
 
 /// A health request sent to an open upstream's cluster.

@@ -7,7 +7,7 @@ use super::checks::{check_name, check_upstream_name};
 use super::error::invalid;
 use super::models::{check_model_name, note_model};
 use super::raw::{RawChainEntry, RawMatch, RawRoute, RawUpstream};
-use super::{ConfigError, ProbeConfig, Route, Upstream};
+use super::{ConfigError, ProbeConfig, RequestShape, Route, Upstream};
 use crate::ids::UpstreamId;
 use crate::model::ModelPattern;
 use serde_json::Value;
@@ -55,6 +55,7 @@ impl<'a> Routing<'a> {
             chain_models,
             models,
             when_all_open: r.when_all_open,
+            pass_client_credentials: r.pass_client_credentials,
         });
         Ok(())
     }
@@ -136,10 +137,16 @@ impl<'a> Routing<'a> {
             None => None,
         };
         let breaker = breaker_config(merged, &path)?;
+        let request = match over.and_then(|o| o.request.clone()) {
+            Some(r) => RequestShape::try_from(r)
+                .map_err(|e| e.under(&format!("upstreams.{name}.request")))?,
+            None => RequestShape::default(),
+        };
         self.upstreams.push(Upstream {
             name: name.to_string(),
             breaker,
             probe,
+            request,
         });
         Ok(self.upstreams.len() - 1)
     }

@@ -8,7 +8,7 @@ use super::models::{cells, check_model_count, listed_models};
 use super::raw::RawConfig;
 use super::routes::{object_or_empty, Routing};
 use super::sections::{FailoverMode, Headers, InBand, ModelSettings, Timing};
-use super::{AdminConfig, Config, ConfigError};
+use super::{AdminConfig, Config, ConfigError, Failover};
 
 pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let raw = read_document(bytes)?;
@@ -29,6 +29,14 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         routing.add_route(i, r)?;
     }
     routing.check_overrides_used()?;
+    if mode.failover != Failover::WithinRequest {
+        if let Some(u) = routing.upstreams.iter().find(|u| !u.request.is_empty()) {
+            return Err(invalid(
+                format!("upstreams.{}.request", u.name),
+                "only with `failover: \"within_request\"` (the upstream role shapes each attempt)",
+            ));
+        }
+    }
     check_model_count(&routing.models)?;
     let admin = if raw.admin.enabled {
         Some(AdminConfig::try_from(raw.admin).map_err(|e| e.under("admin"))?)

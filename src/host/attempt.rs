@@ -18,6 +18,7 @@ use super::Core;
 use crate::worker::attempt::{Attempt as State, BodyStep};
 use crate::worker::hold::BodyCallbacks;
 use crate::worker::intake::RequestBody;
+use crate::worker::shape::Edit;
 use crate::worker::within::{SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -115,6 +116,23 @@ impl HttpContext for Shared {
     }
 }
 
+/// Applies request-header edits; a refused edit is logged by header name only (a
+/// value may be a key).
+pub(super) fn apply(edits: &[Edit]) {
+    for e in edits {
+        let (name, r) = match e {
+            Edit::Set(n, v) => (n, abi::set_header(Map::Request, n, v)),
+            Edit::Remove(n) => (n, abi::remove_header(Map::Request, n)),
+        };
+        if let Err(s) = r {
+            log::warn!(
+                "llm-breaker: cannot edit request header {name} (status {})",
+                s.0
+            );
+        }
+    }
+}
+
 impl Context for Attempt {
     fn on_done(&mut self) -> bool {
         self.state.done(&self.core, abi::now_ms(), || {
@@ -131,6 +149,16 @@ impl HttpContext for Attempt {
             return Action::Continue;
         };
         let tickets = abi::header(Map::Request, TICKETS_HEADER);
+        let read = |h: &str| abi::header(Map::Request, h);
+        if let Some(shaped) =
+            self.core
+                .shape_attempt(&name, tickets.as_deref(), abi::now_ms(), read)
+        {
+            apply(&shaped.edits);
+            // A missing key is the operator's problem too.
+            self.state
+                .carries_gateway_key(shaped.credential || shaped.missing_credential);
+        }
         let per_try = abi::header(Map::Request, "x-envoy-expected-rq-timeout-ms");
         let (t, p) = (tickets.as_deref(), per_try.as_deref());
         if self

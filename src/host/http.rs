@@ -14,6 +14,7 @@ use crate::worker::hold::BodyCallbacks;
 use crate::worker::intake::{Intake, RequestBody};
 use crate::worker::request::{Rejection, Routed, Routing};
 use crate::worker::response::Response;
+use crate::worker::shape::ORIGINAL_PATH_HEADER;
 use crate::worker::within::{Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -145,6 +146,7 @@ impl Stream {
                 let _ = abi::remove_header(Map::Request, &core.config().route_header);
                 if core.config().failover == Failover::WithinRequest {
                     let _ = abi::remove_header(Map::Request, TICKETS_HEADER);
+                    let _ = abi::remove_header(Map::Request, ORIGINAL_PATH_HEADER);
                 }
                 Action::Continue
             }
@@ -165,6 +167,8 @@ impl Stream {
                                 log::warn!("llm-breaker: cannot set {h} (status {})", s.0);
                             }
                         }
+                        let read = |h: &str| abi::header(Map::Request, h);
+                        super::attempt::apply(&core.stage_client_credentials(route, read));
                         self.plan = Some((plan, None));
                         Action::Continue
                     }

@@ -70,6 +70,10 @@ pub fn outcome<M: Metrics + ?Sized>(m: &M, upstream: UpstreamId, verdict: &Verdi
             up(m, upstream, UpstreamMetric::Ignored);
             up(m, upstream, UpstreamMetric::IgnoredProxyLimit);
         }
+        Verdict::CredentialRejected(_) => {
+            up(m, upstream, UpstreamMetric::Ignored);
+            up(m, upstream, UpstreamMetric::IgnoredCredentialRejected);
+        }
     }
 }
 

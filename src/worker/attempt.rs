@@ -34,6 +34,7 @@ pub struct Attempt {
     response: Response,
     status: Option<u16>,
     per_try_ms: Option<u64>,
+    gateway_key: bool,
 }
 
 impl Attempt {
@@ -58,6 +59,12 @@ impl Attempt {
         self.hold = a.hold && !eos;
         self.routed = Some(a.routed);
         self.hold
+    }
+
+    /// The attempt carries the gateway's key for its upstream (request shaping):
+    /// its 401 or 403 is then the operator's wrong key, not the client's error.
+    pub fn carries_gateway_key(&mut self, yes: bool) {
+        self.gateway_key = yes;
     }
 
     /// A request-body callback at `now_ms` (`eos`: the body is complete).
@@ -136,6 +143,6 @@ impl Attempt {
             || attempt_flags(status, elapsed, per_try, connect_failed),
             || None,
         );
-        worker.finish(&routed, facts, now_ms);
+        worker.finish_with(&routed, facts, now_ms, self.gateway_key);
     }
 }

@@ -136,6 +136,8 @@ pub enum UpstreamMetric {
     /// Histogram, ms: from the end of the request to the end of its response (or
     /// of the attempt, however it ended).
     DurationMs,
+    /// Of the ignored outcomes: a 401 or 403 to the gateway's own key (upstream role).
+    IgnoredCredentialRejected,
 }
 
 /// What kind of stat a metric is.
@@ -155,7 +157,7 @@ const STATUSES: usize = CLIENT_ERROR_STATUSES.len() + 1;
 
 impl UpstreamMetric {
     /// How many metrics each upstream has.
-    pub const COUNT: usize = 21 + EDGES + FAILURES + STATUSES;
+    pub const COUNT: usize = 22 + EDGES + FAILURES + STATUSES;
 
     /// The counter of a client status (`client_errors.other` if it has none).
     pub fn client_status(status: u16) -> UpstreamMetric {
@@ -195,6 +197,7 @@ impl UpstreamMetric {
             WouldReject => after_failures + STATUSES + 7,
             TtfbMs => after_failures + STATUSES + 8,
             DurationMs => after_failures + STATUSES + 9,
+            IgnoredCredentialRejected => after_failures + STATUSES + 10,
         }
     }
 
@@ -228,6 +231,7 @@ impl UpstreamMetric {
                 WouldReject,
                 TtfbMs,
                 DurationMs,
+                IgnoredCredentialRejected,
             ])
     }
 
@@ -270,6 +274,7 @@ impl UpstreamMetric {
             WouldReject => "requests_would_reject",
             TtfbMs => "ttfb_ms",
             DurationMs => "duration_ms",
+            IgnoredCredentialRejected => "outcomes_ignored.credential_rejected",
         };
         name.to_string()
     }

@@ -11,16 +11,38 @@ use crate::backoff::{fnv1a, splitmix64};
 use crate::breaker::{Step, Ticket};
 use crate::classify::{self, Outcome, ResponseFacts, Verdict};
 use crate::config::{Upstream, WindowSpec};
-use crate::ids::CellId;
+use crate::ids::{CellId, UpstreamId};
 use crate::store::{self, SharedStore};
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
     /// Records the outcome of a routed request that ended at `now_ms`.
     pub fn finish(&self, routed: &Routed, facts: &ResponseFacts, now_ms: u64) {
+        self.finish_with(routed, facts, now_ms, false);
+    }
+
+    /// [`Worker::finish`] for an attempt that carried the gateway's key
+    /// (`gateway_key`): its 401 or 403 is the operator's wrong key, counted in
+    /// `outcomes_ignored.credential_rejected` and warned about, never a failure.
+    pub fn finish_with(
+        &self,
+        routed: &Routed,
+        facts: &ResponseFacts,
+        now_ms: u64,
+        gateway_key: bool,
+    ) {
         let Some(up) = self.config.upstream(routed.upstream) else {
             return;
         };
-        let verdict = classify::classify(&up.breaker.failure, up.breaker.slow_ttfb_ms.get(), facts);
+        let mut verdict =
+            classify::classify(&up.breaker.failure, up.breaker.slow_ttfb_ms.get(), facts);
+        if gateway_key {
+            verdict = classify::gateway_key(verdict);
+            if let Verdict::CredentialRejected(status) = verdict {
+                self.warn_credential(routed.upstream, now_ms, || {
+                    format!("answered {status} to the gateway's key: check its credential secret (not counted as a provider failure)")
+                });
+            }
+        }
         let cell = routed.cell;
         match routed.ticket {
             // A fast success on a breaker that is closed with no failure streak right
@@ -132,5 +154,29 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 self.write_successes(cell, b, now_ms);
             }
         }
+    }
+}
+
+impl<S: SharedStore, M: Metrics> Worker<S, M> {
+    /// Logs a warning about `upstream`'s credential, at most once a minute per
+    /// upstream and worker. The message never holds the key.
+    pub fn warn_credential(
+        &self,
+        upstream: UpstreamId,
+        now_ms: u64,
+        what: impl FnOnce() -> String,
+    ) {
+        let Some(last) = self.warned.get(upstream.index()) else {
+            return;
+        };
+        if last.get() != 0 && now_ms.saturating_sub(last.get()) < 60_000 {
+            return;
+        }
+        last.set(now_ms.max(1));
+        let name = self
+            .config
+            .upstream(upstream)
+            .map_or("?", |u| u.name.as_str());
+        log::warn!("llm-breaker: upstream={name} {}", what());
     }
 }

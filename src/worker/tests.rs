@@ -13,4 +13,5 @@ mod intake;
 mod latency;
 mod modes;
 mod operator;
+mod shape;
 mod within;

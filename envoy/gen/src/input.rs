@@ -5,6 +5,8 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::fmt;
 
+pub use crate::shaping::{with_shaping, ProviderCredential, ProviderPath};
+
 /// Why the inputs were refused; `Display` names the file's field and the bad value.
 #[derive(Debug, PartialEq)]
 pub enum InputError {
@@ -83,6 +85,16 @@ pub struct Provider {
     /// With `tls`: the CA bundle that verifies the provider's certificate.
     #[serde(default = "default_ca_file")]
     pub ca_file: String,
+    /// The gateway's key for this provider: an SDS file Envoy reads (and re-reads when
+    /// its directory changes), and the header the provider wants it in.
+    #[serde(default)]
+    pub credential: Option<ProviderCredential>,
+    /// How the client's path becomes this provider's (Azure's deployment path).
+    #[serde(default)]
+    pub path: Option<ProviderPath>,
+    /// Extra request headers for this provider (`anthropic-version`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 fn default_ca_file() -> String {
@@ -185,7 +197,8 @@ pub struct FilterView {
     /// Each route's name and chain of upstream names, primary first.
     pub chains: Vec<(String, Vec<String>)>,
     /// The upstream role's configuration: the same JSON with `"role": "upstream"` added
-    /// (compact, keys sorted), so both roles always run the same breakers.
+    /// (compact, keys sorted), so both roles always run the same breakers; with the
+    /// providers' request blocks once [`with_shaping`] ran.
     pub upstream_config: String,
 }
 
@@ -229,6 +242,7 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
             .collect();
         chains.push((name, chain));
     }
+
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("role".into(), serde_json::Value::from("upstream"));
     }
@@ -244,55 +258,78 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
     })
 }
 
+/// One provider's fields (its name is checked by the caller, for uniqueness).
+fn check_provider(i: usize, prov: &Provider) -> Result<(), InputError> {
+    let field = |f: &str| format!("providers[{i}].{f}");
+    if prov.address.is_empty() {
+        return Err(InputError::Field {
+            field: field("address"),
+            message: "must not be empty".into(),
+        });
+    }
+    if prov.port == 0 {
+        return Err(InputError::Field {
+            field: field("port"),
+            message: "must be 1-65535, got 0".into(),
+        });
+    }
+    if prov.sni.is_some() && !prov.tls {
+        return Err(InputError::Field {
+            field: field("sni"),
+            message: "only with `tls: true`".into(),
+        });
+    }
+    if prov.connect_timeout_ms == 0 {
+        return Err(InputError::Field {
+            field: field("connect_timeout_ms"),
+            message: "must be above 0".into(),
+        });
+    }
+    if prov.tls && prov.ca_file.is_empty() {
+        return Err(InputError::Field {
+            field: field("ca_file"),
+            message: "must not be empty with `tls: true`".into(),
+        });
+    }
+    if prov.dns_refresh_ms == Some(0) {
+        return Err(InputError::Field {
+            field: field("dns_refresh_ms"),
+            message: "must be above 0".into(),
+        });
+    }
+    if let Some(c) = &prov.credential {
+        if !c.sds_file.starts_with('/') {
+            return Err(InputError::Field {
+                field: field("credential.sds_file"),
+                message: format!("must be an absolute path, got {:?}", c.sds_file),
+            });
+        }
+        if c.watched_directory
+            .as_ref()
+            .is_some_and(|d| !d.starts_with('/'))
+        {
+            return Err(InputError::Field {
+                field: field("credential.watched_directory"),
+                message: "must be an absolute path".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Parses the provider file and checks it against the filter's chains.
 pub fn read_providers(text: &str, filter: &FilterView) -> Result<Providers, InputError> {
     let p: Providers =
         serde_yaml::from_str(text).map_err(|e| InputError::ProviderFile(e.to_string()))?;
     let mut seen = BTreeSet::new();
     for (i, prov) in p.providers.iter().enumerate() {
-        let field = |f: &str| format!("providers[{i}].{f}");
         if prov.name.is_empty() || !seen.insert(prov.name.as_str()) {
             return Err(InputError::Field {
-                field: field("name"),
+                field: format!("providers[{i}].name"),
                 message: format!("empty or duplicate name {:?}", prov.name),
             });
         }
-        if prov.address.is_empty() {
-            return Err(InputError::Field {
-                field: field("address"),
-                message: "must not be empty".into(),
-            });
-        }
-        if prov.port == 0 {
-            return Err(InputError::Field {
-                field: field("port"),
-                message: "must be 1-65535, got 0".into(),
-            });
-        }
-        if prov.sni.is_some() && !prov.tls {
-            return Err(InputError::Field {
-                field: field("sni"),
-                message: "only with `tls: true`".into(),
-            });
-        }
-        if prov.tls && prov.ca_file.is_empty() {
-            return Err(InputError::Field {
-                field: field("ca_file"),
-                message: "must not be empty with `tls: true`".into(),
-            });
-        }
-        if prov.dns_refresh_ms == Some(0) {
-            return Err(InputError::Field {
-                field: field("dns_refresh_ms"),
-                message: "must be above 0".into(),
-            });
-        }
-        if prov.connect_timeout_ms == 0 {
-            return Err(InputError::Field {
-                field: field("connect_timeout_ms"),
-                message: "must be above 0".into(),
-            });
-        }
+        check_provider(i, prov)?;
     }
     if p.wasm.vm_id.is_empty() {
         return Err(InputError::Field {

@@ -3,7 +3,13 @@
 //! `cluster_header` route with the per-try timeout (`HTTP_ROUTE` `MERGE`), and delivers the
 //! upstream role's wasm module through ECDS (`EXTENSION_CONFIG`), which the aggregate
 //! clusters' `http_filters` reference. Istio-owned clusters and the router are not patched.
+//!
+//! Credentials: the aggregates carry the same `credential_injector` filters as in
+//! plain Envoy, reading file-based SDS secrets; in Istio those files are mounted into
+//! the gateway pod (a Kubernetes Secret volume; its atomic `..data` swap is a move in
+//! the watched directory, so a rotated key is re-read). See `docs/providers.md`.
 
+use crate::credentials;
 use crate::envoy::{self, map, FilterSource, UPSTREAM_FILTER};
 use crate::input::{FilterView, Providers};
 use serde_yaml::{Mapping, Value};
@@ -91,7 +97,15 @@ pub fn envoy_filter(
                 ("operation", s("MERGE")),
                 (
                     "value",
-                    map([("route", envoy::route_action(&filter.route_header, p))]),
+                    map([
+                        ("route", envoy::route_action(&filter.route_header, p)),
+                        // The client's credential and original-path headers, removed by
+                        // Envoy itself.
+                        (
+                            "request_headers_to_remove",
+                            credentials::request_headers_to_remove(),
+                        ),
+                    ]),
                 ),
             ]),
         ),

@@ -6,9 +6,11 @@
 //! Output is deterministic (clusters sorted by name, fixed key order), so a test can fail
 //! when a checked-in file is out of date.
 
+pub mod credentials;
 pub mod envoy;
 pub mod input;
 pub mod istio;
+pub mod shaping;
 pub mod subsets;
 
 pub use input::InputError;
@@ -40,8 +42,9 @@ pub fn generate(
     providers_yaml: &str,
     format: Format,
 ) -> Result<String, InputError> {
-    let filter = input::read_filter(filter_json)?;
+    let mut filter = input::read_filter(filter_json)?;
     let providers = input::read_providers(providers_yaml, &filter)?;
+    input::with_shaping(&mut filter, &providers)?;
     let aggregates = subsets::aggregates(&filter.chains)?;
     let doc = match format {
         Format::Envoy => envoy::map([
@@ -56,6 +59,10 @@ pub fn generate(
             (
                 "route",
                 envoy::route_action(&filter.route_header, &providers),
+            ),
+            (
+                "request_headers_to_remove",
+                credentials::request_headers_to_remove(),
             ),
         ]),
         Format::Istio => istio::envoy_filter(&providers, &filter, &aggregates),
@@ -73,8 +80,9 @@ pub fn fill_template(
     filter_json: &[u8],
     providers_yaml: &str,
 ) -> Result<String, InputError> {
-    let filter = input::read_filter(filter_json)?;
+    let mut filter = input::read_filter(filter_json)?;
     let providers = input::read_providers(providers_yaml, &filter)?;
+    input::with_shaping(&mut filter, &providers)?;
     let aggregates = subsets::aggregates(&filter.chains)?;
     let clusters = envoy::clusters(
         &providers,

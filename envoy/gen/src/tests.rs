@@ -105,7 +105,12 @@ fn the_upstream_filter_shares_the_vm_id_and_comes_before_the_codec() {
     let filters = options(cluster(&doc, "llmb|openai|vllm"))["http_filters"]
         .as_sequence()
         .unwrap();
-    assert_eq!(filters.len(), 2);
+    assert_eq!(
+        filters.len(),
+        3,
+        "the upstream role, the staging-header removal, the codec"
+    );
+    assert_eq!(filters[1]["name"], "llm-breaker-strip-staging");
     assert_eq!(filters[0]["name"], "llm-breaker-upstream");
     let config = &filters[0]["typed_config"]["config"];
     assert_eq!(config["vm_config"]["vm_id"], "llm_breaker");
@@ -119,7 +124,7 @@ fn the_upstream_filter_shares_the_vm_id_and_comes_before_the_codec() {
         json["routes"][0]["name"], "chat",
         "and runs the same breakers as the downstream role"
     );
-    assert_eq!(filters[1]["name"], "envoy.filters.http.upstream_codec");
+    assert_eq!(filters[2]["name"], "envoy.filters.http.upstream_codec");
 }
 
 #[test]
@@ -150,6 +155,10 @@ fn the_route_names_the_routing_header_and_keeps_the_per_try_timeout() {
     assert_eq!(
         doc["route"]["timeout"], "0s",
         "no total bound on a flowing stream"
+    );
+    assert_eq!(
+        doc["route"]["auto_host_rewrite"], true,
+        "each attempt's Host is its provider's (endpoint hostname)"
     );
 }
 
@@ -322,3 +331,5 @@ fn checked_in_example_output_is_up_to_date() {
         assert!(got == want, "envoy/{out} is out of date: run `make gen`");
     }
 }
+
+mod credentials;

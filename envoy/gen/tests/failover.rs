@@ -38,6 +38,8 @@ struct Mock {
     port: u16,
     hits: Arc<AtomicUsize>,
     mode: Arc<Mutex<Mode>>,
+    /// Credential header lines received (`authorization`, `api-key`, staging headers).
+    keys: Arc<Mutex<Vec<String>>>,
 }
 
 impl Mock {
@@ -46,14 +48,20 @@ impl Mock {
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicUsize::new(0));
         let mode = Arc::new(Mutex::new(mode));
-        let (h, m) = (hits.clone(), mode.clone());
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let (h, m, k) = (hits.clone(), mode.clone(), keys.clone());
         thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (h, m) = (h.clone(), m.clone());
-                thread::spawn(move || serve(conn, name, &h, &m));
+                let (h, m, k) = (h.clone(), m.clone(), k.clone());
+                thread::spawn(move || serve(conn, name, &h, &m, &k));
             }
         });
-        Mock { port, hits, mode }
+        Mock {
+            port,
+            hits,
+            mode,
+            keys,
+        }
     }
 
     fn set(&self, mode: Mode) {
@@ -69,7 +77,13 @@ impl Mock {
     }
 }
 
-fn serve(conn: TcpStream, name: &str, hits: &AtomicUsize, mode: &Mutex<Mode>) {
+fn serve(
+    conn: TcpStream,
+    name: &str,
+    hits: &AtomicUsize,
+    mode: &Mutex<Mode>,
+    keys: &Mutex<Vec<String>>,
+) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
     loop {
@@ -86,8 +100,15 @@ fn serve(conn: TcpStream, name: &str, hits: &AtomicUsize, mode: &Mutex<Mode>) {
             if line == "\r\n" {
                 break;
             }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
                 len = v.trim().parse().unwrap_or(0);
+            }
+            if ["authorization:", "api-key:", "x-llm-breaker-credential-"]
+                .iter()
+                .any(|p| lower.starts_with(p))
+            {
+                keys.lock().unwrap().push(line.trim().to_string());
             }
         }
         let mut body = vec![0; len];
@@ -466,6 +487,13 @@ fn with_the_default_retry_limit_concurrent_retries_overflow() {
     assert!(ok <= 10 && overflow >= 20, "ok {ok}, overflow {overflow}");
 }
 
+/// A file-based SDS resource with one generic secret `name` holding `key`.
+pub fn sds_doc(name: &str, key: &str) -> String {
+    format!(
+        "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: {name}\n  generic_secret: {{secret: {{inline_string: \"{key}\"}}}}\n"
+    )
+}
+
 /// The whole generated example (upstream wasm filter included) loads in Envoy's validate
 /// mode, `"role": "upstream"` included; needs `make build`.
 #[test]
@@ -482,6 +510,13 @@ fn the_generated_example_validates_in_envoy() {
     let template = "node: { id: gen, cluster: gen }\nstatic_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
     let full = llm_breaker_gen::fill_template(template, filter.as_bytes(), &providers).unwrap();
     let full = full.replace("filename: target/", &format!("filename: {root}/target/"));
+    // The example's SDS secret files, in a temp dir (Envoy checks that they exist).
+    let creds = std::env::temp_dir().join(format!("llmb-gen-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&creds).unwrap();
+    for name in ["openai", "azure-openai", "anthropic"] {
+        std::fs::write(creds.join(format!("{name}.yaml")), sds_doc(name, "k")).unwrap();
+    }
+    let full = full.replace("/etc/llm-breaker/credentials", creds.to_str().unwrap());
     let path = std::env::temp_dir().join(format!("llmb-gen-validate-{}.yaml", std::process::id()));
     std::fs::write(&path, full).unwrap();
     let out = Command::new(envoy_bin())
@@ -502,7 +537,8 @@ fn the_generated_example_validates_in_envoy() {
 /// The Istio EnvoyFilter's patch values are valid Envoy config and fail over: its CLUSTER ADD
 /// values as the clusters, its EXTENSION_CONFIG value served by file-based ECDS (istio-agent
 /// turns `code.remote` into a local file; here it is the built module), its HTTP_ROUTE MERGE
-/// value as the route. Istio itself is not run. Needs `make build`.
+/// value as the route, with two providers' keys in SDS files (the credential_injectors
+/// of the aggregates). Istio itself is not run. Needs `make build`.
 #[test]
 fn the_istio_patch_values_load_and_fail_over_in_envoy() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -515,22 +551,35 @@ fn the_istio_patch_values_load_and_fail_over_in_envoy() {
     let azure = Mock::start("azure-openai", Mode::Status(200));
     let vllm = Mock::start("vllm", Mode::Status(200));
     let mut providers = String::from("providers:\n");
-    for (name, port) in [
-        ("openai", openai.port),
-        ("azure-openai", azure.port),
-        ("vllm", vllm.port),
-        ("down", free_port()),
+    let dir = std::env::temp_dir().join(format!("llmb-gen-{}-istio", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Keys in SDS files, as mounted into the gateway pod.
+    for (name, key) in [("openai", "sk-o"), ("azure-openai", "az-k")] {
+        std::fs::write(dir.join(format!("{name}.yaml")), sds_doc(name, key)).unwrap();
+    }
+    let d = dir.display();
+    for (name, port, extra) in [
+        (
+            "openai",
+            openai.port,
+            format!(", credential: {{sds_file: {d}/openai.yaml, header: authorization, prefix: 'Bearer '}}"),
+        ),
+        (
+            "azure-openai",
+            azure.port,
+            format!(", credential: {{sds_file: {d}/azure-openai.yaml, header: api-key}}"),
+        ),
+        ("vllm", vllm.port, String::new()),
+        ("down", free_port(), String::new()),
     ] {
         providers.push_str(&format!(
-            "- {{name: {name}, address: 127.0.0.1, port: {port}}}\n"
+            "- {{name: {name}, address: 127.0.0.1, port: {port}{extra}}}\n"
         ));
     }
     providers.push_str("retry: {per_try_timeout_ms: 1000}\n");
     let doc: Value =
         serde_yaml::from_str(&generate(FILTER.as_bytes(), &providers, Format::Istio).unwrap())
             .unwrap();
-    let dir = std::env::temp_dir().join(format!("llmb-gen-{}-istio", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let ecds = dir.join("ecds.yaml");
     let (mut clusters, mut route) = (Vec::new(), Value::Null);
     for patch in doc["spec"]["configPatches"].as_sequence().unwrap() {
@@ -569,7 +618,8 @@ fn the_istio_patch_values_load_and_fail_over_in_envoy() {
             .get_mut("typed_extension_protocol_options")
             .and_then(|o| o.get_mut("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"))
             .and_then(|o| o.get_mut("http_filters"))
-            .and_then(|f| f.get_mut(0))
+            .and_then(Value::as_sequence_mut)
+            .and_then(|f| f.iter_mut().find(|x| x.get("config_discovery").is_some()))
             .and_then(|f| f.get_mut("config_discovery"));
         if let Some(source) = source {
             assert!(source["config_source"]["ads"].is_mapping(), "ECDS over ADS");
@@ -591,6 +641,14 @@ fn the_istio_patch_values_load_and_fail_over_in_envoy() {
         );
     }
     assert_eq!([openai.hits(), azure.hits(), vllm.hits()], [2, 2, 0]);
+    // Each got its own key only, through the injectors and the upstream role.
+    let seen = |m: &Mock| {
+        let mut k = m.keys.lock().unwrap().clone();
+        k.dedup();
+        k
+    };
+    assert_eq!(seen(&openai), ["authorization: Bearer sk-o"]);
+    assert_eq!(seen(&azure), ["api-key: az-k"]);
     let log = std::fs::read_to_string(&envoy.log).unwrap_or_default();
     assert!(!log.contains("critical"), "{log}");
 }

@@ -207,6 +207,7 @@ fn every_upstream_metric_keeps_its_documented_name() {
         "requests_would_reject",
         "ttfb_ms",
         "duration_ms",
+        "outcomes_ignored.credential_rejected",
     ];
     assert_eq!(names, want);
     let route: Vec<&str> = RouteMetric::ALL.iter().map(|m| m.name()).collect();

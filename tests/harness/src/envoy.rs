@@ -178,6 +178,9 @@ pub struct Within {
     pub clusters: Vec<String>,
     /// The route's `retry_policy.per_try_timeout`.
     pub per_try_timeout: Duration,
+    /// The generator's `request_headers_to_remove` for the `/v1/` route (the client's
+    /// credential headers); empty: none.
+    pub remove_headers: Vec<String>,
 }
 
 impl Options {
@@ -250,6 +253,8 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
     };
     let mut clusters = String::new();
     let mut vhost = String::new();
+    // File-based SDS secrets (the generator's credential_injectors) need a node id.
+    let mut node = String::new();
     if let Some(w) = &opts.within {
         for c in &w.clusters {
             let c = if opts.stop_iteration {
@@ -263,6 +268,7 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
             clusters.push_str(&format!("  - {c}\n"));
         }
         vhost = "\n              include_attempt_count_in_response: true".into();
+        node = "node: { id: llm-breaker-test, cluster: llm-breaker-test }\n".into();
     }
     for (name, addr) in opts.clusters.iter().filter(|_| opts.within.is_none()) {
         clusters.push_str(&format!(
@@ -282,7 +288,7 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
         ));
     }
     format!(
-        r#"admin:
+        r#"{node}admin:
   address:
     socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
 stats_config:
@@ -310,7 +316,7 @@ static_resources:
               - match: {{ prefix: "/v1/" }}
                 route:
                   {route_action}
-{timeouts}              - match: {{ prefix: "/" }}
+{timeouts}{remove}              - match: {{ prefix: "/" }}
                 route:
                   cluster: {first}
 {timeouts}          http_filters:
@@ -320,8 +326,23 @@ static_resources:
   clusters:
 {clusters}"#,
         timeouts = route_timeouts(opts),
+        remove = remove_headers(opts),
         first = opts.clusters.first().map_or("none", |(n, _)| n.as_str()),
     )
+}
+
+/// The `/v1/` route's `request_headers_to_remove` line, if any.
+fn remove_headers(opts: &Options) -> String {
+    match &opts.within {
+        Some(w) if !w.remove_headers.is_empty() => {
+            let names: Vec<String> = w.remove_headers.iter().map(|h| yaml_quote(h)).collect();
+            format!(
+                "                request_headers_to_remove: [{}]\n",
+                names.join(", ")
+            )
+        }
+        _ => String::new(),
+    }
 }
 
 /// The timeout lines of a route (as in `envoy/envoy.yaml`).

@@ -34,18 +34,26 @@
 //! | `mode=sse-stall&chunks=1` | [`Behaviour::SseStall`] |
 //! | `mode=fail-every&n=2&status=503` (or `fail=MODE` plus that mode's keys) | [`Behaviour::FailEvery`] |
 //! | `mode=sequence&steps=ok,503,sse-cut;chunks=1,ratelimit;form=openai` | [`Behaviour::Sequence`]: a step is a status or a mode with `;`-separated keys |
+//! | `expect=openai&key=sk-1` | check as OpenAI does: `authorization: Bearer sk-1` (else 401 with OpenAI's `invalid_api_key` body), a path under `/v1/` (else 404) |
+//! | `expect=azure&key=K&deployment=D` | check as Azure OpenAI does: a path `/openai/deployments/D/…?api-version=…` (else 404, Azure's body), `api-key: K` (else 401, "Access denied due to invalid subscription key…") |
+//! | `expect=anthropic&key=K` | check as Anthropic does: `x-api-key: K` (else 401 `authentication_error`), path `/v1/messages` (else 404), an `anthropic-version` header (else 400) |
+//! | `expect=none` | no checks (the default; `/_mock/reset` clears it too) |
 //!
 //! `chunks` defaults to 2 and counts content events; each provider's opening
 //! events (OpenAI's role chunk; Anthropic's `message_start`, `content_block_start`,
 //! `ping`) come first. The `sse-*` modes stream whatever the request asked for.
 //! Two keys combine with any mode: `model=NAME` scopes the behaviour to requests
 //! whose body names that model (others keep theirs: [`Behaviour::ByModel`]), and
-//! `chunk_ms=N` pauses N ms between SSE events (also valid alone). Values may be
-//! percent-encoded. Unknown keys are rejected.
+//! `chunk_ms=N` pauses N ms between SSE events (also valid alone). `expect=` is valid
+//! alone or with a mode; a request the gate refuses is counted, then answered with the
+//! provider's error instead of the behaviour. Values may be percent-encoded. Unknown
+//! keys are rejected. `/_mock/stats` and [`MockUpstream::credentials_seen`] show which
+//! credential headers arrived.
 
 mod behaviour;
 mod clock;
 mod control;
+mod gate;
 mod http;
 mod provider;
 mod server;
@@ -166,6 +174,22 @@ impl MockUpstream {
     /// The `/_mock/stats` document.
     pub fn stats_json(&self) -> String {
         self.state.stats_json()
+    }
+
+    /// Every distinct (credential header, value) this mock received (see the
+    /// module's `expect=`).
+    pub fn credentials_seen(&self) -> Vec<(String, String)> {
+        lock(&self.state.stats)
+            .credentials
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Requests received per full target (path and query) are not kept; the last
+    /// request's target, for path checks.
+    pub fn last_target(&self) -> Option<String> {
+        self.last_request().map(|r| r.target)
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`upstream`](super) module.
 
 use super::behaviour::{Behaviour, ResetForm};
+use super::gate::Expect;
 use std::time::Duration;
 
 /// One parsed control request.
@@ -14,12 +15,27 @@ pub struct Control {
     pub model: Option<String>,
     /// `chunk_ms=`: pause between SSE events.
     pub chunk_delay: Option<Duration>,
+    /// `expect=`: the provider gate to play (`Some(None)`: `expect=none`, no gate).
+    pub expect: Option<Option<Expect>>,
 }
 
 /// Every key the query may carry; anything else is a typo worth rejecting.
-const KEYS: [&str; 12] = [
-    "mode", "model", "chunk_ms", "status", "ms", "seconds", "form", "chunks", "bytes", "n", "fail",
+const KEYS: [&str; 15] = [
+    "mode",
+    "model",
+    "chunk_ms",
+    "status",
+    "ms",
+    "seconds",
+    "form",
+    "chunks",
+    "bytes",
+    "n",
+    "fail",
     "steps",
+    "expect",
+    "key",
+    "deployment",
 ];
 
 /// Decoded `key=value` pairs, in order.
@@ -67,13 +83,19 @@ impl Control {
             None => None,
         };
         let model = p.get("model").filter(|m| !m.is_empty()).map(str::to_string);
-        if behaviour.is_none() && (chunk_delay.is_none() || model.is_some()) {
+        let expect = match p.get("expect") {
+            Some(e) => Some(Expect::parse(e, p.get("key"), p.get("deployment"))?),
+            None => None,
+        };
+        let alone = chunk_delay.is_some() || expect.is_some();
+        if behaviour.is_none() && (!alone || model.is_some()) {
             return Err("missing mode=".to_string());
         }
         Ok(Control {
             behaviour,
             model,
             chunk_delay,
+            expect,
         })
     }
 }

@@ -6,6 +6,7 @@
 use super::behaviour::{Behaviour, Counters};
 use super::clock::unix_now;
 use super::control::Control;
+use super::gate::Expect;
 use super::http::{
     read_request, write_chunk, write_fixed, write_head, write_last_chunk, RecordedRequest,
 };
@@ -31,6 +32,8 @@ pub(crate) struct State {
     pub name: String,
     pub plan: Mutex<Plan>,
     pub chunk_delay: Mutex<Duration>,
+    /// The provider gate (`expect=`), if any.
+    pub expect: Mutex<Option<Expect>>,
     pub stats: Mutex<Stats>,
     pub stop: AtomicBool,
     /// Open connections by id, so a stop can shut them down.
@@ -52,6 +55,7 @@ impl State {
                 counters: Counters::default(),
             }),
             chunk_delay: Mutex::new(Duration::ZERO),
+            expect: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
             stop: AtomicBool::new(false),
             conns: Mutex::new(HashMap::new()),
@@ -80,6 +84,9 @@ impl State {
         if let Some(d) = c.chunk_delay {
             *lock(&self.chunk_delay) = d;
         }
+        if let Some(e) = c.expect {
+            *lock(&self.expect) = e;
+        }
         match (c.behaviour, c.model) {
             (Some(b), Some(m)) => self.set_for_model(&m, b),
             (Some(b), None) => self.set(b),
@@ -98,6 +105,7 @@ impl State {
     pub(crate) fn reset(&self) {
         self.set(Behaviour::Ok);
         *lock(&self.chunk_delay) = Duration::ZERO;
+        *lock(&self.expect) = None;
         *lock(&self.stats) = Stats::default();
     }
 }
@@ -204,6 +212,15 @@ fn traffic(
 ) -> io::Result<Next> {
     let (model, wants_stream) = req.model_and_stream();
     let seq = lock(&s.stats).record(req, model.as_deref());
+    let refused = lock(&s.expect).as_ref().and_then(|e| e.check(req));
+    if let Some((status, body)) = refused {
+        let headers = [
+            ("content-type", "application/json".to_string()),
+            ("x-upstream", s.name.clone()),
+        ];
+        write_fixed(out, status, &headers, body.as_bytes())?;
+        return Ok(Next::KeepAlive);
+    }
     let behaviour = {
         let mut plan = lock(&s.plan);
         let Plan {

@@ -17,6 +17,16 @@ pub(crate) struct Stats {
     pub models: BTreeMap<String, usize>,
     /// The last request, with the model read from its body.
     pub last: Option<(RecordedRequest, Option<String>)>,
+    /// Every distinct credential header (`authorization`, `api-key`, `x-api-key`,
+    /// `x-llm-breaker-credential-*`) and value received, so a test can say which keys
+    /// ever reached this provider.
+    pub credentials: std::collections::BTreeSet<(String, String)>,
+}
+
+/// Whether a request header carries a key.
+fn is_credential(name: &str) -> bool {
+    matches!(name, "authorization" | "api-key" | "x-api-key")
+        || name.starts_with("x-llm-breaker-credential-")
 }
 
 impl Stats {
@@ -28,6 +38,9 @@ impl Stats {
             *self.models.entry(m.to_string()).or_default() += 1;
         }
         self.last = Some((req.clone(), model.map(str::to_string)));
+        for (k, v) in req.headers.iter().filter(|(k, _)| is_credential(k)) {
+            self.credentials.insert((k.clone(), v.clone()));
+        }
         self.total
     }
 
