@@ -1,6 +1,6 @@
 //! Clean stops of `make demo`: SIGTERM or SIGHUP, to the demo binary or to the
 //! `make` that runs it, stops the demo's Envoy and mock providers, so ports 10000,
-//! 9901 and 18001–18003 are free again for the next `make demo`.
+//! 9901 and 18001–18004 are free again for the next `make demo`.
 //!
 //! Uses the demo's fixed ports: `make demo-check` runs it right after the
 //! walkthrough, and the demo itself takes a lock file so that two demos never
@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const PORTS: [u16; 5] = [10000, 9901, 18001, 18002, 18003];
+const PORTS: [u16; 6] = [10000, 9901, 18001, 18002, 18003, 18004];
 
 fn demo_bin() -> PathBuf {
     std::env::var_os("DEMO_BIN")

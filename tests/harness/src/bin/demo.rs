@@ -7,7 +7,7 @@
 //!
 //! However it is stopped — SIGINT, SIGTERM or SIGHUP to it, or to the `make` that
 //! started it — it stops Envoy and the mock providers, freeing ports 10000, 9901 and
-//! 18001–18003 for the next run; Envoy dies with it even on SIGKILL. Two demos (a
+//! 18001–18004 for the next run; Envoy dies with it even on SIGKILL. Two demos (a
 //! `make demo` and a `make demo-check`) take turns through a lock file.
 
 use llm_breaker_harness::client;
@@ -56,6 +56,11 @@ fn watch_for_stop_signals() {
     });
 }
 
+/// A key's first characters only (the demo's keys are fake, but keys are never printed).
+fn mask(key: &str) -> String {
+    format!("{}…", key.chars().take(8).collect::<String>())
+}
+
 fn main() {
     stop::catch_stop_signals();
     stop::stop_with_parent();
@@ -88,11 +93,22 @@ fn run(once: bool) -> Result<(), String> {
     require_prerequisites();
     let root = workspace_root();
     let mut ups = Vec::new();
-    for (name, port) in [("openai", 18001), ("azure-openai", 18002), ("vllm", 18003)] {
-        ups.push(
-            MockUpstream::start_on(name, &format!("127.0.0.1:{port}"))
-                .map_err(|e| format!("cannot listen on 127.0.0.1:{port} for {name}: {e}"))?,
-        );
+    // Each mock checks what its real provider checks: its own key (the demo keys in
+    // envoy/credentials/, which Envoy injects; the client sends none) and its path.
+    for (name, port, gate) in [
+        ("openai", 18001, "expect=openai&key=sk-demo-openai"),
+        (
+            "azure-openai",
+            18002,
+            "expect=azure&key=sk-demo-azure-openai&deployment=gpt-4o",
+        ),
+        ("vllm", 18003, "expect=none"),
+        ("anthropic", 18004, "expect=anthropic&key=sk-demo-anthropic"),
+    ] {
+        let up = MockUpstream::start_on(name, &format!("127.0.0.1:{port}"))
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port} for {name}: {e}"))?;
+        up.apply(gate).map_err(|e| format!("{name}: {e}"))?;
+        ups.push(up);
     }
     let log_path = std::env::temp_dir().join("llm-breaker-demo-envoy.log");
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
@@ -123,7 +139,7 @@ fn run(once: bool) -> Result<(), String> {
         "Envoy is up (pid {}): listener http://127.0.0.1:10000, admin http://127.0.0.1:9901",
         envoy.0.id()
     );
-    println!("Mock providers: openai :18001, azure-openai :18002, vllm :18003\n");
+    println!("Mock providers: openai :18001, azure-openai :18002, vllm :18003, anthropic :18004\n");
 
     let send = |label: &str| -> Result<String, String> {
         let before = completed_total(admin);
@@ -175,6 +191,17 @@ fn run(once: bool) -> Result<(), String> {
     }
     let hits = ups[0].requests() - before;
     println!("   openai received {hits} requests during the outage; clients saw 0 errors.");
+    if let Some(r) = ups[1].last_request() {
+        let key = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "api-key")
+            .map_or("none".to_string(), |(_, v)| mask(v));
+        println!(
+            "   azure-openai got its own key (api-key: {key}) and its own path: {} {}",
+            r.method, r.target
+        );
+    }
     if hits != 3 {
         return Err(format!(
             "expected openai to receive exactly 3 attempts, got {hits}"
