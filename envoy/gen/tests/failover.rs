@@ -510,16 +510,12 @@ fn the_generated_example_validates_in_envoy() {
     let template = "node: { id: gen, cluster: gen }\nstatic_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
     let full = llm_breaker_gen::fill_template(template, filter.as_bytes(), &providers).unwrap();
     let full = full.replace("filename: target/", &format!("filename: {root}/target/"));
-    // The example's SDS secret files, in a temp dir (Envoy checks that they exist).
-    let creds = std::env::temp_dir().join(format!("llmb-gen-creds-{}", std::process::id()));
-    std::fs::create_dir_all(&creds).unwrap();
-    for name in ["openai", "azure-openai", "anthropic"] {
-        std::fs::write(creds.join(format!("{name}.yaml")), sds_doc(name, "k")).unwrap();
-    }
-    let full = full.replace("/etc/llm-breaker/credentials", creds.to_str().unwrap());
+    // The example's SDS secret files are the demo's (envoy/credentials/, relative to the
+    // repository root, where Envoy runs).
     let path = std::env::temp_dir().join(format!("llmb-gen-validate-{}.yaml", std::process::id()));
     std::fs::write(&path, full).unwrap();
     let out = Command::new(envoy_bin())
+        .current_dir(root)
         .args([
             "--mode",
             "validate",

@@ -122,7 +122,7 @@ fn the_route_always_removes_client_credentials_and_istio_too() {
 
 #[test]
 fn bad_shaping_is_refused_naming_the_provider_field() {
-    let bad = SHAPED.replace("/etc/llmb/openai.yaml", "openai.yaml");
+    let bad = SHAPED.replace("/etc/llmb/openai.yaml", "\"\"");
     let err = generate(FILTER.as_bytes(), &bad, Format::Envoy)
         .unwrap_err()
         .to_string();
