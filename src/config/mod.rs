@@ -5,6 +5,7 @@
 mod breaker;
 mod checks;
 mod error;
+mod fleet;
 mod limits;
 mod models;
 mod probe;
@@ -19,6 +20,7 @@ use crate::model::ModelPattern;
 pub use raw::{Failover, ModelSource, Role, Scope, WhenAllOpen};
 
 pub use error::ConfigError;
+pub use fleet::{FleetConfig, RawFleet};
 pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
 pub use units::Millis;
 
@@ -60,6 +62,8 @@ pub struct Config {
     pub failover: Failover,
     /// Downstream (routing) or upstream (per-attempt) instance.
     pub role: Role,
+    /// Breakers shared with other Envoys through etcd, when configured.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// Operator endpoint settings.

@@ -54,6 +54,9 @@ pub struct RawConfig {
     /// clusters' upstream filters (one context per attempt).
     #[serde(default)]
     pub role: Role,
+    /// Breakers shared with other Envoys through etcd ([`super::FleetConfig`]).
+    #[serde(default)]
+    pub fleet: Option<super::RawFleet>,
 }
 
 /// When a failed request moves to the next upstream of its chain.
