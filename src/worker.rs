@@ -17,6 +17,7 @@ pub mod attempt;
 pub mod batch;
 pub mod cache;
 pub mod cells;
+pub mod fleet;
 pub mod intake;
 pub mod metrics;
 pub mod operator;
@@ -140,10 +141,15 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     /// 0 for none.
     pub fn tick_period_ms(&self) -> u64 {
         let probing = self.config.upstreams.iter().any(|u| u.probe.is_some());
-        match (self.config.success_flush_ms.get(), probing) {
+        let tick = match (self.config.success_flush_ms.get(), probing) {
             (0, true) => PROBE_TICK_MS,
             (f, true) => f.min(PROBE_TICK_MS),
             (f, false) => f,
+        };
+        match (&self.config.fleet, tick) {
+            (Some(fl), 0) => (fl.sync_ms.get() / 4).clamp(25, PROBE_TICK_MS),
+            (Some(fl), t) => t.min((fl.sync_ms.get() / 4).clamp(25, PROBE_TICK_MS)),
+            (None, t) => t,
         }
     }
 

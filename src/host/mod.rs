@@ -6,6 +6,7 @@
 pub mod abi;
 mod admin;
 mod attempt;
+mod fleet;
 mod http;
 pub mod metrics;
 mod probe;
@@ -95,12 +96,18 @@ pub struct Root {
     core: Option<Rc<Core>>,
     /// Active probes in flight from this VM.
     probes: Probes,
+    /// Fleet sync through etcd, when configured.
+    fleet: fleet::Fleet,
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _h: usize, _b: usize, _t: usize) {
+    fn on_http_call_response(&mut self, token: u32, _h: usize, body: usize, _t: usize) {
         if let Some(core) = &self.core {
-            probe::answered(core, &mut self.probes, token);
+            if self.fleet.owns(token) {
+                self.fleet.answered(core, token, body);
+            } else {
+                probe::answered(core, &mut self.probes, token);
+            }
         }
     }
 }
@@ -140,6 +147,7 @@ impl RootContext for Root {
             log::warn!("llm-breaker: cannot arm the flush timer (status {})", s.0);
         }
         core.load_admin_token(|name| std::env::var(name).ok());
+        self.fleet = fleet::Fleet::configure(&core);
         self.core = Some(Rc::new(core));
         true
     }
@@ -149,6 +157,7 @@ impl RootContext for Root {
             let now = abi::now_ms();
             core.tick(now);
             probe::tick(core, &mut self.probes, now);
+            self.fleet.tick(core, now);
         }
     }
 
