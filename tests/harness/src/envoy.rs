@@ -161,6 +161,9 @@ pub struct Options {
     /// Within-request failover: the generator's clusters and the route's per-try
     /// timeout (see [`Within`]).
     pub within: Option<Within>,
+    /// More clusters, each as one line of flow YAML (e.g. the fleet tests' etcd
+    /// cluster with three members and health checks), added to the others.
+    pub extra_clusters: Vec<String>,
 }
 
 /// The Envoy side of `failover: "within_request"`, built from `llm-breaker-gen`'s
@@ -196,6 +199,7 @@ impl Options {
             before: None,
             env: Vec::new(),
             within: None,
+            extra_clusters: Vec::new(),
         }
     }
 
@@ -250,6 +254,9 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
             clusters.push_str(&format!("  - {c}\n"));
         }
         vhost = "\n              include_attempt_count_in_response: true".into();
+    }
+    for c in &opts.extra_clusters {
+        clusters.push_str(&format!("  - {c}\n"));
     }
     for (name, addr) in opts.clusters.iter().filter(|_| opts.within.is_none()) {
         clusters.push_str(&format!(

@@ -160,6 +160,7 @@ fn main() {
                 before: None,
                 env: Vec::new(),
                 within: None,
+                extra_clusters: Vec::new(),
             };
             let e = Envoy::start(&opts);
             if pin {
