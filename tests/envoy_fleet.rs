@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 const CHAT: &str = "/v1/chat/completions";
 const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 const SYNC_MS: u64 = 100;
+const TOKEN: &str = "fleet-test-token";
 /// Time between two requests of the outage (three syncs).
 const GAP: Duration = Duration::from_millis(3 * SYNC_MS);
 /// Open time: longer than the 60 requests of the outage.
@@ -219,6 +220,7 @@ fn start_envoy(etcd: Option<&Etcd>, cfg: &str, a: SocketAddr, b: SocketAddr) -> 
     if let Some(e) = etcd {
         opts.extra_clusters.push(e.cluster());
     }
+    opts.env = vec![("LLM_BREAKER_ADMIN_TOKEN".into(), TOKEN.into())];
     Envoy::start(&opts)
 }
 
@@ -397,4 +399,108 @@ fn without_fleet_each_envoy_learns_alone() {
     let (failures, _) = outage(&refs, a, 60, GAP);
     println!("fleet off: the primary got {failures} failing requests of 60 (3 Envoys, consecutive_failures 3)");
     assert_eq!(failures, 9);
+}
+
+/// The p99 latency of `n` requests round-robin (all must be served).
+fn p99(envoys: &[&Envoy], n: usize) -> Duration {
+    let mut took: Vec<Duration> = (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            let r = chat(envoys[i % envoys.len()]);
+            assert_eq!(r.status, 200, "{}", r.text());
+            t.elapsed()
+        })
+        .collect();
+    took.sort();
+    took[(n * 99 / 100).min(n - 1)]
+}
+
+fn all_states(envoys: &[&Envoy], local: &str, fleet: &str) -> bool {
+    envoys.iter().all(|e| {
+        let (l, f) = states(e);
+        l == local && f.as_deref() == Some(fleet)
+    })
+}
+
+#[test]
+fn etcd_faults_fall_back_to_local_breakers_and_reconverge() {
+    let mut etcd = Etcd::start();
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let envoys: Vec<Envoy> = (1..=3)
+        .map(|i| {
+            start_envoy(
+                Some(&etcd),
+                &config(Some(&format!("envoy-{i}")), OPEN_MS),
+                a.addr(),
+                b.addr(),
+            )
+        })
+        .collect();
+    let refs: Vec<&Envoy> = envoys.iter().collect();
+    for e in &envoys {
+        wait_until("fleet connected", 30, || connected(e));
+    }
+
+    // One member stopped: the fleet still trips together.
+    etcd.members[0].stop();
+    a.set(Behaviour::Status(503));
+    let mut i = 0;
+    let took = wait_until("fleet open everywhere with one member down", 60, || {
+        let _ = chat(refs[i % 3]);
+        i += 1;
+        sleep(GAP);
+        all_states(&refs, "open", "open")
+    });
+    println!("one etcd member down: every Envoy open (fleet) after {i} requests, {took:?}");
+    let up = p99(&refs, 60);
+    let unreachable = |e: &Envoy| e.log().matches("fleet: etcd unreachable").count();
+    let flips: Vec<usize> = refs.iter().map(|e| unreachable(e)).collect();
+    let errors: Vec<u64> = refs
+        .iter()
+        .map(|e| e.stat("wasmcustom.llm_breaker.fleet.errors").unwrap_or(0))
+        .collect();
+    println!("one member down: fleet_errors {errors:?}, unreachable log lines {flips:?}");
+    for e in &envoys {
+        wait_until("connected with one member down", 30, || connected(e));
+    }
+
+    // All stopped: each Envoy serves on its own breakers, etcd off the request path.
+    etcd.members[1].stop();
+    etcd.members[2].stop();
+    for e in &envoys {
+        wait_until("fleet disconnected", 60, || !connected(e));
+    }
+    let down = p99(&refs, 60);
+    println!("request p99: etcd up {up:?}, etcd down {down:?} (60 requests each, same run)");
+    for (e, before) in envoys.iter().zip(&flips) {
+        let lines = unreachable(e) - before;
+        assert_eq!(lines, 1, "one log line per change, got {lines}");
+        assert!(e.stat("wasmcustom.llm_breaker.fleet.errors").unwrap_or(0) > 0);
+    }
+    // A local change while etcd is down: an operator reset on envoy-1.
+    a.set(Behaviour::Ok);
+    let auth = format!("Bearer {TOKEN}");
+    let r = client::request(
+        envoys[0].listener,
+        "POST",
+        "/_llm_breaker/upstreams/openai/reset",
+        &[("authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // etcd back: everyone reconnects, and the later change (the reset) wins
+    // everywhere.
+    for m in &mut etcd.members {
+        m.start();
+    }
+    etcd.wait_healthy(&[0, 1, 2]);
+    for e in &envoys {
+        wait_until("fleet reconnected", 90, || connected(e));
+    }
+    let took = wait_until("fleet converged to closed", 60, || {
+        all_states(&refs, "closed", "closed")
+    });
+    println!("etcd back: reconnected, every Envoy closed from envoy-1's reset {took:?} later");
 }

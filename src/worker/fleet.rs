@@ -55,6 +55,9 @@ pub struct Round {
     unsent: Option<Step>,
     queue: VecDeque<Step>,
     started_ms: u64,
+    /// The failed call was sent again once already (to another etcd member, with
+    /// the cluster's load balancing).
+    retried: bool,
     /// (key, mod_revision) of bad records already warned about (bounded).
     warned: Vec<(Vec<u8>, u64)>,
 }
@@ -139,6 +142,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
         round.queue.clear();
         round.started_ms = now_ms;
+        round.retried = false;
         round.push(Step::Range);
         self.fleet_next(round)
     }
@@ -200,6 +204,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         let Some((_, step)) = round.in_flight.take_if(|(t, _)| *t == token) else {
             return (None, Report::default());
         };
+        let again = step.clone();
         let ok = match step {
             Step::Range => {
                 etcd::read_range(status, body).map(|kvs| self.fleet_merge(round, &kvs, now_ms))
@@ -219,8 +224,16 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 etcd::read_txn(status, body).map(|(won, _)| self.fleet_claimed(cell, won, now_ms))
             }
         };
-        if let Err(e) = ok {
-            return (None, self.fleet_failed(round, &e.to_string(), now_ms));
+        match ok {
+            // Once per round, a call that got no answer goes out again: the next
+            // member of the cluster usually answers (one member down changes nothing).
+            Err(etcd::AnswerError::Status(None | Some(503))) if !round.retried => {
+                round.retried = true;
+                round.queue.push_front(again);
+                return (self.fleet_next(round), Report::default());
+            }
+            Err(e) => return (None, self.fleet_failed(round, &e.to_string(), now_ms)),
+            Ok(()) => {}
         }
         if let Some(call) = self.fleet_next(round) {
             return (Some(call), Report::default());
