@@ -44,7 +44,7 @@ $(WBT_RUNNER):
 	cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)
 
 ## test: lint, native unit tests, the same tests in a wasm engine, Envoy integration tests, the demo
-test: lint unit wasm-test demo-check integration gen-test soak-short compose-test istio-test dashboard-test alerts-test
+test: lint unit wasm-test demo-check integration fleet-test gen-test soak-short compose-test istio-test dashboard-test alerts-test
 
 ## lint: rustfmt check and clippy -D warnings, native and wasm
 lint: $(TARGETS)
@@ -187,6 +187,24 @@ istio-test: build
 dashboard-test: build $(ENVOY)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 	cargo test -p llm-breaker --test dashboard -- --nocapture
+
+# ---- Fleet-wide breakers through etcd (issue 11) ---------------------------------
+
+.PHONY: etcd fleet-test
+
+## etcd: Debian's etcd-server (3.4) for the fleet tests; nothing to do when `etcd` is on PATH.
+# Only the binary is wanted: an etcd server the package's install started is stopped again.
+etcd:
+	@command -v etcd >/dev/null || { \
+		before=" $$(pgrep -x etcd | tr '\n' ' ') "; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server || exit 1; \
+		if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then systemctl disable --now etcd || true; fi; \
+		for p in $$(pgrep -x etcd); do case "$$before" in *" $$p "*) ;; *) echo "stopping etcd $$p (started by its package)"; kill $$p ;; esac; done; \
+	}
+
+## fleet-test: 3-member etcd + 3-4 Envoys on loopback: fleet trip, one probe stream, a late Envoy, bad records, etcd faults
+fleet-test: build $(ENVOY) etcd
+	cargo test -p llm-breaker --test envoy_fleet -- --nocapture
 
 # ---- Prometheus alerts and Grafana dashboard -------------------------------------
 
