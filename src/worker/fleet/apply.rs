@@ -19,6 +19,8 @@ const MAX_WARNED: usize = 256;
 struct Read {
     records: HashMap<String, (FleetRecord, u64)>,
     probers: HashMap<String, String>,
+    /// Revisions of values that are not records: a write replaces them by CAS.
+    bad: HashMap<String, u64>,
 }
 
 fn local_of(b: &Breaker) -> Local {
@@ -65,6 +67,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                     read.records.insert(name.to_string(), (r, kv.mod_revision));
                 }
                 Err(e) => {
+                    read.bad.insert(name.to_string(), kv.mod_revision);
                     let seen = (kv.key.clone(), kv.mod_revision);
                     if !round.warned.contains(&seen) {
                         log::warn!("llm-breaker: fleet: ignoring {prefix}{rest}: {e}");
@@ -92,16 +95,19 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             };
             let fetched = read.records.get(&name).map(|(r, rev)| (r, *rev));
             let holder = read.probers.get(&name).map(String::as_str);
-            self.fleet_cell(round, cell, fetched, holder, &me, now_ms);
+            let bad = read.bad.get(&name).copied().unwrap_or(0);
+            self.fleet_cell(round, cell, (fetched, bad), holder, &me, now_ms);
         }
     }
 
     /// One cell of a range read: decide, carry out, then the prober election.
+    /// `bad_rev` is the revision of a value at the record's key that is not a
+    /// record (0: none), which a write must replace.
     fn fleet_cell(
         &self,
         round: &mut Round,
         cell: CellId,
-        fetched: Option<(&FleetRecord, u64)>,
+        (fetched, bad_rev): (Option<(&FleetRecord, u64)>, u64),
         holder: Option<&str>,
         me: &str,
         now_ms: u64,
@@ -116,7 +122,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 round.push(Step::Push {
                     cell,
                     record: record.clone(),
-                    rev: *rev,
+                    rev: if fetched.is_none() { bad_rev } else { *rev },
                     epoch: local.epoch,
                 });
                 None
