@@ -14,10 +14,13 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 const SYNC: u64 = 100;
 
-/// etcd's JSON gateway, in memory: key → (value, mod_revision, create_revision).
+/// A stored value: (value, mod_revision, create_revision).
+type Entry = (Vec<u8>, u64, u64);
+
+/// etcd's JSON gateway, in memory.
 #[derive(Default)]
 struct FakeEtcd {
-    kv: RefCell<BTreeMap<Vec<u8>, (Vec<u8>, u64, u64)>>,
+    kv: RefCell<BTreeMap<Vec<u8>, Entry>>,
     rev: Cell<u64>,
     down: Cell<bool>,
 }
