@@ -132,11 +132,16 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     /// wins the sync lease. Returns the first call to send.
     pub fn fleet_start(&self, round: &mut Round, now_ms: u64) -> Option<Call> {
         let f = self.config.fleet.as_ref()?;
-        if round.in_flight.is_some() || round.unsent.is_some() {
-            return None;
-        }
         // Held for a whole round's calls; shortened again when the round ends.
         let budget = f.sync_ms.get() + 4 * f.timeout_ms.get();
+        let busy = round.in_flight.is_some() || round.unsent.is_some();
+        if busy && now_ms < round.started_ms.saturating_add(budget) {
+            return None;
+        }
+        // A round whose answer never came is abandoned (the host always answers or
+        // times out a call; this only guards against a lost callback).
+        round.in_flight = None;
+        round.unsent = None;
         if !probe::claim(&self.store, LEASE_KEY, now_ms, budget) {
             return None;
         }

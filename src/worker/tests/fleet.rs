@@ -286,3 +286,41 @@ fn garbage_and_other_versions_are_ignored_with_one_warning() {
     sync(&mut a, &etcd, 200);
     assert_eq!(etcd.record("openai").state, FleetState::Open);
 }
+
+#[test]
+fn isolate_and_release_reach_the_other_envoy() {
+    use crate::admin::{Action, Endpoint};
+    let etcd = FakeEtcd::default();
+    let fleet = format!(
+        r#","fleet":{{"etcd_cluster":"etcd","sync_ms":{SYNC},"instance":"a"}},"admin":{{"enabled":true}}"#
+    );
+    let mut w = worker(
+        &config(&["openai", "azure"], &consecutive(1, 1_000), &fleet),
+        &Store::default(),
+        0,
+    );
+    w.load_admin_token(|_| Some("t".into()));
+    w.fleet_seed(Some("a"), 0);
+    let mut a = Envoy {
+        w,
+        round: Round::default(),
+    };
+    let mut b = envoy("b", 1_000);
+    let act = |e: &Envoy, action, now| {
+        let ep = Ok(Endpoint::Act {
+            upstream: "openai".into(),
+            action,
+        });
+        e.w.answer(ep, || Some(b"Bearer t".to_vec()), now);
+    };
+    act(&a, Action::Isolate, 10);
+    sync(&mut a, &etcd, 100);
+    assert_eq!(etcd.record("openai").state, FleetState::Isolated);
+    sync(&mut b, &etcd, 100);
+    assert_eq!(kind(&b, 100), PhaseKind::Isolated);
+    act(&a, Action::Release, 150);
+    sync(&mut a, &etcd, 200);
+    sync(&mut b, &etcd, 200);
+    assert_eq!(etcd.record("openai").reason, "operator_release");
+    assert_eq!(kind(&b, 200), PhaseKind::Closed);
+}
