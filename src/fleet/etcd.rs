@@ -83,6 +83,19 @@ pub fn create_with_lease(key: &str, value: &str, lease: u64) -> Call {
     }
 }
 
+/// Deletes `key` only if its value is still `value`.
+pub fn delete_if_value(key: &str, value: &str) -> Call {
+    let body = json!({
+        "compare": [{"key": base64::encode(key.as_bytes()), "target": "VALUE",
+                     "result": "EQUAL", "value": base64::encode(value.as_bytes())}],
+        "success": [{"request_delete_range": {"key": base64::encode(key.as_bytes())}}],
+    });
+    Call {
+        path: "/v3/kv/txn",
+        body: body.to_string(),
+    }
+}
+
 /// One key-value pair of a range answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kv {

@@ -9,7 +9,8 @@
 //!   fleet stays open until the prober's result (closed or open again) arrives.
 //! - Once the fleet's open period is over, exactly one Envoy holds the prober key
 //!   (an etcd key on a lease): it lets its breaker go half-open; the others hold
-//!   theirs open until the prober reports.
+//!   theirs open until the prober reports. A prober with no traffic to probe with
+//!   hands the key over ([`crate::worker::fleet`]).
 
 use super::record::{FleetRecord, FleetState, VERSION};
 use crate::breaker::PhaseKind;
@@ -31,6 +32,7 @@ pub struct Local {
 /// What this Envoy last knew of one breaker's fleet record, kept in shared data so
 /// every worker (and `status`) sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct View {
     /// etcd `mod_revision` of the record last applied or written (0: none).
     pub rev: u64,
@@ -42,6 +44,9 @@ pub struct View {
     pub reason: Option<String>,
     /// Instance holding the prober key, as last read.
     pub prober: Option<String>,
+    /// Generation of the record whose prober key this Envoy handed over (it had no
+    /// traffic to probe with): it does not claim again for that record.
+    pub handed: Option<u64>,
 }
 
 impl View {

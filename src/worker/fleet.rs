@@ -46,6 +46,8 @@ enum Step {
     Grant { cell: CellId },
     /// Create the prober key on `lease`.
     Claim { cell: CellId, lease: u64 },
+    /// Delete the prober key if it still names this Envoy (no traffic to probe).
+    Handover { cell: CellId, generation: u64 },
 }
 
 /// This VM's sync round: the call in flight and the ones queued after it.
@@ -176,6 +178,10 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 &self.fleet_instance(),
                 *lease,
             ),
+            Step::Handover { cell, .. } => etcd::delete_if_value(
+                &fleet::prober_key(&f.key_prefix, &name(*cell)?),
+                &self.fleet_instance(),
+            ),
         };
         round.unsent = Some(step);
         Some(call)
@@ -228,6 +234,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             Step::Claim { cell, .. } => {
                 etcd::read_txn(status, body).map(|(won, _)| self.fleet_claimed(cell, won, now_ms))
             }
+            Step::Handover { cell, generation } => etcd::read_txn(status, body)
+                .map(|(done, _)| self.fleet_handed_over(cell, generation, done)),
         };
         match ok {
             // Once per round, a call that got no answer goes out again: the next

@@ -200,7 +200,9 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         })
     }
 
-    /// The prober election for a cell whose fleet record is open.
+    /// The prober election for a cell whose fleet record is open: the prober lets
+    /// its breaker go half-open (and hands the key over if no request came to probe
+    /// with for two syncs); the others hold theirs open; with no prober, claim.
     fn fleet_elect(
         &self,
         round: &mut Round,
@@ -210,39 +212,60 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         me: &str,
         now_ms: u64,
     ) {
+        let Some(p) = merge::prober(record, holder, me, now_ms) else {
+            return;
+        };
+        let Some(local) = self.fleet_local(cell, now_ms) else {
+            return;
+        };
+        let sync = self.config.fleet.as_ref().map_or(0, |f| f.sync_ms.get());
+        let hold_until = now_ms.saturating_add(self.fleet_hold_ms());
+        let handed = self.fleet_view(cell).handed == Some(record.generation);
+        match (p, local.until_ms) {
+            (Prober::Wait, _) | (Prober::Claim, _) if handed => {}
+            (Prober::Wait, _) => {}
+            (Prober::Probe, Some(u)) if u > now_ms => self.fleet_set_until(cell, now_ms, now_ms),
+            (Prober::Probe, Some(u)) if u.saturating_add(2 * sync) <= now_ms => {
+                round.push(Step::Handover {
+                    cell,
+                    generation: record.generation,
+                });
+            }
+            (Prober::Probe, _) => {}
+            (Prober::Claim | Prober::Hold, until) => {
+                if p == Prober::Claim {
+                    round.push(Step::Grant { cell });
+                }
+                if until.is_some_and(|u| u < hold_until) {
+                    self.fleet_set_until(cell, hold_until, now_ms);
+                }
+            }
+        }
+    }
+
+    /// Moves the local open period's end (no transition; only while open).
+    fn fleet_set_until(&self, cell: CellId, until_ms: u64, now_ms: u64) {
         let Some((_, up)) = self.upstream_of(cell) else {
             return;
         };
         let cfg = up.breaker.clone();
-        let hold_until = now_ms.saturating_add(self.fleet_hold_ms());
-        match merge::prober(record, holder, me, now_ms) {
-            None | Some(Prober::Wait) => {}
-            Some(Prober::Probe) => {
-                self.fleet_update(cell, now_ms, |b| match b.phase {
-                    Phase::Open { until_ms } if until_ms > now_ms => b.fleet_until(&cfg, now_ms),
-                    _ => crate::breaker::Step {
-                        value: (),
-                        changed: false,
-                        transition: None,
-                    },
-                });
-            }
-            Some(p) => {
-                if p == Prober::Claim {
-                    round.push(Step::Grant { cell });
-                }
-                self.fleet_update(cell, now_ms, |b| match b.phase {
-                    Phase::Open { until_ms } if until_ms < hold_until => {
-                        b.fleet_until(&cfg, hold_until)
-                    }
-                    _ => crate::breaker::Step {
-                        value: (),
-                        changed: false,
-                        transition: None,
-                    },
-                });
-            }
+        self.fleet_update(cell, now_ms, |b| b.fleet_until(&cfg, until_ms));
+    }
+
+    /// A prober key handed over (deleted while it still named this Envoy): no claim
+    /// again from here for this record; the local breaker runs its own course.
+    pub(super) fn fleet_handed_over(&self, cell: CellId, generation: u64, done: bool) {
+        if !done {
+            return;
         }
+        log::info!(
+            "llm-breaker: fleet: no traffic to probe {} with here; prober key handed over",
+            self.fleet_name(cell).unwrap_or_default()
+        );
+        self.fleet_edit_view(cell, |v| {
+            v.prober = None;
+            v.handed = Some(generation);
+        });
     }
 
     /// A record write answered: `rev` is the new revision if its compare held.

@@ -85,6 +85,7 @@ impl FakeEtcd {
             match c["target"].as_str().unwrap() {
                 "MOD" => e.map_or(0, |e| e.1) == num(&c["mod_revision"]),
                 "CREATE" => e.map_or(0, |e| e.2) == num(&c["create_revision"]),
+                "VALUE" => e.is_some_and(|e| e.0 == dec(&c["value"])),
                 t => panic!("target {t}"),
             }
         };
@@ -323,4 +324,34 @@ fn isolate_and_release_reach_the_other_envoy() {
     sync(&mut b, &etcd, 200);
     assert_eq!(etcd.record("openai").reason, "operator_release");
     assert_eq!(kind(&b, 200), PhaseKind::Closed);
+}
+
+#[test]
+fn a_prober_without_traffic_hands_the_key_over() {
+    let etcd = FakeEtcd::default();
+    let (mut a, mut b) = (envoy("a", 1_000), envoy("b", 1_000));
+    exchange(&a.w, 503, 0);
+    sync(&mut a, &etcd, 0);
+    sync(&mut b, &etcd, 0);
+    // b wins the key after the open period but gets no request to probe with.
+    sync(&mut b, &etcd, 1_200);
+    let key = "/llm-breaker/probers/openai";
+    assert_eq!(etcd.get(key).as_deref(), Some(&b"b"[..]));
+    sync(&mut a, &etcd, 1_200);
+    assert_eq!(route(&a.w, 1_250).unwrap().1, "azure");
+    let _ = logs();
+    sync(&mut b, &etcd, 1_300);
+    assert!(
+        etcd.get(key).is_some(),
+        "not before two syncs without traffic"
+    );
+    sync(&mut b, &etcd, 1_450);
+    assert!(etcd.get(key).is_none());
+    assert!(logs().iter().any(|l| l.contains("prober key handed over")));
+    // b does not take it back; a, which has traffic, does and probes.
+    sync(&mut b, &etcd, 1_550);
+    assert!(etcd.get(key).is_none());
+    sync(&mut a, &etcd, 1_550);
+    assert_eq!(etcd.get(key).as_deref(), Some(&b"a"[..]));
+    assert_eq!(exchange(&a.w, 200, 1_600), "openai");
 }
