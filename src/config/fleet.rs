@@ -108,3 +108,62 @@ impl TryFrom<RawFleet> for FleetConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn parse(fleet: &str) -> Result<Config, String> {
+        let doc = format!(r#"{{"routes":[{{"name":"r","upstreams":["a"]}}],"fleet":{fleet}}}"#);
+        Config::parse(doc.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_no_fleet() {
+        let c = parse(r#"{"etcd_cluster":"etcd"}"#).unwrap();
+        let f = c.fleet.unwrap();
+        assert_eq!(
+            (
+                f.key_prefix.as_str(),
+                f.sync_ms.get(),
+                f.timeout_ms.get(),
+                f.prober_ttl_s
+            ),
+            ("/llm-breaker/", 1000, 1000, 30)
+        );
+        assert_eq!(f.instance, None);
+        let c = Config::parse(br#"{"routes":[{"name":"r","upstreams":["a"]}]}"#).unwrap();
+        assert!(c.fleet.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (fleet, field) in [
+            (r#"{}"#, "`fleet.etcd_cluster`"),
+            (
+                r#"{"etcd_cluster":"e","key_prefix":"nope"}"#,
+                "`fleet.key_prefix`",
+            ),
+            (
+                r#"{"etcd_cluster":"e","key_prefix":"/a b/"}"#,
+                "`fleet.key_prefix`",
+            ),
+            (r#"{"etcd_cluster":"e","sync_ms":10}"#, "`fleet.sync_ms`"),
+            (
+                r#"{"etcd_cluster":"e","timeout_ms":0}"#,
+                "`fleet.timeout_ms`",
+            ),
+            (r#"{"etcd_cluster":"e","instance":""}"#, "`fleet.instance`"),
+            (
+                r#"{"etcd_cluster":"e","prober_ttl_s":1}"#,
+                "`fleet.prober_ttl_s`",
+            ),
+            (r#"{"etcd_cluster":"e","watch":true}"#, "`fleet.watch`"),
+        ] {
+            let e = parse(fleet).unwrap_err();
+            assert!(e.contains(field), "{fleet}: {e}");
+        }
+    }
+}
