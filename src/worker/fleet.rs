@@ -344,10 +344,24 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     }
 
     /// Notes the reason of a local transition (not one applied from the fleet), for
-    /// the record the next round writes.
-    pub fn fleet_note(&self, cell: CellId, reason: crate::breaker::Reason) {
-        if self.config.fleet.is_some() && reason != crate::breaker::Reason::Fleet {
-            self.fleet_edit_view(cell, |v| v.reason = Some(reason.as_str().to_string()));
+    /// the record the next round writes, and brings that round forward to the next
+    /// tick: the sync lease, when idle (due within one `sync_ms`), becomes due now.
+    /// A round in flight holds it further ahead and is left alone.
+    pub fn fleet_note(&self, cell: CellId, reason: crate::breaker::Reason, now_ms: u64) {
+        let Some(f) = self.config.fleet.as_ref() else {
+            return;
+        };
+        if reason == crate::breaker::Reason::Fleet {
+            return;
         }
+        self.fleet_edit_view(cell, |v| v.reason = Some(reason.as_str().to_string()));
+        let idle_until = now_ms.saturating_add(f.sync_ms.get());
+        let _ = read_modify_cas(&self.store, LEASE_KEY, 1, |read| {
+            let idle = read.is_some_and(|b| probe::due_ms(b) <= idle_until);
+            Rewrite {
+                value: (),
+                bytes: idle.then(|| probe::encode(now_ms)),
+            }
+        });
     }
 }

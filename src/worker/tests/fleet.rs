@@ -355,3 +355,17 @@ fn a_prober_without_traffic_hands_the_key_over() {
     assert_eq!(etcd.get(key).as_deref(), Some(&b"a"[..]));
     assert_eq!(exchange(&a.w, 200, 1_600), "openai");
 }
+
+#[test]
+fn a_local_trip_brings_the_next_sync_forward() {
+    let etcd = FakeEtcd::default();
+    let mut a = envoy("a", 10_000);
+    sync(&mut a, &etcd, 0);
+    // Not due again before one sync_ms...
+    assert_eq!(sync(&mut a, &etcd, 20), (0, vec![]));
+    assert!(etcd.get("/llm-breaker/breakers/openai").is_none());
+    // ... unless the breaker trips: its record is written at the next tick.
+    exchange(&a.w, 503, 30);
+    sync(&mut a, &etcd, 40);
+    assert_eq!(etcd.record("openai").state, FleetState::Open);
+}
