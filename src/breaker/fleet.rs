@@ -43,13 +43,18 @@ impl Breaker {
         self.step_to(Phase::Isolated, now_ms, Reason::Fleet)
     }
 
-    /// Moves the end of an open period, without a transition, capped at the longest
-    /// plausible open period from when it opened. Does nothing unless open.
+    /// Moves the end of an open period, without a transition. Does nothing unless
+    /// open. A fleet outage can outlast one open period (re-opens elsewhere, holds
+    /// while another Envoy probes), so `since_ms` moves up as far as needed for the
+    /// new end to stay within the longest open period ([`super::open_end_plausible`]
+    /// treats a later end as corrupt and admits); an end too far from now still
+    /// reads as corrupt, so garbage from etcd falls back to the local breaker.
     pub fn fleet_until(&mut self, cfg: &BreakerConfig, until_ms: u64) -> Step<()> {
-        let cap = self.since_ms.saturating_add(cfg.longest_open_ms());
+        let min_since = until_ms.saturating_sub(cfg.longest_open_ms());
         match &mut self.phase {
-            Phase::Open { until_ms: u } if *u != until_ms.min(cap) => {
-                *u = until_ms.min(cap);
+            Phase::Open { until_ms: u } if *u != until_ms => {
+                *u = until_ms;
+                self.since_ms = self.since_ms.max(min_since);
                 Step {
                     value: (),
                     changed: true,
@@ -89,14 +94,19 @@ mod tests {
             (b.phase.clone(), b.epoch),
             (Phase::Open { until_ms: 9_000 }, epoch)
         );
-        // Never past the longest open period.
+        // A long fleet outage: holds far past the first open period keep denying.
+        let late = 1_000 + 3 * c.longest_open_ms();
+        b.fleet_until(&c, late + 5_000);
+        assert!(matches!(
+            b.admit(&c, late).value,
+            crate::breaker::Admission::Denied { .. }
+        ));
+        // An absurd end (garbage from etcd) reads as corrupt: the breaker admits.
         b.fleet_until(&c, u64::MAX);
-        assert_eq!(
-            b.phase,
-            Phase::Open {
-                until_ms: 1_000 + c.longest_open_ms()
-            }
-        );
+        assert!(matches!(
+            b.admit(&c, late).value,
+            crate::breaker::Admission::Admitted(_)
+        ));
         let s = b.fleet_close(10_000);
         assert_eq!(s.transition.unwrap().to, PhaseKind::Closed);
         assert!(!b.fleet_close(11_000).changed);
