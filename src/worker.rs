@@ -18,6 +18,7 @@ pub mod attempt;
 pub mod batch;
 pub mod cache;
 pub mod cells;
+pub mod fleet;
 pub mod hold;
 pub mod intake;
 pub mod metrics;
@@ -177,10 +178,15 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     pub fn tick_period_ms(&self) -> u64 {
         let probing = self.config.upstreams.iter().any(|u| u.probe.is_some());
         let fast = probing || self.uses_models;
-        match (self.config.success_flush_ms.get(), fast) {
+        let tick = match (self.config.success_flush_ms.get(), fast) {
             (0, true) => PROBE_TICK_MS.min(hold::HOLD_TICK_MS),
             (f, true) => f.min(PROBE_TICK_MS).min(hold::HOLD_TICK_MS),
             (f, false) => f,
+        };
+        match (&self.config.fleet, tick) {
+            (Some(fl), 0) => (fl.sync_ms.get() / 4).clamp(25, PROBE_TICK_MS),
+            (Some(fl), t) => t.min((fl.sync_ms.get() / 4).clamp(25, PROBE_TICK_MS)),
+            (None, t) => t,
         }
     }
 

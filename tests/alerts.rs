@@ -119,6 +119,7 @@ fn alert_rules_have_severity_annotations_and_for() {
         "LLMBreakerUpstreamFlapping",
         "LLMBreakerUpstreamIsolated",
         "LLMBreakerUpstreamSlowFirstByte",
+        "LLMBreakerFleetEtcdUnreachable",
     ] {
         assert!(names.contains(want), "{ALERTS} has no alert {want}");
     }
@@ -132,8 +133,11 @@ fn alert_rules_have_severity_annotations_and_for() {
         );
         for a in ["summary", "description"] {
             let text = r["annotations"][a].as_str().unwrap_or_default();
+            // Fleet alerts are per Envoy, not per upstream: they name the instance.
+            let names_it = text.contains("{{ $labels.llm_breaker_")
+                || (name.starts_with("LLMBreakerFleet") && text.contains("{{ $labels.instance }}"));
             assert!(
-                text.contains("{{ $labels.llm_breaker_"),
+                names_it,
                 "{name}: annotation {a} does not name the upstream or route: {text:?}"
             );
         }
@@ -301,7 +305,8 @@ fn dashboard_queries_parse() {
 fn every_metric_of_the_alerts_and_the_dashboard_is_exported_by_the_filter() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
     let cfg = r#"{"routes":[{"name":"chat","match":{"path_prefix":"/v1/"},"upstreams":["openai","azure"]}],
-                  "breaker":{"consecutive_failures":1,"open":{"base_ms":60000,"jitter":0}}}"#;
+                  "breaker":{"consecutive_failures":1,"open":{"base_ms":60000,"jitter":0}},
+                  "fleet":{"etcd_cluster":"etcd-not-configured"}}"#;
     let e = Envoy::start_breaker(cfg, &[&a, &b]);
     // Trip openai; the next request fails over to azure.
     a.set(Behaviour::Status(529));

@@ -483,3 +483,58 @@ fn breaker_trips_fails_over_and_recovers_across_containers() {
     assert!(left.is_empty(), "left behind: {left:?}");
     eprintln!("whole run {:.1?}", started.elapsed());
 }
+
+/// The compose harness's `fleet` profile: etcd and two Envoys (envoy-a, envoy-b)
+/// sharing their breakers ([docs/fleet.md](../docs/fleet.md)). The primary is
+/// stopped; requests alternate between the two Envoys until both have opened, and the
+/// requests the primary got from both together are counted: the first Envoy's 3,
+/// plus what the other had sent before the fleet record reached it (6 without
+/// `fleet`: 3 each).
+#[test]
+fn two_envoys_share_a_trip_through_etcd() {
+    if !require_engine("two_envoys_share_a_trip_through_etcd") {
+        return;
+    }
+    let wasm = filter_wasm();
+    assert!(wasm.exists(), "filter not built at {}", wasm.display());
+    let mut compose = Compose::up_fleet(&wasm);
+    let envoys = compose.fleet.clone();
+    let stat = |admin, name: &str| llm_breaker_harness::envoy::stat(admin, name);
+    for &(_, admin) in &envoys {
+        wait_for("fleet connected to etcd", Duration::from_secs(60), || {
+            stat(admin, "wasmcustom.llm_breaker.fleet.connected") == Some(1)
+        });
+    }
+    let admitted = || -> u64 {
+        envoys
+            .iter()
+            .map(|&(_, a)| {
+                llm_breaker_harness::envoy::upstream_stat(a, PRIMARY, "requests_admitted")
+            })
+            .sum()
+    };
+    let open = |a| llm_breaker_harness::envoy::upstream_stat(a, PRIMARY, "state") == 1;
+    compose.inject(PRIMARY, Fault::Stop);
+    let before = admitted();
+    let mut sent = 0;
+    while !envoys.iter().all(|&(_, a)| open(a)) {
+        assert!(sent < 40, "both Envoys not open after {sent} requests");
+        let (listener, _) = envoys[sent % 2];
+        let r = client::request(listener, "POST", CHAT, &[], BODY.as_bytes()).unwrap();
+        assert!([200, 503].contains(&r.status), "status {}", r.status);
+        sent += 1;
+        // Two syncs (sync_ms 250) between requests.
+        sleep(Duration::from_millis(500));
+    }
+    let failures = admitted() - before;
+    eprintln!(
+        "compose fleet: the stopped primary got {failures} requests from two Envoys before both were open ({sent} sent; 6 without fleet)"
+    );
+    assert!(
+        failures <= 5,
+        "{failures} requests reached the stopped primary"
+    );
+    compose.restore(PRIMARY, Fault::Stop);
+    compose.down().unwrap();
+    assert_eq!(compose.leftovers(), Vec::<String>::new());
+}

@@ -69,13 +69,15 @@ pub enum Reason {
     OperatorRelease,
     /// An active recovery probe succeeded while open.
     ActiveProbe,
+    /// Another Envoy's transition, applied from the fleet record (etcd).
+    Fleet,
 }
 
 impl Reason {
     /// Every reason. The transition history stores a reason as its position here:
     /// append new reasons (a reason missing here is dropped from the history),
     /// never reorder.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::ConsecutiveFailures,
         Reason::FailureRate,
         Reason::SlowCallRate,
@@ -87,6 +89,7 @@ impl Reason {
         Reason::OperatorIsolate,
         Reason::OperatorRelease,
         Reason::ActiveProbe,
+        Reason::Fleet,
     ];
 
     /// Name used in logs.
@@ -103,6 +106,7 @@ impl Reason {
             Reason::OperatorIsolate => "operator_isolate",
             Reason::OperatorRelease => "operator_release",
             Reason::ActiveProbe => "active_probe",
+            Reason::Fleet => "fleet",
         }
     }
 }

@@ -5,6 +5,7 @@
 mod breaker;
 mod checks;
 mod error;
+mod fleet;
 mod limits;
 mod models;
 mod probe;
@@ -20,6 +21,7 @@ use crate::model::ModelPattern;
 pub use raw::{Failover, Mode, ModelSource, Role, Scope, WhenAllOpen};
 
 pub use error::ConfigError;
+pub use fleet::{FleetConfig, RawFleet};
 pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
 pub use shape::{
     Credential, PathRule, RequestShape, CLIENT_CREDENTIAL_HEADERS, CLIENT_STAGING_PREFIX,
@@ -67,6 +69,8 @@ pub struct Config {
     pub role: Role,
     /// Enforce, shadow (observe only) or off.
     pub mode: Mode,
+    /// Breakers shared with other Envoys through etcd, when configured.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// Operator endpoint settings.

@@ -58,6 +58,9 @@ pub struct RawConfig {
     /// (`shadow`), or stands aside (`off`).
     #[serde(default)]
     pub mode: Mode,
+    /// Breakers shared with other Envoys through etcd ([`super::FleetConfig`]).
+    #[serde(default)]
+    pub fleet: Option<super::RawFleet>,
 }
 
 /// What the filter does with what its breakers decide.

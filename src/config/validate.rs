@@ -43,6 +43,11 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     } else {
         None
     };
+    let fleet = raw
+        .fleet
+        .map(super::FleetConfig::try_from)
+        .transpose()
+        .map_err(|e| e.under("fleet"))?;
     let (cells, cell_base) = cells(&routing.upstreams, &routing.models);
     Ok(Config {
         route_header: headers.route,
@@ -62,6 +67,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         failover: mode.failover,
         role: mode.role,
         mode: raw.mode,
+        fleet,
     })
 }
 

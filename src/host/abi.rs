@@ -240,6 +240,8 @@ pub enum Body {
     Request = 0,
     /// The current response body chunk.
     Response = 1,
+    /// The body of a `dispatch_http_call` answer.
+    HttpCallResponse = 4,
 }
 
 /// Up to `max` bytes of a body buffer from `start`; empty if there is nothing.

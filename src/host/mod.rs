@@ -6,6 +6,7 @@
 pub mod abi;
 mod admin;
 mod attempt;
+mod fleet;
 mod held;
 mod http;
 pub mod metrics;
@@ -106,12 +107,18 @@ pub struct Root {
     holds: Rc<held::Holds>,
     /// This root context's id.
     id: u32,
+    /// Fleet sync through etcd, when configured.
+    fleet: fleet::Fleet,
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _h: usize, _b: usize, _t: usize) {
+    fn on_http_call_response(&mut self, token: u32, _h: usize, body: usize, _t: usize) {
         if let Some(core) = &self.core {
-            probe::answered(core, &mut self.probes, token);
+            if self.fleet.owns(token) {
+                self.fleet.answered(core, token, body);
+            } else {
+                probe::answered(core, &mut self.probes, token);
+            }
         }
     }
 }
@@ -151,6 +158,7 @@ impl RootContext for Root {
             log::warn!("llm-breaker: cannot arm the flush timer (status {})", s.0);
         }
         core.load_admin_token(|name| std::env::var(name).ok());
+        self.fleet = fleet::Fleet::configure(&core);
         self.core = Some(Rc::new(core));
         true
     }
@@ -162,6 +170,7 @@ impl RootContext for Root {
             core.tick(now);
             probe::tick(core, &mut self.probes, now);
             self.holds.tick(core, now, self.id);
+            self.fleet.tick(core, now);
         }
     }
 

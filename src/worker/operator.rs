@@ -99,7 +99,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                     })
                 });
                 let doc = admin::status_json(&self.config, &states, &hist, now_ms, failover);
-                json_reply(200, doc)
+                json_reply(200, self.fleet_status(doc))
             }
             Endpoint::Health => {
                 let (ok, body) = admin::health_json(&self.config, &self.states(now_ms), now_ms);

@@ -33,6 +33,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
         if let Some(t) = transition {
             log_transition(&rec.label, t);
+            self.fleet_note(cell, t.reason, now_ms);
             accounting::transition(&self.metrics, u, t);
             if let Some(a) = &self.config.admin {
                 let entry = history::Entry::of(cell, t, now_ms);

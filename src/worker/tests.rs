@@ -7,6 +7,7 @@ mod accounting;
 mod admission;
 mod batching;
 mod fakes;
+mod fleet;
 mod flows;
 mod hold;
 mod intake;

@@ -18,6 +18,7 @@ use proptest::test_runner::Config;
 mod codec;
 mod config;
 mod driven;
+mod fleet;
 mod inband;
 mod model;
 mod ratelimit;

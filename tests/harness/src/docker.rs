@@ -158,7 +158,17 @@ pub struct Compose {
     pub admin: SocketAddr,
     /// The Envoy image in use.
     pub envoy_image: String,
+    /// With the `fleet` profile ([`Compose::up_fleet`]): envoy-a's and envoy-b's
+    /// (listener, admin), published on 127.0.0.1.
+    pub fleet: Vec<(SocketAddr, SocketAddr)>,
+    /// Compose profiles every command of this project runs with.
+    profiles: Vec<&'static str>,
     down: bool,
+}
+
+/// The etcd image of the fleet profile: `$ETCD_IMAGE`, else the local build.
+fn etcd_image() -> String {
+    env_or("ETCD_IMAGE", "llm-breaker/etcd:3.4")
 }
 
 impl Compose {
@@ -166,8 +176,23 @@ impl Compose {
     /// is ready and every provider answers through it. Panics (after tearing down)
     /// with the containers' logs if that fails. The images must exist.
     pub fn up(wasm: &std::path::Path) -> Compose {
+        Self::up_with(wasm, false)
+    }
+
+    /// [`Compose::up`] with the `fleet` profile too: etcd and two more Envoys
+    /// (envoy-a, envoy-b) sharing their breakers through it; waits until both are
+    /// ready as well.
+    pub fn up_fleet(wasm: &std::path::Path) -> Compose {
+        Self::up_with(wasm, true)
+    }
+
+    fn up_with(wasm: &std::path::Path, fleet: bool) -> Compose {
         let envoy_image = envoy_image();
-        for image in [envoy_image.clone(), mock_image()] {
+        let mut images = vec![envoy_image.clone(), mock_image()];
+        if fleet {
+            images.push(etcd_image());
+        }
+        for image in images {
             assert!(
                 image_exists(&image),
                 "image {image} not found in the Docker engine — run `make images` \
@@ -180,17 +205,36 @@ impl Compose {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
+        let fleet_ports: Vec<(u16, u16)> = if fleet {
+            (0..2).map(|_| (free_port(), free_port())).collect()
+        } else {
+            Vec::new()
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("ENVOY_IMAGE".into(), envoy_image.clone()),
+            ("MOCK_IMAGE".into(), mock_image()),
+            ("LLM_BREAKER_WASM".into(), wasm.display().to_string()),
+            ("LLMB_PORT".into(), port.to_string()),
+            ("LLMB_ADMIN_PORT".into(), admin_port.to_string()),
+        ];
+        if fleet {
+            env.push(("ETCD_IMAGE".into(), etcd_image()));
+            for (i, (l, a)) in ["A", "B"].iter().zip(&fleet_ports) {
+                env.push((format!("LLMB_FLEET_PORT_{i}"), l.to_string()));
+                env.push((format!("LLMB_FLEET_ADMIN_{i}"), a.to_string()));
+            }
+        }
+        let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let compose = Compose {
+            fleet: fleet_ports
+                .iter()
+                .map(|&(l, a)| (local(l), local(a)))
+                .collect(),
+            profiles: if fleet { vec!["fleet"] } else { Vec::new() },
             project,
             file: workspace_root().join("envoy/docker-compose.yaml"),
             command: compose_command(),
-            env: vec![
-                ("ENVOY_IMAGE".into(), envoy_image.clone()),
-                ("MOCK_IMAGE".into(), mock_image()),
-                ("LLM_BREAKER_WASM".into(), wasm.display().to_string()),
-                ("LLMB_PORT".into(), port.to_string()),
-                ("LLMB_ADMIN_PORT".into(), admin_port.to_string()),
-            ],
+            env,
             listener: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             envoy_image,
@@ -201,13 +245,18 @@ impl Compose {
             panic!("{e}\n{}", compose.logs());
         }
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !client::get(compose.admin, "/ready").is_ok_and(|r| r.status == 200) {
-            assert!(
-                Instant::now() < deadline,
-                "Envoy not ready after 60 s\n{}",
-                compose.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let admins: Vec<SocketAddr> = std::iter::once(compose.admin)
+            .chain(compose.fleet.iter().map(|&(_, a)| a))
+            .collect();
+        for admin in admins {
+            while !client::get(admin, "/ready").is_ok_and(|r| r.status == 200) {
+                assert!(
+                    Instant::now() < deadline,
+                    "Envoy not ready after 60 s\n{}",
+                    compose.logs()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         compose
     }
@@ -222,9 +271,11 @@ impl Compose {
         let file = self.file.display().to_string();
         let mut cmd = Command::new(&self.command[0]);
         cmd.args(&self.command[1..])
-            .args(["-p", &self.project, "-f", &file])
-            .args(args)
-            .stdin(Stdio::null());
+            .args(["-p", &self.project, "-f", &file]);
+        for p in &self.profiles {
+            cmd.args(["--profile", p]);
+        }
+        cmd.args(args).stdin(Stdio::null());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

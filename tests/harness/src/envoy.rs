@@ -165,6 +165,9 @@ pub struct Options {
     /// [`Options::within`], on the generator's upstream filters): `true` in the shipped
     /// examples; `false` is how Istio's `WasmPlugin` runs the filter.
     pub stop_iteration: bool,
+    /// More clusters, each as one line of flow YAML (e.g. the fleet tests' etcd
+    /// cluster with three members and health checks), added to the others.
+    pub extra_clusters: Vec<String>,
 }
 
 /// The Envoy side of `failover: "within_request"`, built from `llm-breaker-gen`'s
@@ -204,6 +207,7 @@ impl Options {
             env: Vec::new(),
             within: None,
             stop_iteration: true,
+            extra_clusters: Vec::new(),
         }
     }
 
@@ -269,6 +273,9 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
         }
         vhost = "\n              include_attempt_count_in_response: true".into();
         node = "node: { id: llm-breaker-test, cluster: llm-breaker-test }\n".into();
+    }
+    for c in &opts.extra_clusters {
+        clusters.push_str(&format!("  - {c}\n"));
     }
     for (name, addr) in opts.clusters.iter().filter(|_| opts.within.is_none()) {
         clusters.push_str(&format!(

@@ -60,9 +60,20 @@ fn within_clusters(
                 .collect()
         })
         .unwrap_or_default();
+    // The route removes what the generator says (the client's credential headers), as
+    // the shipped configs do.
+    let remove_headers = doc["request_headers_to_remove"]
+        .as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
     Within {
         clusters,
         per_try_timeout: Duration::from_secs(5),
+        remove_headers,
     }
 }
 const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
@@ -229,6 +240,7 @@ fn main() {
                     _ => None,
                 },
                 stop_iteration: true,
+                extra_clusters: Vec::new(),
             };
             let e = Envoy::start(&opts);
             if pin {
