@@ -71,6 +71,7 @@ fn start_within(filter: &str, a: &MockUpstream, b: &MockUpstream) -> Envoy {
     opts.within = Some(Within {
         clusters,
         per_try_timeout: Duration::from_secs(1),
+        remove_headers: Vec::new(),
     });
     Envoy::start(&opts)
 }

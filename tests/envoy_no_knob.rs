@@ -192,6 +192,7 @@ fn start_within(filter: &str, providers: &[(&str, SocketAddr)]) -> Envoy {
     opts.within = Some(Within {
         clusters,
         per_try_timeout: Duration::from_secs(5),
+        remove_headers: Vec::new(),
     });
     opts.stop_iteration = false;
     Envoy::start(&opts)
