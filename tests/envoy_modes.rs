@@ -11,9 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use llm_breaker_gen::{generate, Format};
 use llm_breaker_harness::client::{self, Response};
-use llm_breaker_harness::envoy::{filter_wasm, Envoy, Options, Within};
+use llm_breaker_harness::envoy::{Envoy, Options, Within};
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -47,32 +46,12 @@ fn mocks() -> (MockUpstream, MockUpstream) {
 /// Envoy with the generator's clusters (`within_request`) for the two mocks.
 fn start_within(filter: &str, a: &MockUpstream, b: &MockUpstream) -> Envoy {
     let providers: [(&str, SocketAddr); 2] = [("openai", a.addr()), ("azure", b.addr())];
-    let mut yaml = String::from("providers:\n");
-    for (name, addr) in providers {
-        yaml.push_str(&format!(
-            "- {{name: {name}, address: {}, port: {}, connect_timeout_ms: 500}}\n",
-            addr.ip(),
-            addr.port()
-        ));
-    }
-    yaml.push_str(&format!(
-        "wasm: {{filename: {}}}\n",
-        filter_wasm().display()
-    ));
-    let out = generate(filter.as_bytes(), &yaml, Format::Envoy).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
-    let clusters = doc["clusters"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|c| serde_json::to_string(c).unwrap())
-        .collect();
     let mut opts = Options::breaker(filter, &providers);
-    opts.within = Some(Within {
-        clusters,
-        per_try_timeout: Duration::from_secs(1),
-        remove_headers: Vec::new(),
-    });
+    opts.within = Some(Within::generated(
+        filter,
+        &providers,
+        Duration::from_secs(1),
+    ));
     Envoy::start(&opts)
 }
 

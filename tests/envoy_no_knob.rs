@@ -8,9 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use llm_breaker_gen::{generate, Format};
 use llm_breaker_harness::client::{self, Response};
-use llm_breaker_harness::envoy::{filter_wasm, Envoy, Options, Within};
+use llm_breaker_harness::envoy::{Envoy, Options, Within};
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream, RecordedRequest};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -165,35 +164,13 @@ fn a_model_rewrite_works_without_the_knob_on_a_chunked_body() {
 /// `within_request` with the generator's clusters for these providers, the knob
 /// off on both roles.
 fn start_within(filter: &str, providers: &[(&str, SocketAddr)]) -> Envoy {
-    let mut yaml = String::from("providers:\n");
-    for (name, a) in providers {
-        yaml.push_str(&format!(
-            "- {{name: {name}, address: {}, port: {}, connect_timeout_ms: 500}}\n",
-            a.ip(),
-            a.port()
-        ));
-    }
-    yaml.push_str(&format!(
-        "wasm: {{filename: {}}}\n",
-        filter_wasm().display()
-    ));
-    let out = generate(filter.as_bytes(), &yaml, Format::Envoy).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
-    let clusters: Vec<String> = doc["clusters"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|c| serde_json::to_string(c).unwrap())
-        .collect();
-    assert!(clusters
+    let within = Within::generated(filter, providers, Duration::from_secs(5));
+    assert!(within
+        .clusters
         .iter()
         .any(|c| c.contains(r#""allow_on_headers_stop_iteration":true"#)));
     let mut opts = Options::breaker(filter, providers);
-    opts.within = Some(Within {
-        clusters,
-        per_try_timeout: Duration::from_secs(5),
-        remove_headers: Vec::new(),
-    });
+    opts.within = Some(within);
     opts.stop_iteration = false;
     Envoy::start(&opts)
 }

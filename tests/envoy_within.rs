@@ -8,9 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use llm_breaker_gen::{generate, Format};
 use llm_breaker_harness::client::{self, Response};
-use llm_breaker_harness::envoy::{filter_wasm, free_port, Envoy, Options, Within};
+use llm_breaker_harness::envoy::{free_port, Envoy, Options, Within};
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream, ResetForm};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -36,32 +35,8 @@ fn config(open_ms: u64, azure_entry: &str) -> String {
 
 /// Envoy with the generator's clusters for these providers and a 1 s per-try timeout.
 fn start(filter: &str, providers: &[(&str, SocketAddr)]) -> Envoy {
-    let mut yaml = String::from("providers:\n");
-    for (name, a) in providers {
-        yaml.push_str(&format!(
-            "- {{name: {name}, address: {}, port: {}, connect_timeout_ms: 500}}\n",
-            a.ip(),
-            a.port()
-        ));
-    }
-    yaml.push_str(&format!(
-        "wasm: {{filename: {}}}\n",
-        filter_wasm().display()
-    ));
-    let out = generate(filter.as_bytes(), &yaml, Format::Envoy).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
-    let clusters = doc["clusters"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|c| serde_json::to_string(c).unwrap())
-        .collect();
     let mut opts = Options::breaker(filter, providers);
-    opts.within = Some(Within {
-        clusters,
-        per_try_timeout: Duration::from_secs(1),
-        remove_headers: Vec::new(),
-    });
+    opts.within = Some(Within::generated(filter, providers, Duration::from_secs(1)));
     Envoy::start(&opts)
 }
 

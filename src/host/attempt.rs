@@ -12,7 +12,7 @@
 //! drop `content-length` and rewrite the body in its callbacks, sent chunked.
 
 use super::abi::{self, Body, Map};
-use super::held::{Holds, Resumable, Watch};
+use super::held::{Resumable, Watch, Watched};
 use super::http::rewrite_body;
 use super::Core;
 use crate::worker::attempt::{Attempt as State, BodyStep};
@@ -22,8 +22,7 @@ use crate::worker::shape::Edit;
 use crate::worker::within::{SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 /// Endpoint metadata naming the real upstream (the generator's `METADATA_NS` /
 /// `METADATA_KEY`).
@@ -73,46 +72,9 @@ impl Resumable for Attempt {
     }
 }
 
-/// An attempt the root context's tick may resume: [`Attempt`] behind an `Rc`.
-pub struct Shared(Rc<RefCell<Attempt>>);
-
-impl Shared {
-    /// An attempt under `core`'s configuration, context `id`, watched through `holds`.
-    pub fn new(core: Rc<Core>, id: u32, holds: Rc<Holds>) -> Shared {
-        Shared(Rc::new_cyclic(|me: &Weak<RefCell<Attempt>>| {
-            let mut a = Attempt::new(core);
-            let me: Weak<RefCell<dyn Resumable>> = me.clone();
-            a.watch = Some(Watch { id, me, holds });
-            RefCell::new(a)
-        }))
-    }
-}
-
-impl Context for Shared {
-    fn on_done(&mut self) -> bool {
-        self.0.borrow_mut().on_done()
-    }
-}
-
-impl HttpContext for Shared {
-    fn on_http_request_headers(&mut self, n: usize, eos: bool) -> Action {
-        self.0.borrow_mut().on_http_request_headers(n, eos)
-    }
-
-    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        self.0.borrow_mut().on_http_request_body(size, eos)
-    }
-
-    fn on_http_response_headers(&mut self, n: usize, eos: bool) -> Action {
-        self.0.borrow_mut().on_http_response_headers(n, eos)
-    }
-
-    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        self.0.borrow_mut().on_http_response_body(size, eos)
-    }
-
-    fn on_http_response_trailers(&mut self, n: usize) -> Action {
-        self.0.borrow_mut().on_http_response_trailers(n)
+impl Watched for Attempt {
+    fn set_watch(&mut self, watch: Watch) {
+        self.watch = Some(watch);
     }
 }
 

@@ -10,11 +10,82 @@
 use super::abi;
 use super::Core;
 use crate::worker::hold::HeldVerdict;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 /// Envoy's count of bytes received for a stream, headers included.
 const RECEIVED: [&str; 2] = ["request", "total_size"];
+
+/// A stream or attempt the tick may have to resume, told how the tick finds it.
+pub trait Watched: Resumable + HttpContext + 'static {
+    /// Keep `watch`, to register when the headers are held.
+    fn set_watch(&mut self, watch: Watch);
+}
+
+/// A stream or attempt the root context's tick may resume: `T` behind an `Rc`, the
+/// HTTP context Envoy calls, forwarding every callback. (Callbacks never nest, so the
+/// borrow always succeeds; if it ever did not, the callback passes.)
+pub struct Shared<T>(Rc<RefCell<T>>);
+
+impl<T: Watched> Shared<T> {
+    /// `inner` as context `id`, watched through `holds`.
+    pub fn new(inner: T, id: u32, holds: Rc<Holds>) -> Shared<T> {
+        Shared(Rc::new_cyclic(|me: &Weak<RefCell<T>>| {
+            let mut inner = inner;
+            let me: Weak<RefCell<dyn Resumable>> = me.clone();
+            inner.set_watch(Watch { id, me, holds });
+            RefCell::new(inner)
+        }))
+    }
+
+    fn with<R>(&self, otherwise: R, f: impl FnOnce(&mut T) -> R) -> R {
+        match self.0.try_borrow_mut() {
+            Ok(mut inner) => f(&mut inner),
+            Err(_) => {
+                log::warn!("llm-breaker: a callback found its stream busy; passing it");
+                otherwise
+            }
+        }
+    }
+}
+
+impl<T: Watched> Context for Shared<T> {
+    fn on_done(&mut self) -> bool {
+        self.with(true, |t| t.on_done())
+    }
+}
+
+impl<T: Watched> HttpContext for Shared<T> {
+    fn on_http_request_headers(&mut self, n: usize, eos: bool) -> Action {
+        self.with(Action::Continue, |t| t.on_http_request_headers(n, eos))
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        self.with(Action::Continue, |t| t.on_http_request_body(size, eos))
+    }
+
+    fn on_http_request_trailers(&mut self, n: usize) -> Action {
+        self.with(Action::Continue, |t| t.on_http_request_trailers(n))
+    }
+
+    fn on_http_response_headers(&mut self, n: usize, eos: bool) -> Action {
+        self.with(Action::Continue, |t| t.on_http_response_headers(n, eos))
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        self.with(Action::Continue, |t| t.on_http_response_body(size, eos))
+    }
+
+    fn on_http_response_trailers(&mut self, n: usize) -> Action {
+        self.with(Action::Continue, |t| t.on_http_response_trailers(n))
+    }
+
+    fn on_log(&mut self) {
+        self.with((), |t| t.on_log());
+    }
+}
 
 /// A stream or attempt whose headers may be held.
 pub trait Resumable {

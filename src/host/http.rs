@@ -7,9 +7,10 @@
 //! ([`super::held`]).
 
 use super::abi::{self, Body, Map};
-use super::held::{Holds, Resumable, Watch};
+use super::held::{Resumable, Watch, Watched};
 use super::Core;
 use crate::config::{Failover, Mode};
+use crate::ids::RouteId;
 use crate::worker::hold::BodyCallbacks;
 use crate::worker::intake::{Intake, RequestBody};
 use crate::worker::request::{Rejection, Routed, Routing};
@@ -18,8 +19,7 @@ use crate::worker::shape::ORIGINAL_PATH_HEADER;
 use crate::worker::within::{Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 /// Per-stream state.
 pub struct Stream {
@@ -38,19 +38,9 @@ pub struct Stream {
     watch: Option<Watch>,
 }
 
-/// A stream the root context's tick may resume: the HTTP context Envoy calls, as
-/// [`Stream`] behind an `Rc`.
-pub struct Shared(Rc<RefCell<Stream>>);
-
-impl Shared {
-    /// A stream of `core`'s configuration, context `id`, watched through `holds`.
-    pub fn new(core: Rc<Core>, id: u32, holds: Rc<Holds>) -> Shared {
-        Shared(Rc::new_cyclic(|me: &Weak<RefCell<Stream>>| {
-            let mut s = Stream::new(Some(core));
-            let me: Weak<RefCell<dyn Resumable>> = me.clone();
-            s.watch = Some(Watch { id, me, holds });
-            RefCell::new(s)
-        }))
+impl Watched for Stream {
+    fn set_watch(&mut self, watch: Watch) {
+        self.watch = Some(watch);
     }
 }
 
@@ -129,15 +119,33 @@ impl Stream {
     }
 
     /// Carries out what the core made of the request so far.
+    /// `within_request`: names the aggregate of the admitting upstreams and hands the
+    /// upstream role its tickets (it rewrites the model per attempt).
+    fn route_within(&mut self, core: &Core, route: RouteId, model: Option<&str>) -> Action {
+        match core.route_within(route, model, abi::now_ms()) {
+            None => Action::Continue,
+            Some(WithinRouting::Send {
+                plan,
+                cluster,
+                tickets,
+            }) => {
+                set_request_header(&core.config().route_header, &cluster);
+                set_request_header(TICKETS_HEADER, &tickets);
+                let read = |h: &str| abi::header(Map::Request, h);
+                super::attempt::apply(&core.stage_client_credentials(route, read));
+                self.plan = Some((plan, None));
+                Action::Continue
+            }
+            Some(WithinRouting::Reject(r)) => reject(r),
+        }
+    }
+
     fn intake(&mut self, core: &Core, intake: Intake, path: &str) -> Action {
         match intake {
             Intake::Route { route, .. } if core.config().mode == Mode::Off => {
                 // Off: the primary, nothing else read or written.
                 if let Some(cluster) = core.route_off(route) {
-                    let header = &core.config().route_header;
-                    if let Err(s) = abi::set_header(Map::Request, header, &cluster) {
-                        log::warn!("llm-breaker: cannot set {header} (status {})", s.0);
-                    }
+                    set_request_header(&core.config().route_header, &cluster);
                 }
                 Action::Continue
             }
@@ -153,27 +161,7 @@ impl Stream {
             Intake::Route { route, model, .. }
                 if core.config().failover == Failover::WithinRequest =>
             {
-                match core.route_within(route, model.as_deref(), abi::now_ms()) {
-                    None => Action::Continue,
-                    Some(WithinRouting::Send {
-                        plan,
-                        cluster,
-                        tickets,
-                    }) => {
-                        // The upstream role rewrites the model per attempt.
-                        let header = &core.config().route_header;
-                        for (h, v) in [(header.as_str(), &cluster), (TICKETS_HEADER, &tickets)] {
-                            if let Err(s) = abi::set_header(Map::Request, h, v) {
-                                log::warn!("llm-breaker: cannot set {h} (status {})", s.0);
-                            }
-                        }
-                        let read = |h: &str| abi::header(Map::Request, h);
-                        super::attempt::apply(&core.stage_client_credentials(route, read));
-                        self.plan = Some((plan, None));
-                        Action::Continue
-                    }
-                    Some(WithinRouting::Reject(r)) => reject(r),
-                }
+                self.route_within(core, route, model.as_deref())
             }
             Intake::AwaitBody => {
                 // Decided when the body is in (Envoy holds the headers meanwhile, with
@@ -195,10 +183,7 @@ impl Stream {
                         cluster,
                         rewrite,
                     }) => {
-                        let header = &core.config().route_header;
-                        if let Err(s) = abi::set_header(Map::Request, header, cluster) {
-                            log::warn!("llm-breaker: cannot set {header} (status {})", s.0);
-                        }
+                        set_request_header(&core.config().route_header, cluster);
                         // Envoy clears the route cache on this write, so the router sees
                         // the new value: it does for every module that exports ABI 0.2.1
                         // (as the Rust SDK 0.2 does); only newer ABIs need the
@@ -215,6 +200,13 @@ impl Stream {
                 }
             }
         }
+    }
+}
+
+/// Sets a request header; a refusal is logged (header name and status only).
+fn set_request_header(name: &str, value: &str) {
+    if let Err(s) = abi::set_header(Map::Request, name, value) {
+        log::warn!("llm-breaker: cannot set {name} (status {})", s.0);
     }
 }
 
@@ -365,37 +357,5 @@ impl HttpContext for Stream {
             || abi::property(&["response", "code_details"]),
         );
         core.finish(&routed, facts, abi::now_ms());
-    }
-}
-
-impl Context for Shared {}
-
-impl HttpContext for Shared {
-    fn on_http_request_headers(&mut self, n: usize, eos: bool) -> Action {
-        self.0.borrow_mut().on_http_request_headers(n, eos)
-    }
-
-    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
-        self.0.borrow_mut().on_http_request_body(size, eos)
-    }
-
-    fn on_http_request_trailers(&mut self, n: usize) -> Action {
-        self.0.borrow_mut().on_http_request_trailers(n)
-    }
-
-    fn on_http_response_headers(&mut self, n: usize, eos: bool) -> Action {
-        self.0.borrow_mut().on_http_response_headers(n, eos)
-    }
-
-    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        self.0.borrow_mut().on_http_response_body(size, eos)
-    }
-
-    fn on_http_response_trailers(&mut self, n: usize) -> Action {
-        self.0.borrow_mut().on_http_response_trailers(n)
-    }
-
-    fn on_log(&mut self) {
-        self.0.borrow_mut().on_log();
     }
 }

@@ -185,11 +185,8 @@ impl RootContext for Root {
             Some(core) if core.config().role == Role::Upstream => {
                 if core.uses_models() && core.body_callbacks() == BodyCallbacks::Unknown {
                     let holds = self.holds.clone();
-                    return Some(Box::new(attempt::Shared::new(
-                        core.clone(),
-                        context_id,
-                        holds,
-                    )));
+                    let attempt = attempt::Attempt::new(core.clone());
+                    return Some(Box::new(held::Shared::new(attempt, context_id, holds)));
                 }
                 Some(Box::new(attempt::Attempt::new(core.clone())))
             }
@@ -197,7 +194,8 @@ impl RootContext for Root {
             // whether Envoy runs body callbacks while headers are held).
             Some(core) if core.uses_models() && core.body_callbacks() == BodyCallbacks::Unknown => {
                 let holds = self.holds.clone();
-                Some(Box::new(http::Shared::new(core.clone(), context_id, holds)))
+                let stream = http::Stream::new(Some(core.clone()));
+                Some(Box::new(held::Shared::new(stream, context_id, holds)))
             }
             // Without a configuration the filter passes everything through.
             core => Some(Box::new(http::Stream::new(core.clone()))),

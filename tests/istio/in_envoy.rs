@@ -7,11 +7,10 @@
 use super::{str_at, upstream_vm_config};
 use llm_breaker_harness::client;
 use llm_breaker_harness::envoy::{
-    bootstrap, envoy_bin, filter_wasm, free_port, require_prerequisites, Envoy, Filter, Options,
-    Within,
+    bootstrap, envoy_bin, filter_wasm, free_port, loopback_providers, require_prerequisites, Envoy,
+    Filter, Options, Within,
 };
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
-use serde_yaml::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,37 +28,18 @@ fn primary_attempts(upstream_vm_id: &str) -> (usize, usize) {
         "breaker":{"consecutive_failures":3,
           "failure_rate":{"minimum_calls":1000000,"window":{"seconds":60}},
           "open":{"base_ms":600000,"max_ms":600000,"jitter":0}}}"#;
-    let mut providers = String::from("providers:\n");
-    for (name, addr) in [("openai", a.addr()), ("azure", b.addr())] {
-        providers.push_str(&format!(
-            "- {{name: {name}, address: {}, port: {}}}\n",
-            addr.ip(),
-            addr.port()
-        ));
-    }
-    providers.push_str(&format!(
-        "wasm: {{vm_id: {upstream_vm_id}, filename: {}}}\n",
+    let addrs = [("openai", a.addr()), ("azure", b.addr())];
+    let wasm = format!(
+        "{{vm_id: {upstream_vm_id}, filename: {}}}",
         filter_wasm().display()
+    );
+    let file = loopback_providers(&addrs, &wasm);
+    let mut opts = Options::breaker(filter, &addrs);
+    opts.within = Some(Within::from_provider_file(
+        filter,
+        &file,
+        Duration::from_secs(5),
     ));
-    let out = llm_breaker_gen::generate(
-        filter.as_bytes(),
-        &providers,
-        llm_breaker_gen::Format::Envoy,
-    )
-    .unwrap();
-    let doc: Value = serde_yaml::from_str(&out).unwrap();
-    let clusters = doc["clusters"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|c| serde_json::to_string(c).unwrap())
-        .collect();
-    let mut opts = Options::breaker(filter, &[("openai", a.addr()), ("azure", b.addr())]);
-    opts.within = Some(Within {
-        clusters,
-        per_try_timeout: Duration::from_secs(5),
-        remove_headers: Vec::new(),
-    });
     let e = Envoy::start(&opts);
     let mut errors = 0;
     let mut send = |n: usize| {

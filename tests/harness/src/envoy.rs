@@ -186,6 +186,69 @@ pub struct Within {
     pub remove_headers: Vec<String>,
 }
 
+impl Within {
+    /// The generator's clusters (and the route's header removals) for `filter` and the
+    /// provider file `provider_file`, with this per-try timeout.
+    pub fn from_provider_file(
+        filter: &str,
+        provider_file: &str,
+        per_try_timeout: Duration,
+    ) -> Within {
+        let out = llm_breaker_gen::generate(
+            filter.as_bytes(),
+            provider_file,
+            llm_breaker_gen::Format::Envoy,
+        )
+        .unwrap_or_else(|e| panic!("llm-breaker-gen: {e}"));
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&out).unwrap_or_else(|e| panic!("generator output: {e}"));
+        let strings = |v: &serde_yaml::Value, json: bool| -> Vec<String> {
+            v.as_sequence()
+                .map(|s| {
+                    s.iter()
+                        .filter_map(|x| match json {
+                            true => serde_json::to_string(x).ok(),
+                            false => x.as_str().map(String::from),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Within {
+            clusters: strings(&doc["clusters"], true),
+            per_try_timeout,
+            remove_headers: strings(&doc["request_headers_to_remove"], false),
+        }
+    }
+
+    /// [`Within::from_provider_file`] for providers on these addresses (connect timeout
+    /// 500 ms), the upstream role's module being [`filter_wasm`].
+    pub fn generated(
+        filter: &str,
+        providers: &[(&str, SocketAddr)],
+        per_try_timeout: Duration,
+    ) -> Within {
+        let wasm = format!("{{filename: {}}}", filter_wasm().display());
+        let file = loopback_providers(providers, &wasm);
+        Within::from_provider_file(filter, &file, per_try_timeout)
+    }
+}
+
+/// A generator provider file for providers on these addresses (connect timeout 500 ms)
+/// and this `wasm:` section (flow YAML).
+pub fn loopback_providers(providers: &[(&str, SocketAddr)], wasm: &str) -> String {
+    let mut yaml = String::from("providers:\n");
+    for (name, a) in providers {
+        yaml.push_str(&format!(
+            "- {{name: {name}, address: {}, port: {}, connect_timeout_ms: 500}}\n",
+            a.ip(),
+            a.port()
+        ));
+    }
+    yaml.push_str(&format!("wasm: {wasm}\n"));
+    yaml
+}
+
 impl Options {
     /// llm-breaker with `config`, two workers, and the example's timeout shape with
     /// test values: no total bound, 5 s to the response headers, 5 s idle.

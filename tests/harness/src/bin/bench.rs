@@ -10,7 +10,7 @@
 //! default 1).
 
 use llm_breaker_harness::envoy::{
-    filter_wasm, free_port, workspace_root, Envoy, Filter, Options, Within,
+    filter_wasm, free_port, loopback_providers, workspace_root, Envoy, Filter, Options, Within,
 };
 use llm_breaker_harness::load;
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
@@ -25,58 +25,26 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 const PATH: &str = "/v1/chat/completions";
+const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 const WITHIN: &str = "within_request, closed path";
 const WITHIN_NOOP: &str = "within, no-op upstream filter";
 const CLOSED: usize = 3;
 
 /// The generator's clusters (provider clusters with metadata, aggregates with the
-/// upstream role) for `config` and these providers.
+/// upstream role `upstream_wasm`) for `config` and these providers.
 fn within_clusters(
     config: &str,
     providers: &[(String, SocketAddr)],
     upstream_wasm: &std::path::Path,
 ) -> Within {
-    let mut yaml = String::from("providers:\n");
-    for (name, a) in providers {
-        yaml.push_str(&format!(
-            "- {{name: {name}, address: {}, port: {}}}\n",
-            a.ip(),
-            a.port()
-        ));
-    }
-    yaml.push_str(&format!(
-        "wasm: {{filename: {}}}\n",
-        upstream_wasm.display()
-    ));
-    let out = llm_breaker_gen::generate(config.as_bytes(), &yaml, llm_breaker_gen::Format::Envoy)
-        .unwrap_or_else(|e| panic!("generator: {e}"));
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&out).unwrap_or_else(|e| panic!("generator output: {e}"));
-    let clusters = doc["clusters"]
-        .as_sequence()
-        .map(|s| {
-            s.iter()
-                .map(|c| serde_json::to_string(c).unwrap_or_default())
-                .collect()
-        })
-        .unwrap_or_default();
-    // The route removes what the generator says (the client's credential headers), as
-    // the shipped configs do.
-    let remove_headers = doc["request_headers_to_remove"]
-        .as_sequence()
-        .map(|s| {
-            s.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    Within {
-        clusters,
-        per_try_timeout: Duration::from_secs(5),
-        remove_headers,
-    }
+    let named: Vec<(&str, SocketAddr)> = providers.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    let wasm = format!("{{filename: {}}}", upstream_wasm.display());
+    Within::from_provider_file(
+        config,
+        &loopback_providers(&named, &wasm),
+        Duration::from_secs(5),
+    )
 }
-const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 
 fn main() {
     let secs = env("BENCH_SECONDS", 3);
