@@ -58,6 +58,7 @@ fn primary_attempts(upstream_vm_id: &str) -> (usize, usize) {
     opts.within = Some(Within {
         clusters,
         per_try_timeout: Duration::from_secs(5),
+        remove_headers: Vec::new(),
     });
     let e = Envoy::start(&opts);
     let mut errors = 0;
