@@ -3,6 +3,10 @@
 //! an aggregate through a fixed header. A failed attempt must go to the next sub-cluster,
 //! each sub-cluster at most once, and 30 concurrent failing requests must all be retried.
 //!
+//! The Istio output's patch values too, with provider keys in SDS files: the Istio
+//! example's own inputs and Secret, in a kubelet-style volume (`make istio-test` runs
+//! the tests named `*istio*`).
+//!
 //! A missing Envoy fails the test (it never passes by skipping).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -40,6 +44,8 @@ struct Mock {
     mode: Arc<Mutex<Mode>>,
     /// Credential header lines received (`authorization`, `api-key`, staging headers).
     keys: Arc<Mutex<Vec<String>>>,
+    /// Request targets received (path and query).
+    targets: Arc<Mutex<Vec<String>>>,
 }
 
 impl Mock {
@@ -49,11 +55,12 @@ impl Mock {
         let hits = Arc::new(AtomicUsize::new(0));
         let mode = Arc::new(Mutex::new(mode));
         let keys = Arc::new(Mutex::new(Vec::new()));
-        let (h, m, k) = (hits.clone(), mode.clone(), keys.clone());
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let (h, m, k, t) = (hits.clone(), mode.clone(), keys.clone(), targets.clone());
         thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (h, m, k) = (h.clone(), m.clone(), k.clone());
-                thread::spawn(move || serve(conn, name, &h, &m, &k));
+                let (h, m, k, t) = (h.clone(), m.clone(), k.clone(), t.clone());
+                thread::spawn(move || serve(conn, name, &h, &m, &k, &t));
             }
         });
         Mock {
@@ -61,6 +68,7 @@ impl Mock {
             hits,
             mode,
             keys,
+            targets,
         }
     }
 
@@ -83,6 +91,7 @@ fn serve(
     hits: &AtomicUsize,
     mode: &Mutex<Mode>,
     keys: &Mutex<Vec<String>>,
+    targets: &Mutex<Vec<String>>,
 ) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
@@ -91,6 +100,9 @@ fn serve(
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
+        }
+        if let Some(target) = line.split(' ').nth(1) {
+            targets.lock().unwrap().push(target.to_string());
         }
         loop {
             line.clear();
@@ -733,7 +745,7 @@ fn istio_example_providers(ports: &[(&str, u16)], dir: &std::path::Path) -> Stri
 /// The Istio example as shipped (`envoy/istio/gen/`, the Secret of
 /// `envoy/istio/credentials.yaml`) with its keys in a directory laid out as kubelet lays
 /// out a Secret volume: on a failover from openai to azure-openai each provider gets only
-/// its own key; after a Secret update (the `..data` swap) the next requests carry the new
+/// its own key (and Azure its deployment path); after a Secret update (the `..data` swap) the next requests carry the new
 /// key, with no restart: the generated `watched_directory` sees the swap.
 #[test]
 fn the_istio_examples_secret_keys_reach_only_their_provider_and_rotate() {
@@ -786,6 +798,17 @@ fn the_istio_examples_secret_keys_reach_only_their_provider_and_rotate() {
     assert_eq!([openai.hits(), azure.hits(), vllm.hits()], [3, 3, 0]);
     assert_eq!(seen(&openai), ["authorization: Bearer sk-o-1"]);
     assert_eq!(seen(&azure), ["api-key: az-1"]);
+    // Azure's deployment path; OpenAI keeps the client's.
+    let targets = |m: &Mock| {
+        let mut t = m.targets.lock().unwrap().clone();
+        t.dedup();
+        t
+    };
+    assert_eq!(targets(&openai), ["/v1/chat/completions"]);
+    assert_eq!(
+        targets(&azure),
+        ["/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"]
+    );
 
     // A Secret update: kubelet swaps `..data`; Envoy re-reads the files it watches.
     let rotated = istio_secret_files(&[
