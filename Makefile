@@ -189,11 +189,14 @@ gen-istio:
 	$(GEN) --filter envoy/istio/gen/filter.json --providers envoy/istio/gen/providers.yaml --istio --out envoy/istio/failover.yaml
 
 ## istio-test: the OCI image's layout; the envoy/istio/ manifests against Istio 1.22's CRD schemas
-# (tests/istio/crd-all.gen.yaml) and each other; failover.yaml up to date; vm_id sharing in Envoy
+# (tests/istio/crd-all.gen.yaml; the key Secret and gateway-values.yaml by explicit checks) and each
+# other; failover.yaml up to date; vm_id sharing in Envoy; the patch values in Envoy with the
+# example's keys in a kubelet-style Secret volume (envoy/gen/tests/failover.rs: failover, rotation)
 istio-test: build $(ENVOY)
 	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory oci; \
 	else echo "istio-test: no Docker engine is reachable (the image test fails under CI=true)" >&2; fi
 	cargo test -p llm-breaker --test istio -- --nocapture
+	cargo test -p llm-breaker-gen --test failover istio -- --nocapture
 
 # ---- operator dashboard -------------------------------------------------------------
 

@@ -3,6 +3,10 @@
 //! an aggregate through a fixed header. A failed attempt must go to the next sub-cluster,
 //! each sub-cluster at most once, and 30 concurrent failing requests must all be retried.
 //!
+//! The Istio output's patch values too, with provider keys in SDS files: the Istio
+//! example's own inputs and Secret, in a kubelet-style volume (`make istio-test` runs
+//! the tests named `*istio*`).
+//!
 //! A missing Envoy fails the test (it never passes by skipping).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -40,6 +44,8 @@ struct Mock {
     mode: Arc<Mutex<Mode>>,
     /// Credential header lines received (`authorization`, `api-key`, staging headers).
     keys: Arc<Mutex<Vec<String>>>,
+    /// Request targets received (path and query).
+    targets: Arc<Mutex<Vec<String>>>,
 }
 
 impl Mock {
@@ -49,11 +55,12 @@ impl Mock {
         let hits = Arc::new(AtomicUsize::new(0));
         let mode = Arc::new(Mutex::new(mode));
         let keys = Arc::new(Mutex::new(Vec::new()));
-        let (h, m, k) = (hits.clone(), mode.clone(), keys.clone());
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let (h, m, k, t) = (hits.clone(), mode.clone(), keys.clone(), targets.clone());
         thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (h, m, k) = (h.clone(), m.clone(), k.clone());
-                thread::spawn(move || serve(conn, name, &h, &m, &k));
+                let (h, m, k, t) = (h.clone(), m.clone(), k.clone(), t.clone());
+                thread::spawn(move || serve(conn, name, &h, &m, &k, &t));
             }
         });
         Mock {
@@ -61,6 +68,7 @@ impl Mock {
             hits,
             mode,
             keys,
+            targets,
         }
     }
 
@@ -83,6 +91,7 @@ fn serve(
     hits: &AtomicUsize,
     mode: &Mutex<Mode>,
     keys: &Mutex<Vec<String>>,
+    targets: &Mutex<Vec<String>>,
 ) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
@@ -91,6 +100,9 @@ fn serve(
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
+        }
+        if let Some(target) = line.split(' ').nth(1) {
+            targets.lock().unwrap().push(target.to_string());
         }
         loop {
             line.clear();
@@ -530,51 +542,25 @@ fn the_generated_example_validates_in_envoy() {
     assert!(out.status.success() && text.contains("OK"), "{text}");
 }
 
-/// The Istio EnvoyFilter's patch values are valid Envoy config and fail over: its CLUSTER ADD
-/// values as the clusters, its EXTENSION_CONFIG value served by file-based ECDS (istio-agent
-/// turns `code.remote` into a local file; here it is the built module), its HTTP_ROUTE MERGE
-/// value as the route, with two providers' keys in SDS files (the credential_injectors
-/// of the aggregates). Istio itself is not run. Needs `make build`.
-#[test]
-fn the_istio_patch_values_load_and_fail_over_in_envoy() {
+/// The built filter; needs `make build`.
+fn built_wasm() -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let wasm = format!("{root}/target/wasm32-wasip1/release/llm_breaker.wasm");
     assert!(
         std::path::Path::new(&wasm).exists(),
         "{wasm} is missing: run `make build`"
     );
-    let openai = Mock::start("openai", Mode::Status(503));
-    let azure = Mock::start("azure-openai", Mode::Status(200));
-    let vllm = Mock::start("vllm", Mode::Status(200));
-    let mut providers = String::from("providers:\n");
-    let dir = std::env::temp_dir().join(format!("llmb-gen-{}-istio", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // Keys in SDS files, as mounted into the gateway pod.
-    for (name, key) in [("openai", "sk-o"), ("azure-openai", "az-k")] {
-        std::fs::write(dir.join(format!("{name}.yaml")), sds_doc(name, key)).unwrap();
-    }
-    let d = dir.display();
-    for (name, port, extra) in [
-        (
-            "openai",
-            openai.port,
-            format!(", credential: {{sds_file: {d}/openai.yaml, header: authorization, prefix: 'Bearer '}}"),
-        ),
-        (
-            "azure-openai",
-            azure.port,
-            format!(", credential: {{sds_file: {d}/azure-openai.yaml, header: api-key}}"),
-        ),
-        ("vllm", vllm.port, String::new()),
-        ("down", free_port(), String::new()),
-    ] {
-        providers.push_str(&format!(
-            "- {{name: {name}, address: 127.0.0.1, port: {port}{extra}}}\n"
-        ));
-    }
-    providers.push_str("retry: {per_try_timeout_ms: 1000}\n");
+    wasm
+}
+
+/// Envoy running the Istio output's patch values for `filter` and `providers`: its
+/// CLUSTER ADD values as the clusters, its EXTENSION_CONFIG value served by file-based
+/// ECDS from `dir` (istio-agent turns `code.remote` into a local file; here it is the
+/// built module), its HTTP_ROUTE MERGE value as the route (reading [`HEADER`]).
+fn istio_patch_envoy(tag: &str, filter: &str, providers: &str, dir: &std::path::Path) -> Envoy {
+    let wasm = built_wasm();
     let doc: Value =
-        serde_yaml::from_str(&generate(FILTER.as_bytes(), &providers, Format::Istio).unwrap())
+        serde_yaml::from_str(&generate(filter.as_bytes(), providers, Format::Istio).unwrap())
             .unwrap();
     let ecds = dir.join("ecds.yaml");
     let (mut clusters, mut route) = (Vec::new(), Value::Null);
@@ -628,7 +614,47 @@ fn the_istio_patch_values_load_and_fail_over_in_envoy() {
     }
     assert_eq!(route["cluster_header"], "x-llm-breaker-upstream");
     route["cluster_header"] = Value::from(HEADER);
-    let envoy = Envoy::start("istio", clusters, route);
+    Envoy::start(tag, clusters, route)
+}
+
+/// The Istio EnvoyFilter's patch values are valid Envoy config and fail over: its CLUSTER ADD
+/// values as the clusters, its EXTENSION_CONFIG value served by file-based ECDS (istio-agent
+/// turns `code.remote` into a local file; here it is the built module), its HTTP_ROUTE MERGE
+/// value as the route, with two providers' keys in SDS files (the credential_injectors
+/// of the aggregates). Istio itself is not run. Needs `make build`.
+#[test]
+fn the_istio_patch_values_load_and_fail_over_in_envoy() {
+    let openai = Mock::start("openai", Mode::Status(503));
+    let azure = Mock::start("azure-openai", Mode::Status(200));
+    let vllm = Mock::start("vllm", Mode::Status(200));
+    let mut providers = String::from("providers:\n");
+    let dir = std::env::temp_dir().join(format!("llmb-gen-{}-istio", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Keys in SDS files, as mounted into the gateway pod.
+    for (name, key) in [("openai", "sk-o"), ("azure-openai", "az-k")] {
+        std::fs::write(dir.join(format!("{name}.yaml")), sds_doc(name, key)).unwrap();
+    }
+    let d = dir.display();
+    for (name, port, extra) in [
+        (
+            "openai",
+            openai.port,
+            format!(", credential: {{sds_file: {d}/openai.yaml, header: authorization, prefix: 'Bearer '}}"),
+        ),
+        (
+            "azure-openai",
+            azure.port,
+            format!(", credential: {{sds_file: {d}/azure-openai.yaml, header: api-key}}"),
+        ),
+        ("vllm", vllm.port, String::new()),
+        ("down", free_port(), String::new()),
+    ] {
+        providers.push_str(&format!(
+            "- {{name: {name}, address: 127.0.0.1, port: {port}{extra}}}\n"
+        ));
+    }
+    providers.push_str("retry: {per_try_timeout_ms: 1000}\n");
+    let envoy = istio_patch_envoy("istio", FILTER, &providers, &dir);
     for _ in 0..2 {
         let (status, body) = get(envoy.port, "/v1/chat", Some("llmb|openai|azure-openai"));
         assert_eq!(
@@ -647,4 +673,171 @@ fn the_istio_patch_values_load_and_fail_over_in_envoy() {
     assert_eq!(seen(&azure), ["api-key: az-k"]);
     let log = std::fs::read_to_string(&envoy.log).unwrap_or_default();
     assert!(!log.contains("critical"), "{log}");
+}
+
+// ---- the Istio example's keys, as Kubernetes mounts them ---------------------------------
+
+/// What kubelet's atomic writer does to a Secret volume at `dir` (k8s.io/kubernetes
+/// `pkg/volume/util/atomic_writer.go`): the files go into a new hidden directory, a
+/// `..data_tmp` symlink to it is renamed over `..data` (the one atomic step, a move in
+/// `dir`), and each key is a symlink `dir/<key>` -> `..data/<key>`, created once.
+fn k8s_secret_volume(dir: &std::path::Path, generation: u32, files: &[(String, String)]) {
+    let ts = format!("..2026_11_26_00_00_0{generation}.000000000");
+    std::fs::create_dir_all(dir.join(&ts)).unwrap();
+    for (key, text) in files {
+        std::fs::write(dir.join(&ts).join(key), text).unwrap();
+    }
+    let _ = std::fs::remove_file(dir.join("..data_tmp"));
+    std::os::unix::fs::symlink(&ts, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for (key, _) in files {
+        let link = dir.join(key);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(format!("..data/{key}"), link).unwrap();
+        }
+    }
+}
+
+/// The Istio example's SDS documents: `stringData` of the Secret in
+/// `envoy/istio/credentials.yaml`, with `key (placeholder)` -> `key` replaced.
+fn istio_secret_files(replace: &[(&str, &str)]) -> Vec<(String, String)> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let text = std::fs::read_to_string(format!("{root}/envoy/istio/credentials.yaml")).unwrap();
+    let secret: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(secret["kind"], "Secret");
+    let data = secret["stringData"].as_mapping().unwrap();
+    data.iter()
+        .map(|(k, v)| {
+            let mut doc = v.as_str().unwrap().to_string();
+            for (from, to) in replace {
+                doc = doc.replace(from, to);
+            }
+            (k.as_str().unwrap().to_string(), doc)
+        })
+        .collect()
+}
+
+/// `envoy/istio/gen/providers.yaml` with each provider at a local mock (`ports`, by
+/// name) and the credential directory `/etc/llm-breaker/credentials` at `dir`.
+fn istio_example_providers(ports: &[(&str, u16)], dir: &std::path::Path) -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let text = std::fs::read_to_string(format!("{root}/envoy/istio/gen/providers.yaml")).unwrap();
+    let mut doc: Value = serde_yaml::from_str(&text).unwrap();
+    for p in doc["providers"].as_sequence_mut().unwrap() {
+        let name = p["name"].as_str().unwrap().to_string();
+        let port = ports.iter().find(|(n, _)| *n == name).unwrap().1;
+        p["address"] = Value::from("127.0.0.1");
+        p["port"] = Value::from(port);
+        p.as_mapping_mut().unwrap().remove("tls");
+        if let Some(c) = p.get_mut("credential") {
+            for field in ["sds_file", "watched_directory"] {
+                let v = c[field].as_str().unwrap();
+                let moved = v.replace("/etc/llm-breaker/credentials", &dir.display().to_string());
+                assert_ne!(moved, v, "{name}: {field} {v} is not in the mount");
+                c[field] = Value::from(moved);
+            }
+        }
+    }
+    doc["retry"]["per_try_timeout_ms"] = Value::from(2000);
+    serde_yaml::to_string(&doc).unwrap()
+}
+
+/// The Istio example as shipped (`envoy/istio/gen/`, the Secret of
+/// `envoy/istio/credentials.yaml`) with its keys in a directory laid out as kubelet lays
+/// out a Secret volume: on a failover from openai to azure-openai each provider gets only
+/// its own key (and Azure its deployment path); after a Secret update (the `..data` swap) the next requests carry the new
+/// key, with no restart: the generated `watched_directory` sees the swap.
+#[test]
+fn the_istio_examples_secret_keys_reach_only_their_provider_and_rotate() {
+    let openai = Mock::start("openai", Mode::Status(503));
+    let azure = Mock::start("azure-openai", Mode::Status(200));
+    let vllm = Mock::start("vllm", Mode::Status(200));
+    let dir = std::env::temp_dir().join(format!("llmb-gen-{}-istio-keys", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mount = dir.join("credentials");
+    std::fs::create_dir_all(&mount).unwrap();
+    let keys = [
+        ("PLACEHOLDER-replace-with-your-openai-key", "sk-o-1"),
+        ("PLACEHOLDER-replace-with-your-azure-openai-key", "az-1"),
+    ];
+    let files = istio_secret_files(&keys);
+    for (_, doc) in &files {
+        assert!(
+            !doc.contains("PLACEHOLDER"),
+            "a placeholder not replaced: {doc}"
+        );
+    }
+    k8s_secret_volume(&mount, 1, &files);
+    let providers = istio_example_providers(
+        &[
+            ("openai", openai.port),
+            ("azure-openai", azure.port),
+            ("vllm", vllm.port),
+        ],
+        &mount,
+    );
+    let filter = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../envoy/istio/gen/filter.json"
+    ))
+    .unwrap();
+    let envoy = istio_patch_envoy("istio-keys", &filter, &providers, &dir);
+    let chain = "llmb|openai|azure-openai|vllm";
+    for _ in 0..3 {
+        let (status, body) = get(envoy.port, "/v1/chat/completions", Some(chain));
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"served_by":"azure-openai"}"#)
+        );
+    }
+    let seen = |m: &Mock| {
+        let mut k = m.keys.lock().unwrap().clone();
+        k.dedup();
+        k
+    };
+    assert_eq!([openai.hits(), azure.hits(), vllm.hits()], [3, 3, 0]);
+    assert_eq!(seen(&openai), ["authorization: Bearer sk-o-1"]);
+    assert_eq!(seen(&azure), ["api-key: az-1"]);
+    // Azure's deployment path; OpenAI keeps the client's.
+    let targets = |m: &Mock| {
+        let mut t = m.targets.lock().unwrap().clone();
+        t.dedup();
+        t
+    };
+    assert_eq!(targets(&openai), ["/v1/chat/completions"]);
+    assert_eq!(
+        targets(&azure),
+        ["/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"]
+    );
+
+    // A Secret update: kubelet swaps `..data`; Envoy re-reads the files it watches.
+    let rotated = istio_secret_files(&[
+        keys[0],
+        ("PLACEHOLDER-replace-with-your-azure-openai-key", "az-2"),
+    ]);
+    k8s_secret_volume(&mount, 2, &rotated);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut after = 0;
+    while !seen(&azure).contains(&"api-key: az-2".to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated key never arrived: azure saw {:?}",
+            seen(&azure)
+        );
+        let (status, _) = get(envoy.port, "/v1/chat/completions", Some(chain));
+        assert_eq!(status, 200);
+        after += 1;
+        thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "istio example keys: openai {:?}, azure {:?}; new key after {after} request(s)",
+        seen(&openai),
+        seen(&azure)
+    );
+    assert_eq!(seen(&azure), ["api-key: az-1", "api-key: az-2"]);
+    assert_eq!(seen(&openai), ["authorization: Bearer sk-o-1"]);
+    assert_eq!(vllm.hits(), 0);
+    let log = std::fs::read_to_string(&envoy.log).unwrap_or_default();
+    assert!(!log.contains("critical"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
