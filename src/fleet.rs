@@ -1,7 +1,7 @@
 //! Fleet-wide breakers: several Envoys share one view of each breaker through etcd
 //! (issue 11). Pure: the record codec ([`record`]), etcd's JSON gateway requests and
 //! answers ([`etcd`], [`base64`]), the merge rules and the prober election
-//! ([`merge`]), and the sync backoff. The worker applies decisions to its breakers
+//! ([`merge`]), fleet-wide failure streaks ([`streak`]), and the sync backoff. The worker applies decisions to its breakers
 //! ([`crate::worker::fleet`]); the host only sends the calls from the root
 //! context's timer, so etcd is never on the request path.
 
@@ -9,6 +9,7 @@ pub mod base64;
 pub mod etcd;
 pub mod merge;
 pub mod record;
+pub mod streak;
 
 pub use merge::{Decision, Local, Prober, View};
 pub use record::{FleetRecord, FleetState, RecordError};

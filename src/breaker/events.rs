@@ -71,13 +71,16 @@ pub enum Reason {
     ActiveProbe,
     /// Another Envoy's transition, applied from the fleet record (etcd).
     Fleet,
+    /// The fleet's failure streak (this Envoy's plus the others', through etcd)
+    /// reached `consecutive_failures`.
+    FleetFailures,
 }
 
 impl Reason {
     /// Every reason. The transition history stores a reason as its position here:
     /// append new reasons (a reason missing here is dropped from the history),
     /// never reorder.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::ConsecutiveFailures,
         Reason::FailureRate,
         Reason::SlowCallRate,
@@ -90,6 +93,7 @@ impl Reason {
         Reason::OperatorRelease,
         Reason::ActiveProbe,
         Reason::Fleet,
+        Reason::FleetFailures,
     ];
 
     /// Name used in logs.
@@ -107,6 +111,7 @@ impl Reason {
             Reason::OperatorRelease => "operator_release",
             Reason::ActiveProbe => "active_probe",
             Reason::Fleet => "fleet",
+            Reason::FleetFailures => "fleet_failures",
         }
     }
 }

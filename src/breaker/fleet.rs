@@ -4,6 +4,7 @@
 //! this one is the fleet's prober).
 
 use super::{unchanged, Breaker, Phase, Reason, Step};
+use crate::backoff::open_duration_ms;
 use crate::config::BreakerConfig;
 
 impl Breaker {
@@ -23,6 +24,23 @@ impl Breaker {
                     transition: Some(t),
                 }
             }
+        }
+    }
+
+    /// The fleet's failure streak reached `consecutive_failures`: a closed breaker
+    /// opens (reason `fleet_failures`) for its first open period, as a local trip
+    /// would. Does nothing in any other phase.
+    pub fn fleet_trip(&mut self, cfg: &BreakerConfig, now_ms: u64, seed: u64) -> Step<()> {
+        if self.phase != Phase::Closed {
+            return unchanged(());
+        }
+        let ms = open_duration_ms(&cfg.open, 0, seed);
+        self.reopens = 1;
+        let t = self.open_for(ms, now_ms, Reason::FleetFailures);
+        Step {
+            value: (),
+            changed: true,
+            transition: Some(t),
         }
     }
 
@@ -110,6 +128,18 @@ mod tests {
         let s = b.fleet_close(10_000);
         assert_eq!(s.transition.unwrap().to, PhaseKind::Closed);
         assert!(!b.fleet_close(11_000).changed);
+    }
+
+    #[test]
+    fn a_fleet_trip_opens_a_closed_breaker_only() {
+        let c = cfg();
+        let mut b = Breaker::new(&c, 0);
+        let s = b.fleet_trip(&c, 1_000, 7);
+        let t = s.transition.unwrap();
+        assert_eq!((t.to, t.reason), (PhaseKind::Open, Reason::FleetFailures));
+        assert_eq!((b.reopens, b.consecutive_failures), (1, 0));
+        assert!(!b.fleet_trip(&c, 1_001, 7).changed);
+        assert_eq!(Reason::FleetFailures.as_str(), "fleet_failures");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct RawFleet {
     /// TTL of the etcd lease behind the fleet's prober key.
     #[serde(default = "default_prober_ttl_s")]
     pub prober_ttl_s: u32,
+    /// How long another Envoy's published failure streak counts after its last failure.
+    #[serde(default = "default_streak_ttl_ms")]
+    pub streak_ttl_ms: Millis,
 }
 
 fn default_prefix() -> String {
@@ -46,6 +49,10 @@ fn default_prober_ttl_s() -> u32 {
     30
 }
 
+fn default_streak_ttl_ms() -> Millis {
+    Millis(30_000)
+}
+
 /// The validated `fleet` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetConfig {
@@ -61,6 +68,8 @@ pub struct FleetConfig {
     pub timeout_ms: Millis,
     /// Prober lease TTL in seconds.
     pub prober_ttl_s: u32,
+    /// How long a published failure streak counts after its last failure.
+    pub streak_ttl_ms: Millis,
 }
 
 fn id_chars(s: &str) -> bool {
@@ -105,6 +114,7 @@ impl TryFrom<RawFleet> for FleetConfig {
             key_prefix: raw.key_prefix,
             instance: raw.instance,
             prober_ttl_s: raw.prober_ttl_s,
+            streak_ttl_ms: raw.streak_ttl_ms.within("streak_ttl_ms", 100, 3_600_000)?,
         })
     }
 }
@@ -129,9 +139,10 @@ mod tests {
                 f.key_prefix.as_str(),
                 f.sync_ms.get(),
                 f.timeout_ms.get(),
-                f.prober_ttl_s
+                f.prober_ttl_s,
+                f.streak_ttl_ms.get()
             ),
-            ("/llm-breaker/", 1000, 1000, 30)
+            ("/llm-breaker/", 1000, 1000, 30, 30_000)
         );
         assert_eq!(f.instance, None);
         let c = Config::parse(br#"{"routes":[{"name":"r","upstreams":["a"]}]}"#).unwrap();
@@ -159,6 +170,10 @@ mod tests {
             (
                 r#"{"etcd_cluster":"e","prober_ttl_s":1}"#,
                 "`fleet.prober_ttl_s`",
+            ),
+            (
+                r#"{"etcd_cluster":"e","streak_ttl_ms":50}"#,
+                "`fleet.streak_ttl_ms`",
             ),
             (r#"{"etcd_cluster":"e","watch":true}"#, "`fleet.watch`"),
         ] {

@@ -61,6 +61,29 @@ pub fn put_if(key: &str, value: &[u8], rev: u64, also_delete: &str) -> Call {
     }
 }
 
+/// Most puts and deletes in one [`write_many`] (etcd's default `--max-txn-ops` is 128).
+pub const MAX_TXN_OPS: usize = 64;
+
+/// Puts each `(key, value)` (`None`: deletes the key) in one transaction with no
+/// compare; at most [`MAX_TXN_OPS`] are sent (the caller keeps the rest for later).
+pub fn write_many(ops: &[(String, Option<Vec<u8>>)]) -> Call {
+    let success: Vec<Value> = ops
+        .iter()
+        .take(MAX_TXN_OPS)
+        .map(|(key, value)| {
+            let k = base64::encode(key.as_bytes());
+            match value {
+                Some(v) => json!({"request_put": {"key": k, "value": base64::encode(v)}}),
+                None => json!({"request_delete_range": {"key": k}}),
+            }
+        })
+        .collect();
+    Call {
+        path: "/v3/kv/txn",
+        body: json!({"success": success}).to_string(),
+    }
+}
+
 /// Grants a lease of `ttl_s` seconds.
 pub fn grant(ttl_s: u32) -> Call {
     Call {
@@ -209,6 +232,21 @@ mod tests {
         assert_eq!(doc["compare"][0]["target"], "MOD");
         assert_eq!(doc["compare"][0]["mod_revision"], "7");
         assert_eq!(doc["success"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn write_many_puts_and_deletes_without_compare() {
+        let ops = vec![
+            ("/p/streaks/a/x".to_string(), Some(b"{}".to_vec())),
+            ("/p/streaks/b/x".to_string(), None),
+        ];
+        let doc: Value = serde_json::from_str(&write_many(&ops).body).unwrap();
+        assert!(doc.get("compare").is_none());
+        assert_eq!(
+            doc["success"][0]["request_put"]["value"],
+            base64::encode(b"{}")
+        );
+        assert!(doc["success"][1]["request_delete_range"].is_object());
     }
 
     #[test]

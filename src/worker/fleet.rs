@@ -2,11 +2,14 @@
 //! Envoy (a lease in shared data, like the active probes'), each a bounded sequence
 //! of etcd calls that the host sends from the root context's timer. A round reads
 //! every record under the prefix, applies what the fleet says to the local
-//! breakers, and queues the writes (local transitions, the prober claim). Failures
+//! breakers (and trips them when the fleet's failure streak reaches
+//! `consecutive_failures`), and queues the writes (local transitions, the prober
+//! claim, this Envoy's changed failure streaks). Failures
 //! back off; the request path only ever reads local shared data.
 
 mod apply;
 mod status;
+mod streaks;
 
 use super::{Metrics, Worker};
 use crate::fleet::{self, etcd, etcd::Call, View};
@@ -48,6 +51,8 @@ enum Step {
     Claim { cell: CellId, lease: u64 },
     /// Delete the prober key if it still names this Envoy (no traffic to probe).
     Handover { cell: CellId, generation: u64 },
+    /// Publish this Envoy's changed failure streaks (put, or delete for 0).
+    Streaks { ops: Vec<(String, Option<Vec<u8>>)> },
 }
 
 /// This VM's sync round: the call in flight and the ones queued after it.
@@ -182,6 +187,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 &fleet::prober_key(&f.key_prefix, &name(*cell)?),
                 &self.fleet_instance(),
             ),
+            Step::Streaks { ops } => etcd::write_many(ops),
         };
         round.unsent = Some(step);
         Some(call)
@@ -236,6 +242,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             }
             Step::Handover { cell, generation } => etcd::read_txn(status, body)
                 .map(|(done, _)| self.fleet_handed_over(cell, generation, done)),
+            // The next range read shows them.
+            Step::Streaks { .. } => etcd::read_txn(status, body).map(|_| ()),
         };
         match ok {
             // Once per round, a call that got no answer goes out again: the next

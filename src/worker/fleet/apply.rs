@@ -2,9 +2,10 @@
 //! ([`crate::fleet::merge::decide`]) carried out on the local breaker, the prober
 //! election's local side, and the writes queued for the rest of the round.
 
+use super::streaks::Streaks;
 use super::{Round, Step};
 use crate::breaker::{Breaker, Phase};
-use crate::fleet::etcd::Kv;
+use crate::fleet::etcd::{self, Kv};
 use crate::fleet::{merge, Decision, FleetRecord, FleetState, Local, Prober};
 use crate::ids::CellId;
 use crate::store::{self, SharedStore};
@@ -21,6 +22,21 @@ struct Read {
     probers: HashMap<String, String>,
     /// Revisions of values that are not records: a write replaces them by CAS.
     bad: HashMap<String, u64>,
+    /// Failure streaks, this Envoy's and the others'.
+    streaks: Streaks,
+}
+
+/// Logs `what` once per (key, revision) of a bad value (bounded memory).
+fn warn_once(round: &mut Round, kv: &Kv, what: &str) {
+    let seen = (kv.key.clone(), kv.mod_revision);
+    if round.warned.contains(&seen) {
+        return;
+    }
+    log::warn!("llm-breaker: fleet: ignoring {what}");
+    if round.warned.len() >= MAX_WARNED {
+        round.warned.remove(0);
+    }
+    round.warned.push(seen);
 }
 
 fn local_of(b: &Breaker) -> Local {
@@ -45,9 +61,9 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             .map_or(0, |f| 2 * f.sync_ms.get() + 3 * f.timeout_ms.get())
     }
 
-    /// Sorts a range read into records and prober keys; warns once about each
-    /// value that is not a record of this version.
-    fn fleet_read(&self, round: &mut Round, kvs: &[Kv], prefix: &str) -> Read {
+    /// Sorts a range read into records, prober keys and failure streaks; warns once
+    /// about each value that is not a record (or streak) of this version.
+    fn fleet_read(&self, round: &mut Round, kvs: &[Kv], prefix: &str, me: &str) -> Read {
         let mut read = Read::default();
         for kv in kvs {
             let Some(rest) = kv.key.strip_prefix(prefix.as_bytes()) else {
@@ -59,6 +75,12 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 read.probers.insert(name.to_string(), holder);
                 continue;
             }
+            if rest.starts_with("streaks/") {
+                if let Err(e) = read.streaks.add(kv, prefix, me) {
+                    warn_once(round, kv, &format!("{prefix}{rest}: {e}"));
+                }
+                continue;
+            }
             let Some(name) = rest.strip_prefix("breakers/") else {
                 continue;
             };
@@ -68,14 +90,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 }
                 Err(e) => {
                     read.bad.insert(name.to_string(), kv.mod_revision);
-                    let seen = (kv.key.clone(), kv.mod_revision);
-                    if !round.warned.contains(&seen) {
-                        log::warn!("llm-breaker: fleet: ignoring {prefix}{rest}: {e}");
-                        if round.warned.len() >= MAX_WARNED {
-                            round.warned.remove(0);
-                        }
-                        round.warned.push(seen);
-                    }
+                    warn_once(round, kv, &format!("{prefix}{rest}: {e}"));
                 }
             }
         }
@@ -87,8 +102,9 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         let Some(f) = self.config.fleet.as_ref() else {
             return;
         };
-        let read = self.fleet_read(round, kvs, &f.key_prefix);
         let me = self.fleet_instance();
+        let read = self.fleet_read(round, kvs, &f.key_prefix, &me);
+        let mut publish = Vec::new();
         for cell in CellId::all(self.config.cells.len()) {
             let Some(name) = self.fleet_name(cell) else {
                 continue;
@@ -96,7 +112,13 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             let fetched = read.records.get(&name).map(|(r, rev)| (r, *rev));
             let holder = read.probers.get(&name).map(String::as_str);
             let bad = read.bad.get(&name).copied().unwrap_or(0);
+            self.fleet_count(cell, &name, &read.streaks, fetched, now_ms);
             self.fleet_cell(round, cell, (fetched, bad), holder, &me, now_ms);
+            publish.extend(self.fleet_streak_op(cell, &name, &read.streaks, &me, now_ms));
+        }
+        publish.truncate(etcd::MAX_TXN_OPS);
+        if !publish.is_empty() {
+            round.queue.push_front(Step::Streaks { ops: publish });
         }
     }
 
@@ -161,7 +183,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     }
 
     /// Changes the local breaker by `f`; returns its epoch after (None: failed).
-    fn fleet_update(
+    pub(super) fn fleet_update(
         &self,
         cell: CellId,
         now_ms: u64,

@@ -79,7 +79,7 @@ impl FakeEtcd {
     fn txn(&self, doc: &Value) -> Value {
         let c = &doc["compare"][0];
         let key = dec(&c["key"]);
-        let held = {
+        let held = c.is_null() || {
             let kv = self.kv.borrow();
             let e = kv.get(&key);
             match c["target"].as_str().unwrap() {
@@ -113,11 +113,16 @@ struct Envoy {
 }
 
 fn envoy(instance: &str, open_ms: u64) -> Envoy {
+    envoy_n(instance, 1, open_ms)
+}
+
+/// An Envoy whose breakers trip after `n` failures in a row.
+fn envoy_n(instance: &str, n: u32, open_ms: u64) -> Envoy {
     let fleet = format!(
         r#","fleet":{{"etcd_cluster":"etcd","sync_ms":{SYNC},"timeout_ms":50,"instance":"{instance}"}}"#
     );
     let w = worker(
-        &config(&["openai", "azure"], &consecutive(1, open_ms), &fleet),
+        &config(&["openai", "azure"], &consecutive(n, open_ms), &fleet),
         &Store::default(),
         0,
     );
@@ -368,4 +373,139 @@ fn a_local_trip_brings_the_next_sync_forward() {
     exchange(&a.w, 503, 30);
     sync(&mut a, &etcd, 40);
     assert_eq!(etcd.record("openai").state, FleetState::Open);
+}
+
+/// The streak keys in etcd, as `breaker/instance` names.
+fn streak_keys(etcd: &FakeEtcd) -> Vec<String> {
+    let p = b"/llm-breaker/streaks/";
+    etcd.kv
+        .borrow()
+        .keys()
+        .filter_map(|k| k.strip_prefix(&p[..]))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect()
+}
+
+fn three(n: u32) -> (Envoy, Envoy, Envoy) {
+    (
+        envoy_n("a", n, 10_000),
+        envoy_n("b", n, 10_000),
+        envoy_n("c", n, 10_000),
+    )
+}
+
+#[test]
+fn three_envoys_with_one_failure_each_trip_after_one_round() {
+    let etcd = FakeEtcd::default();
+    let (mut a, mut b, mut c) = three(3);
+    exchange(&a.w, 503, 10);
+    exchange(&b.w, 503, 20);
+    exchange(&c.w, 503, 30);
+    let _ = logs();
+    sync(&mut a, &etcd, 100);
+    sync(&mut b, &etcd, 100);
+    assert_eq!(streak_keys(&etcd), ["openai/a", "openai/b"]);
+    assert_eq!(
+        (kind(&a, 100), kind(&b, 100)),
+        (PhaseKind::Closed, PhaseKind::Closed)
+    );
+    // c's round sees 1 + 1 besides its own 1: the fleet failed 3 times in a row.
+    sync(&mut c, &etcd, 100);
+    assert_eq!(kind(&c, 100), PhaseKind::Open);
+    let r = etcd.record("openai");
+    assert_eq!(
+        (r.state, r.reason.as_str(), r.instance.as_str()),
+        (FleetState::Open, "fleet_failures", "c")
+    );
+    let l = logs();
+    assert!(
+        l.iter()
+            .any(|l| l.contains("from=closed to=open reason=fleet_failures")),
+        "{l:?}"
+    );
+    assert!(l
+        .iter()
+        .any(|l| l.contains("openai failed 3 times in a row across the fleet (1 here)")));
+    // The others open from the record at their next round and withdraw their streaks.
+    sync(&mut a, &etcd, 200);
+    sync(&mut b, &etcd, 200);
+    assert_eq!(
+        (kind(&a, 200), kind(&b, 200)),
+        (PhaseKind::Open, PhaseKind::Open)
+    );
+    sync(&mut a, &etcd, 300);
+    sync(&mut b, &etcd, 300);
+    assert!(streak_keys(&etcd).is_empty(), "{:?}", streak_keys(&etcd));
+    // The status history keeps the reason.
+    assert_eq!(route(&c.w, 300).unwrap().1, "azure");
+}
+
+#[test]
+fn a_success_resets_that_envoys_streak() {
+    let etcd = FakeEtcd::default();
+    let (mut a, mut b, mut c) = three(3);
+    exchange(&a.w, 503, 10);
+    exchange(&b.w, 503, 20);
+    sync(&mut a, &etcd, 100);
+    sync(&mut b, &etcd, 100);
+    // a succeeds: its next publish withdraws its streak.
+    exchange(&a.w, 200, 150);
+    sync(&mut a, &etcd, 200);
+    assert_eq!(streak_keys(&etcd), ["openai/b"]);
+    exchange(&c.w, 503, 250);
+    sync(&mut c, &etcd, 300);
+    assert_eq!(kind(&c, 300), PhaseKind::Closed, "1 + 1 < 3");
+    // One more failure on b: 2 + 1.
+    exchange(&b.w, 503, 350);
+    sync(&mut b, &etcd, 400);
+    assert_eq!(kind(&b, 400), PhaseKind::Open);
+}
+
+#[test]
+fn stale_streaks_do_not_count() {
+    let etcd = FakeEtcd::default();
+    let (mut a, mut b, mut c) = three(3);
+    exchange(&a.w, 503, 0);
+    sync(&mut a, &etcd, 100);
+    // 40 s later (streak_ttl_ms 30 000 by default): a's failure no longer counts.
+    exchange(&b.w, 503, 40_000);
+    sync(&mut b, &etcd, 40_000);
+    exchange(&c.w, 503, 40_100);
+    sync(&mut c, &etcd, 40_100);
+    assert_eq!(kind(&c, 40_100), PhaseKind::Closed);
+    // A fresh one does.
+    exchange(&a.w, 503, 40_200);
+    sync(&mut a, &etcd, 40_200);
+    assert_eq!(kind(&a, 40_200), PhaseKind::Open);
+    assert_eq!(etcd.record("openai").reason, "fleet_failures");
+}
+
+#[test]
+fn garbage_streaks_are_ignored_with_one_warning() {
+    let etcd = FakeEtcd::default();
+    let mut a = envoy_n("a", 3, 10_000);
+    etcd.put(b"/llm-breaker/streaks/openai/x", b"\xff\x00garbage");
+    etcd.put(
+        b"/llm-breaker/streaks/openai/y",
+        br#"{"v":9,"breaker":"openai","instance":"y","streak":50,"last_ms":10}"#,
+    );
+    // A valid value at a key it does not name (copied by hand).
+    etcd.put(
+        b"/llm-breaker/streaks/openai/z",
+        br#"{"v":1,"breaker":"openai","instance":"w","streak":50,"last_ms":10}"#,
+    );
+    exchange(&a.w, 503, 10);
+    let _ = logs();
+    assert_eq!(sync(&mut a, &etcd, 100).0, 0);
+    let l = logs();
+    let warned: Vec<_> = l
+        .iter()
+        .filter(|l| l.contains("fleet: ignoring /llm-breaker/streaks/"))
+        .collect();
+    assert_eq!(warned.len(), 3, "{l:?}");
+    assert!(l.iter().any(|l| l.contains("streak version 9")));
+    assert_eq!(kind(&a, 100), PhaseKind::Closed);
+    sync(&mut a, &etcd, 200);
+    assert!(!logs().iter().any(|l| l.contains("fleet: ignoring")));
+    assert_eq!(kind(&a, 200), PhaseKind::Closed);
 }
