@@ -268,24 +268,57 @@ fn to_primary(envoys: &[&Envoy]) -> u64 {
         .sum()
 }
 
+/// The most request starts within any `sync_ms` (the issue's "requests in one
+/// `sync_ms`").
+fn most_in_one_sync(starts: &[Instant]) -> usize {
+    let sync = Duration::from_millis(SYNC_MS);
+    (0..starts.len())
+        .map(|i| {
+            starts[i..]
+                .iter()
+                .take_while(|t| t.duration_since(starts[i]) < sync)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// What an outage cost: the requests the primary got (all failures), its
+/// address, and the most requests sent within one `sync_ms`.
+struct Outage {
+    failures: u64,
+    addr: SocketAddr,
+    per_sync: usize,
+}
+
 /// `n` requests round-robin over the Envoys, one every `gap`; the primary answers
-/// 503 for the first half, then is gone (connections refused). Returns the
-/// requests the primary got (all failures).
-fn outage(envoys: &[&Envoy], primary: MockUpstream, n: usize, gap: Duration) -> (u64, SocketAddr) {
+/// 503 for the first half, then is gone (connections refused).
+fn outage(envoys: &[&Envoy], primary: MockUpstream, n: usize, gap: Duration) -> Outage {
     primary.set(Behaviour::Status(503));
     let addr = primary.addr();
     let mut primary = Some(primary);
     let before = to_primary(envoys);
+    let mut starts = Vec::with_capacity(n);
     for i in 0..n {
         if i == n / 2 {
             drop(primary.take());
         }
+        starts.push(Instant::now());
         let r = chat(envoys[i % envoys.len()]);
         assert!(r.status == 200 || r.status == 503, "status {}", r.status);
         sleep(gap);
     }
-    (to_primary(envoys) - before, addr)
+    Outage {
+        failures: to_primary(envoys) - before,
+        addr,
+        per_sync: most_in_one_sync(&starts),
+    }
 }
+
+/// Failures that may race the sync on top of the issue's bound: the Envoy after
+/// the one that tripped may send one request before its next round reads the
+/// open record (on a loaded machine a timer tick can be late).
+const RACE: u64 = 1;
 
 #[test]
 fn fleet_trip_probe_late_envoy_and_bad_records() {
@@ -306,15 +339,38 @@ fn fleet_trip_probe_late_envoy_and_bad_records() {
     }
     let refs: Vec<&Envoy> = envoys.iter().collect();
 
-    // Fleet trip: 60 requests round-robin, one every 3 syncs.
-    let (failures, addr) = outage(&refs, a, 60, GAP);
-    println!("fleet on: the primary got {failures} failing requests of 60 (3 Envoys, consecutive_failures 3)");
-    // 3 on the Envoy that trips first, at most 2 on each other one (their failures
-    // before the first trip), plus one that races the sync.
-    assert!(
-        failures <= 8,
-        "fleet on: {failures} failures reached the primary"
+    // Fleet trip: 60 requests round-robin, one every 3 syncs. The failure streaks
+    // are shared: the fleet trips after 3 failures in total, wherever they happened.
+    let Outage {
+        failures,
+        addr,
+        per_sync,
+    } = outage(&refs, a, 60, GAP);
+    let bound = 3 + per_sync as u64 + RACE;
+    println!(
+        "fleet on: the primary got {failures} failing requests of 60 (3 Envoys, consecutive_failures 3); \
+         requests in one sync_ms: {per_sync}; bound 3 + {per_sync} + {RACE} (race) = {bound}"
     );
+    assert!(
+        failures <= bound,
+        "fleet on: {failures} failures reached the primary (bound {bound})"
+    );
+    let how: Vec<&str> = envoys
+        .iter()
+        .map(|e| {
+            if e.log().contains("reason=fleet_failures") {
+                "fleet_failures"
+            } else if e.log().contains("reason=consecutive_failures") {
+                "consecutive_failures"
+            } else {
+                "fleet"
+            }
+        })
+        .collect();
+    println!("fleet on: how each Envoy opened: {how:?}");
+    for e in &envoys {
+        assert!(!e.log().contains("fleet: ignoring"), "{}", e.log());
+    }
     for e in &envoys {
         let (local, fleet) = states(e);
         assert!(local == "open" || local == "half_open", "local {local}");
@@ -405,7 +461,7 @@ fn without_fleet_each_envoy_learns_alone() {
         .map(|_| start_envoy(None, &config(None, OPEN_MS), a.addr(), b.addr()))
         .collect();
     let refs: Vec<&Envoy> = envoys.iter().collect();
-    let (failures, _) = outage(&refs, a, 60, GAP);
+    let failures = outage(&refs, a, 60, GAP).failures;
     println!("fleet off: the primary got {failures} failing requests of 60 (3 Envoys, consecutive_failures 3)");
     assert_eq!(failures, 9);
 }
