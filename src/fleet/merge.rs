@@ -47,6 +47,8 @@ pub struct View {
     /// Generation of the record whose prober key this Envoy handed over (it had no
     /// traffic to probe with): it does not claim again for that record.
     pub handed: Option<u64>,
+    /// The other instances' fresh failure streaks, summed, as of the last round.
+    pub failures_elsewhere: u32,
 }
 
 impl View {

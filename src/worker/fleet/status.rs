@@ -1,6 +1,7 @@
 //! The fleet's part of the `status` document: per breaker the fleet record this
 //! Envoy last read (state, until, reason, instance, generation) and who probes it,
-//! next to the local state; at the top this Envoy's instance and whether etcd is
+//! next to the local state, and the other instances' fresh failure streaks (summed);
+//! at the top this Envoy's instance and whether etcd is
 //! reachable. Nothing of the etcd cluster's credentials is known here to leak.
 
 use crate::ids::CellId;
@@ -13,7 +14,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     pub fn fleet_cell_json(&self, cell: CellId) -> Value {
         let v = self.fleet_view(cell);
         match &v.record {
-            None => json!({"state": null, "prober": v.prober}),
+            None => json!({"state": null, "prober": v.prober,
+                           "failures_elsewhere": v.failures_elsewhere}),
             Some(r) => json!({
                 "state": r.state.as_str(),
                 "until_ms": (r.until_ms > 0).then_some(r.until_ms),
@@ -23,6 +25,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 "generation": r.generation,
                 "revision": v.rev,
                 "prober": v.prober,
+                "failures_elsewhere": v.failures_elsewhere,
             }),
         }
     }

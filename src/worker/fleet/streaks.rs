@@ -72,18 +72,22 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             return;
         };
         let threshold = up.breaker.consecutive_failures;
-        let newer = fetched.is_some_and(|(r, rev)| {
-            rev > self.fleet_view(cell).rev && r.state != FleetState::Closed
-        });
+        let others = streaks.others.get(name).map_or(&[][..], Vec::as_slice);
+        let ttl = f.streak_ttl_ms.get();
+        let view = self.fleet_view(cell);
+        let elsewhere = streak::fleet_streak(0, others, now_ms, ttl);
+        if view.failures_elsewhere != elsewhere {
+            self.fleet_edit_view(cell, |v| v.failures_elsewhere = elsewhere);
+        }
+        let newer = fetched.is_some_and(|(r, rev)| rev > view.rev && r.state != FleetState::Closed);
         let Some(b) = self.fleet_peek(cell, now_ms) else {
             return;
         };
         if threshold == 0 || newer || b.phase != Phase::Closed {
             return;
         }
-        let others = streaks.others.get(name).map_or(&[][..], Vec::as_slice);
         let local = b.consecutive_failures;
-        let sum = streak::fleet_streak(local, others, now_ms, f.streak_ttl_ms.get());
+        let sum = local.saturating_add(elsewhere);
         if !streak::trips(threshold, local, sum) {
             return;
         }

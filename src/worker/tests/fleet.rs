@@ -5,6 +5,7 @@
 use super::fakes::{config, consecutive, exchange, logs, route, stored, worker, Store, TestWorker};
 use crate::breaker::{PhaseKind, Reason};
 use crate::fleet::{base64, etcd::Call, FleetRecord, FleetState};
+use crate::ids::CellId;
 use crate::worker::fleet::Round;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
@@ -455,6 +456,11 @@ fn a_success_resets_that_envoys_streak() {
     exchange(&c.w, 503, 250);
     sync(&mut c, &etcd, 300);
     assert_eq!(kind(&c, 300), PhaseKind::Closed, "1 + 1 < 3");
+    // status shows what the other Envoys' streaks add.
+    assert_eq!(
+        c.w.fleet_cell_json(CellId::all(2).next().unwrap())["failures_elsewhere"],
+        1
+    );
     // One more failure on b: 2 + 1.
     exchange(&b.w, 503, 350);
     sync(&mut b, &etcd, 400);
