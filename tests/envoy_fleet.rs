@@ -401,6 +401,11 @@ fn fleet_trip_probe_late_envoy_and_bad_records() {
         "/llm-breaker/breakers/azure|x",
         br#"{"v":1,"state":"melted"}"#,
     );
+    etcd.put("/llm-breaker/streaks/azure/ghost", b"\xff not a streak");
+    etcd.put(
+        "/llm-breaker/streaks/azure/old",
+        br#"{"v":7,"breaker":"azure","instance":"old","streak":99,"last_ms":1}"#,
+    );
     sleep(Duration::from_millis(5 * SYNC_MS));
     for e in &envoys {
         assert!(
@@ -411,6 +416,12 @@ fn fleet_trip_probe_late_envoy_and_bad_records() {
         assert!(
             e.log().contains("fleet record version 99"),
             "no version warning"
+        );
+        assert!(
+            e.log()
+                .contains("fleet: ignoring /llm-breaker/streaks/azure/ghost")
+                && e.log().contains("streak version 7"),
+            "no streak warnings"
         );
         assert!(connected(e));
         assert_eq!(chat(e).status, 200);
