@@ -28,6 +28,59 @@ const PATH: &str = "/v1/chat/completions";
 const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 const WITHIN: &str = "within_request, closed path";
 const WITHIN_NOOP: &str = "within, no-op upstream filter";
+const FLEET: &str = "closed path, fleet on (etcd)";
+
+/// A one-member etcd on loopback for the `fleet` variant (`etcd` on PATH, or
+/// `ETCD_BIN`), killed when dropped; `None` (the variant is left out) without one.
+struct Etcd(std::process::Child, std::path::PathBuf, u16);
+
+impl Etcd {
+    fn start() -> Option<Etcd> {
+        let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        let (client, peer) = (free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!("llm-breaker-bench-etcd-{client}"));
+        let url = |p: u16| format!("http://127.0.0.1:{p}");
+        let child = std::process::Command::new(bin)
+            .args(["--name", "bench", "--data-dir"])
+            .arg(&dir)
+            .args(["--listen-client-urls", &url(client)])
+            .args(["--advertise-client-urls", &url(client)])
+            .args(["--listen-peer-urls", &url(peer)])
+            .args(["--initial-advertise-peer-urls", &url(peer)])
+            .args(["--initial-cluster", &format!("bench={}", url(peer))])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let e = Etcd(child, dir, client);
+        let addr: SocketAddr = ([127, 0, 0, 1], client).into();
+        for _ in 0..100 {
+            if llm_breaker_harness::client::get(addr, "/health").is_ok_and(|r| r.status == 200) {
+                return Some(e);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// The Envoy cluster reaching it (flow YAML).
+    fn cluster(&self) -> String {
+        format!(
+            "{{name: etcd, type: STATIC, connect_timeout: 0.25s, load_assignment: {{cluster_name: etcd, \
+             endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}}}]}}]}}}}",
+            self.2
+        )
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
 const CLOSED: usize = 3;
 
 /// The generator's clusters (provider clusters with metadata, aggregates with the
@@ -101,6 +154,17 @@ fn main() {
                 "breaker":{{"consecutive_failures":1,"open":{{"base_ms":86400000,"max_ms":86400000}}}}}}"#
         ),
     };
+    let breaker_fleet = |chain: &str| match breaker(chain) {
+        Filter::Breaker { config, wasm } => Filter::Breaker {
+            config: config.replacen(
+                '{',
+                r#"{"fleet":{"etcd_cluster":"etcd","sync_ms":1000},"#,
+                1,
+            ),
+            wasm,
+        },
+        other => other,
+    };
     // Another module in the closed path's place (same Envoy config and plugin config).
     let build_of = |path: std::path::PathBuf, chain: &str| match breaker(chain) {
         Filter::Breaker { config, .. } => Filter::Breaker {
@@ -151,6 +215,8 @@ fn main() {
                 wasm: None,
             },
         ),
+        // The closed path with fleet-wide breakers on: etcd is on the timer only.
+        (FLEET, breaker_fleet(r#""openai","azure""#)),
     ];
     // BENCH_EXTRA_WASM=label=path,... adds the closed path of other builds of the
     // filter, for experiments; BENCH_EXTRA_FAILOVER=1 their failed-over path too.
@@ -181,8 +247,15 @@ fn main() {
     let only: Option<Vec<usize>> = std::env::var("BENCH_ONLY")
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect());
+    let wants_fleet = (0..variants.len())
+        .any(|i| variants[i].0 == FLEET && only.as_ref().is_none_or(|o| o.contains(&i)));
+    let etcd = if wants_fleet { Etcd::start() } else { None };
+    if wants_fleet && etcd.is_none() {
+        println!("(no etcd on PATH or in ETCD_BIN: the fleet variant is left out; `make etcd` installs it)");
+    }
     let chosen: Vec<usize> = (0..variants.len())
         .filter(|i| only.as_ref().is_none_or(|o| o.contains(i)))
+        .filter(|&i| variants[i].0 != FLEET || etcd.is_some())
         .collect();
     // All Envoys start first and stay up; the rounds then alternate between them in
     // short slices, so a slow spell of the machine hits every variant alike, and
@@ -208,7 +281,10 @@ fn main() {
                     _ => None,
                 },
                 stop_iteration: true,
-                extra_clusters: Vec::new(),
+                extra_clusters: match (variants[i].0, &etcd) {
+                    (FLEET, Some(e)) => vec![e.cluster()],
+                    _ => Vec::new(),
+                },
             };
             let e = Envoy::start(&opts);
             if pin {
@@ -274,7 +350,7 @@ fn main() {
         );
     }
     println!("(ratios: median over rounds of the ratio within each round)");
-    for label in [WITHIN, WITHIN_NOOP] {
+    for label in [WITHIN, WITHIN_NOOP, FLEET] {
         let at = (0..variants.len()).find(|&i| variants[i].0 == label);
         if let Some(w) = at.filter(|w| chosen.contains(w) && chosen.contains(&CLOSED)) {
             println!(
