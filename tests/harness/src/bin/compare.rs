@@ -225,7 +225,10 @@ fn run(c: Contender, s: Scenario, n: usize, budget: Duration) -> Row {
             proxy.listener(),
             "POST",
             CHAT,
-            &[("content-type", "application/json")],
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &format!("Bearer {}", master_key())),
+            ],
             s.body().as_bytes(),
         );
         latencies.push(start.elapsed());
@@ -466,6 +469,18 @@ fn litellm_bin() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(".venv-litellm/bin/litellm"))
 }
 
+/// The LiteLLM proxy's master key (it refuses to start without one), random per run;
+/// every contender's requests carry it (the Envoys pass it on to the mocks, which ignore it).
+fn master_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("sk-{:032x}{:08x}", nanos, std::process::id())
+    })
+}
+
 /// LiteLLM's config, as in issue 10: two OpenAI-compatible deployments (the mocks),
 /// router fallbacks primary → fallback, `allowed_fails: 3`, `cooldown_time: 30`.
 fn litellm_config(primary: SocketAddr, fallback: SocketAddr) -> String {
@@ -557,6 +572,7 @@ impl Process {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             // No network here: don't fetch the model price map, send no telemetry.
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .env("LITELLM_MASTER_KEY", master_key())
             .env("LITELLM_TELEMETRY", "False");
         let mut p = Self::spawn(cmd, dir, port, None);
         p.wait_ready(Duration::from_secs(180), "/health/liveliness", port);
