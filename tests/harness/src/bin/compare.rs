@@ -19,8 +19,10 @@
 //! primary (its mock's count, plus refused connections as Envoy counts them), requests
 //! the fallback mock received, client latency p50 / p99 (whole response read).
 //!
-//! Knobs: COMPARE_REQUESTS (default 50), COMPARE_SCENARIOS and COMPARE_CONTENDERS
-//! (comma-separated substrings of the labels, to run a subset), COMPARE_BUDGET_SECS
+//! Knobs: COMPARE_REQUESTS (default 50), COMPARE_SCENARIOS (`503`, `429`, `refused`,
+//! `sse`, `json`, `slow`) and COMPARE_CONTENDERS (`envoy`, `next_request`,
+//! `within_request`, `litellm`): comma-separated substrings of the names, to run a
+//! subset; COMPARE_BUDGET_SECS
 //! (default 300: a contender's scenario stops sending after this long).
 
 use llm_breaker_harness::client::{self, Response};
@@ -60,6 +62,18 @@ impl Scenario {
         Scenario::JsonError,
         Scenario::Slow,
     ];
+
+    /// The name COMPARE_SCENARIOS matches, besides the label.
+    fn key(self) -> &'static str {
+        match self {
+            Scenario::Status503 => "503",
+            Scenario::RateLimited => "429",
+            Scenario::Refused => "refused",
+            Scenario::SseError => "sse",
+            Scenario::JsonError => "json",
+            Scenario::Slow => "slow",
+        }
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -168,7 +182,7 @@ fn main() {
     println!("|---|---|---:|---:|---:|---:|---:|");
     for s in Scenario::ALL
         .into_iter()
-        .filter(|s| selected("COMPARE_SCENARIOS", s.label()))
+        .filter(|s| selected("COMPARE_SCENARIOS", &format!("{} {}", s.key(), s.label())))
     {
         for &c in &contenders {
             let row = run(c, s, n, budget);
@@ -364,7 +378,10 @@ fn start_within(providers: &[(&str, SocketAddr)]) -> Envoy {
             a.port()
         ));
     }
-    yaml.push_str(&format!("wasm: {{filename: {}}}\n", filter_wasm().display()));
+    yaml.push_str(&format!(
+        "wasm: {{filename: {}}}\n",
+        filter_wasm().display()
+    ));
     let out = llm_breaker_gen::generate(config.as_bytes(), &yaml, llm_breaker_gen::Format::Envoy)
         .unwrap_or_else(|e| panic!("generator: {e}"));
     let doc: serde_yaml::Value =
@@ -631,14 +648,21 @@ mod tests {
             (response(503, json, r#"{"choices":[]}"#), true),
             (response(200, json, r#"{"error":{"message":"x"}}"#), true),
             (response(200, json, "not json"), true),
-            (response(200, sse, "data: {\"x\":1}\n\ndata: [DONE]\n\n"), false),
+            (
+                response(200, sse, "data: {\"x\":1}\n\ndata: [DONE]\n\n"),
+                false,
+            ),
             (response(200, sse, "data: {\"x\":1}\n\n"), true),
             (
                 response(200, sse, "data: {\"error\":{}}\n\ndata: [DONE]\n\n"),
                 true,
             ),
             (
-                response(200, sse, "event: error\ndata: {}\n\nevent: message_stop\ndata: {}\n\n"),
+                response(
+                    200,
+                    sse,
+                    "event: error\ndata: {}\n\nevent: message_stop\ndata: {}\n\n",
+                ),
                 true,
             ),
             (Err(std::io::ErrorKind::UnexpectedEof.into()), true),
