@@ -30,7 +30,8 @@ use llm_breaker_harness::envoy::{self, filter_wasm, free_port, workspace_root, E
 use llm_breaker_harness::sse;
 use llm_breaker_harness::stop;
 use llm_breaker_harness::upstream::MockUpstream;
-use std::net::SocketAddr;
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +42,8 @@ const STREAM: &str =
     r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 /// Every contender's first-byte bound per attempt (Envoy's `per_try_timeout`).
 const PER_TRY: Duration = Duration::from_secs(5);
+/// How long the client waits for an answer before it counts as an error.
+const CLIENT_WAIT: Duration = Duration::from_secs(120);
 
 /// How the primary fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,16 +238,7 @@ fn run(c: Contender, s: Scenario, n: usize, budget: Duration) -> Row {
     let (mut latencies, mut errors) = (Vec::with_capacity(n), 0);
     while latencies.len() < n && t0.elapsed() < budget {
         let start = Instant::now();
-        let r = client::request(
-            proxy.listener(),
-            "POST",
-            CHAT,
-            &[
-                ("content-type", "application/json"),
-                ("authorization", &format!("Bearer {}", master_key())),
-            ],
-            s.body().as_bytes(),
-        );
+        let r = post(proxy.listener(), s.body());
         latencies.push(start.elapsed());
         if client_error(&r) {
             errors += 1;
@@ -265,6 +259,23 @@ fn run(c: Contender, s: Scenario, n: usize, budget: Duration) -> Row {
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
     }
+}
+
+/// One chat request on its own connection, waiting up to [`CLIENT_WAIT`] for the
+/// answer (the harness client gives up after 30 s, and LiteLLM may wait out a
+/// `retry-after: 30` before answering).
+fn post(addr: SocketAddr, body: &str) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(CLIENT_WAIT))?;
+    let _ = s.set_nodelay(true);
+    let head = format!(
+        "POST {CHAT} HTTP/1.1\r\nhost: compare\r\nconnection: close\r\ncontent-type: application/json\r\nauthorization: Bearer {}\r\ncontent-length: {}\r\n\r\n",
+        master_key(),
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body.as_bytes())?;
+    client::read_response(&mut BufReader::new(s))
 }
 
 /// The `q` quantile of sorted samples (nearest rank).
