@@ -339,7 +339,7 @@ impl Proxy {
                 opts.idle_timeout = Some(Duration::from_secs(30));
                 Proxy::Breaker(Envoy::start(&opts))
             }
-            Contender::WithinRequest => Proxy::Breaker(start_within(&providers)),
+            Contender::WithinRequest => Proxy::Raw(Process::envoy(&within(&providers))),
             Contender::LiteLlm => Proxy::LiteLlm(Process::litellm(primary, fallback)),
         }
     }
@@ -378,42 +378,6 @@ fn breaker_config(failover: &str) -> String {
     )
 }
 
-/// llm-breaker `within_request` with the generator's clusters (as tests/envoy_within.rs).
-fn start_within(providers: &[(&str, SocketAddr)]) -> Envoy {
-    let config = breaker_config("within_request");
-    let mut yaml = String::from("providers:\n");
-    for (name, a) in providers {
-        yaml.push_str(&format!(
-            "- {{name: {name}, address: {}, port: {}, connect_timeout_ms: 1000}}\n",
-            a.ip(),
-            a.port()
-        ));
-    }
-    yaml.push_str(&format!(
-        "wasm: {{filename: {}}}\n",
-        filter_wasm().display()
-    ));
-    let out = llm_breaker_gen::generate(config.as_bytes(), &yaml, llm_breaker_gen::Format::Envoy)
-        .unwrap_or_else(|e| panic!("generator: {e}"));
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&out).unwrap_or_else(|e| panic!("generator output: {e}"));
-    let clusters = doc["clusters"]
-        .as_sequence()
-        .map(|s| {
-            s.iter()
-                .map(|c| serde_json::to_string(c).unwrap_or_default())
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut opts = Options::breaker(&config, providers);
-    opts.idle_timeout = Some(Duration::from_secs(30));
-    opts.within = Some(envoy::Within {
-        clusters,
-        per_try_timeout: PER_TRY,
-    });
-    Envoy::start(&opts)
-}
-
 /// One STATIC cluster with a single endpoint (YAML, indented for `clusters:`).
 fn static_cluster(name: &str, addr: SocketAddr, extra: &str) -> String {
     format!(
@@ -433,10 +397,11 @@ fn static_cluster(name: &str, addr: SocketAddr, extra: &str) -> String {
     )
 }
 
-/// The Envoy-only bootstrap's `static_resources` (listener `{listen}` and admin
-/// `{admin}` are filled in at start): the best setup of ENVOY_NOTES.md.
-fn envoy_only(primary: SocketAddr, fallback: SocketAddr) -> String {
-    let outlier = "    outlier_detection: { consecutive_5xx: 3, max_ejection_percent: 100 }\n    common_lb_config: { healthy_panic_threshold: { value: 0 } }\n";
+/// A bootstrap's `static_resources`: one listener (port `{listen}`, filled in at
+/// start) whose route is `route` (YAML lines indented for `route:`) behind
+/// `filters` (entries before the router, indented for `http_filters:`), and
+/// `clusters` (entries indented for `clusters:`).
+fn resources(route: &str, filters: &str, clusters: &str) -> String {
     format!(
         r#"static_resources:
   listeners:
@@ -456,26 +421,39 @@ fn envoy_only(primary: SocketAddr, fallback: SocketAddr) -> String {
               routes:
               - match: {{ prefix: "/" }}
                 route:
-                  cluster: providers
                   timeout: 0s
                   idle_timeout: 30s
+{route}          http_filters:
+{filters}          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{clusters}"#
+    )
+}
+
+/// The Envoy-only setup of ENVOY_NOTES.md: aggregate [openai, azure], a route retry
+/// policy moving the retry to the next priority, outlier detection on the primary.
+fn envoy_only(primary: SocketAddr, fallback: SocketAddr) -> String {
+    let route = format!(
+        r#"                  cluster: providers
                   retry_policy:
                     retry_on: 5xx,reset,connect-failure,retriable-status-codes
                     retriable_status_codes: [429]
                     num_retries: 1
-                    per_try_timeout: {per_try}s
+                    per_try_timeout: {}s
                     retry_back_off: {{ base_interval: 0.001s, max_interval: 0.004s }}
                     retry_priority:
                       name: envoy.retry_priorities.previous_priorities
                       typed_config:
                         "@type": type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig
                         update_frequency: 1
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: providers
+"#,
+        PER_TRY.as_secs()
+    );
+    let outlier = "    outlier_detection: { consecutive_5xx: 3, max_ejection_percent: 100 }\n    common_lb_config: { healthy_panic_threshold: { value: 0 } }\n";
+    let clusters = format!(
+        r#"  - name: providers
     connect_timeout: 1s
     lb_policy: CLUSTER_PROVIDED
     cluster_type:
@@ -483,11 +461,74 @@ fn envoy_only(primary: SocketAddr, fallback: SocketAddr) -> String {
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig
         clusters: [openai, azure]
-{primary}{fallback}"#,
-        per_try = PER_TRY.as_secs(),
-        primary = static_cluster("openai", primary, outlier),
-        fallback = static_cluster("azure", fallback, ""),
-    )
+{}{}"#,
+        static_cluster("openai", primary, outlier),
+        static_cluster("azure", fallback, "")
+    );
+    resources(&route, "", &clusters)
+}
+
+/// llm-breaker `within_request`: the downstream role before the router, the route's
+/// `cluster_header`, and the generator's clusters (provider clusters, aggregates with
+/// their retry policies and the upstream role), as `envoy/envoy.yaml` has them.
+fn within(providers: &[(&str, SocketAddr)]) -> String {
+    let config = breaker_config("within_request");
+    let route = format!(
+        "                  cluster_header: x-llm-breaker-upstream\n                  retry_policy: {{ per_try_timeout: {}s }}\n",
+        PER_TRY.as_secs()
+    );
+    let filter = format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: llm_breaker
+                root_id: llm_breaker
+                allow_on_headers_stop_iteration: true
+                vm_config:
+                  vm_id: llm_breaker
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: {} }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{}'
+"#,
+        filter_wasm().display(),
+        config.replace('\n', " ").replace('\'', "''")
+    );
+    let clusters: String = generated_clusters(&config, providers)
+        .iter()
+        .map(|c| format!("  - {c}\n"))
+        .collect();
+    resources(&route, &filter, &clusters)
+}
+
+/// The generator's clusters for `config` and these providers, each as one line of JSON.
+fn generated_clusters(config: &str, providers: &[(&str, SocketAddr)]) -> Vec<String> {
+    let mut yaml = String::from("providers:\n");
+    for (name, a) in providers {
+        yaml.push_str(&format!(
+            "- {{name: {name}, address: {}, port: {}, connect_timeout_ms: 1000}}\n",
+            a.ip(),
+            a.port()
+        ));
+    }
+    yaml.push_str(&format!(
+        "wasm: {{filename: {}}}\n",
+        filter_wasm().display()
+    ));
+    let out = llm_breaker_gen::generate(config.as_bytes(), &yaml, llm_breaker_gen::Format::Envoy)
+        .unwrap_or_else(|e| panic!("generator: {e}"));
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&out).unwrap_or_else(|e| panic!("generator output: {e}"));
+    doc["clusters"]
+        .as_sequence()
+        .map(|s| {
+            s.iter()
+                .map(|c| serde_json::to_string(c).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// LiteLLM's proxy in `.venv-litellm` (`COMPARE_LITELLM_BIN` overrides).
@@ -528,7 +569,7 @@ litellm_settings:
     )
 }
 
-/// A process this binary started (Envoy with a hand-written bootstrap, or LiteLLM),
+/// A process this binary started (Envoy with a bootstrap written here, or LiteLLM),
 /// in its own temp dir; stopped by its pid when dropped.
 struct Process {
     child: Child,
@@ -568,7 +609,8 @@ impl Process {
         }
     }
 
-    /// Envoy with `resources` (see [`envoy_only`]), two workers; waits for `/ready`.
+    /// Envoy with these `static_resources` (see [`resources`]), two workers; waits for
+    /// `/ready`.
     fn envoy(resources: &str) -> Process {
         let dir = Self::dir("envoy");
         let (listen, admin) = (free_port(), free_port());
