@@ -21,6 +21,7 @@ export ENVOY_BIN := $(abspath $(ENVOY))
 
 # fuzz, soak, soak-short, demo-stop-test: see their targets
 .PHONY: fuzz soak soak-short demo-stop-test
+.PHONY: compare
 .PHONY: build test lint unit wasm-test integration demo-check envoy demo bench clean images envoy-image mock-image up down compose-test oci istio-test dashboard-test alerts-test
 
 ## build: the filter, target/wasm32-wasip1/release/llm_breaker.wasm
@@ -100,9 +101,21 @@ bench: build $(ENVOY)
 	cargo build --release --target wasm32-wasip1 -p llm-breaker-noop -p llm-breaker-route-only
 	cargo run --release --quiet $(HARNESS) --bin bench
 
+## compare: llm-breaker against the best Envoy-only failover (and LiteLLM's proxy with COMPARE_LITELLM=1),
+# primary failing six ways, 50 sequential requests each; prints a table, no pass/fail (docs/testing.md#comparison).
+# COMPARE_REQUESTS, COMPARE_SCENARIOS, COMPARE_CONTENDERS, COMPARE_BUDGET_SECS: see tests/harness/src/bin/compare.rs
+LITELLM_VENV    := .venv-litellm
+LITELLM_VERSION := 1.108.7
+compare: build $(ENVOY) $(if $(filter 1,$(COMPARE_LITELLM)),$(LITELLM_VENV)/bin/litellm)
+	cargo run --release --quiet $(HARNESS) --bin compare
+
+$(LITELLM_VENV)/bin/litellm:
+	python3 -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet --disable-pip-version-check 'litellm[proxy]==$(LITELLM_VERSION)'
+
 clean:
 	cargo clean
-	rm -rf $(VENV) $(TOOLS)
+	rm -rf $(VENV) $(TOOLS) $(LITELLM_VENV)
 
 # ---- docker-compose harness and Istio packaging -----------------------------------
 # The Docker engine here has no registry: every image is built FROM scratch from local
