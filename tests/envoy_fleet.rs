@@ -822,11 +822,21 @@ fn fleet_over_tls_with_client_certificates() {
         errors(&bare) >= 2
     });
     assert!(!connected(&bare), "connected without a client certificate");
-    assert!(
-        bare.log().contains("fleet: etcd unreachable"),
-        "{}",
-        bare.log()
+    let log = bare.log();
+    let why = log.lines().find(|l| l.contains("fleet: etcd unreachable"));
+    println!("no client certificate: {}", why.unwrap_or("no warning"));
+    assert!(why.is_some(), "{log}");
+    let etcd_log =
+        std::fs::read_to_string(etcd.members[0].dir.with_extension("log")).unwrap_or_default();
+    let refused = etcd_log
+        .lines()
+        .filter(|l| l.contains("rejected connection") && l.contains("certificate"))
+        .count();
+    println!(
+        "no client certificate: etcd refused {refused} handshakes; Envoy's ssl.connection_error {:?}",
+        bare.stat("cluster.etcd.ssl.connection_error")
     );
+    assert!(refused > 0, "etcd did not refuse a handshake:\n{etcd_log}");
     let served = (0..8)
         .filter(|_| {
             let ok = chat(&bare).status == 200;
