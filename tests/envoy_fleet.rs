@@ -772,6 +772,56 @@ fn assert_no_secrets(what: &str, text: &str, certs: &Path) {
     }
 }
 
+/// An Envoy whose etcd cluster has no client certificate: etcd refuses the TLS
+/// handshake, the fleet stays disconnected (`fleet_errors` rises, one warning), and
+/// its own breaker trips after 3 failures and serves from the fallback.
+fn without_client_certificate(bare: &Envoy, etcd: &Etcd) {
+    let errors = |e: &Envoy| e.stat("wasmcustom.llm_breaker.fleet.errors").unwrap_or(0);
+    wait_until("fleet errors without a client certificate", 60, || {
+        errors(bare) >= 2
+    });
+    assert!(!connected(bare), "connected without a client certificate");
+    let log = bare.log();
+    let why = log.lines().find(|l| l.contains("fleet: etcd unreachable"));
+    println!("no client certificate: {}", why.unwrap_or("no warning"));
+    assert!(why.is_some(), "{log}");
+    let etcd_log =
+        std::fs::read_to_string(etcd.members[0].dir.with_extension("log")).unwrap_or_default();
+    let refused = etcd_log
+        .lines()
+        .filter(|l| l.contains("rejected connection") && l.contains("certificate"))
+        .count();
+    println!(
+        "no client certificate: etcd refused {refused} handshakes; Envoy's ssl.connection_error {:?}",
+        bare.stat("cluster.etcd.ssl.connection_error")
+    );
+    assert!(refused > 0, "etcd did not refuse a handshake:\n{etcd_log}");
+    let served = (0..8)
+        .filter(|_| {
+            let ok = chat(bare).status == 200;
+            sleep(GAP);
+            ok
+        })
+        .count();
+    let sent = to_primary(&[bare]);
+    let (local, fleet) = states(bare);
+    println!(
+        "no client certificate: fleet_errors {}, connected 0; local breaker {local} after {sent} \
+         failures, {served} of 8 requests served",
+        errors(bare)
+    );
+    assert_eq!(sent, 3, "the local breaker should trip alone after 3");
+    assert_eq!(local, "open");
+    assert_eq!(
+        fleet, None,
+        "a fleet record read without a client certificate"
+    );
+    assert!(served >= 5, "{served} of 8 served");
+    assert!(bare.log().contains("reason=consecutive_failures"));
+    assert!(!connected(bare));
+    assert_eq!(status(bare)["fleet"]["connected"], false);
+}
+
 #[test]
 fn fleet_over_tls_with_client_certificates() {
     let certs = TempDir::new("llm-breaker-certs");
@@ -817,50 +867,7 @@ fn fleet_over_tls_with_client_certificates() {
     // An Envoy whose cluster has no client certificate: etcd refuses the handshake,
     // the fleet stays disconnected, and the local breakers serve.
     let bare = fleet_envoy("envoy-3", false);
-    let errors = |e: &Envoy| e.stat("wasmcustom.llm_breaker.fleet.errors").unwrap_or(0);
-    wait_until("fleet errors without a client certificate", 60, || {
-        errors(&bare) >= 2
-    });
-    assert!(!connected(&bare), "connected without a client certificate");
-    let log = bare.log();
-    let why = log.lines().find(|l| l.contains("fleet: etcd unreachable"));
-    println!("no client certificate: {}", why.unwrap_or("no warning"));
-    assert!(why.is_some(), "{log}");
-    let etcd_log =
-        std::fs::read_to_string(etcd.members[0].dir.with_extension("log")).unwrap_or_default();
-    let refused = etcd_log
-        .lines()
-        .filter(|l| l.contains("rejected connection") && l.contains("certificate"))
-        .count();
-    println!(
-        "no client certificate: etcd refused {refused} handshakes; Envoy's ssl.connection_error {:?}",
-        bare.stat("cluster.etcd.ssl.connection_error")
-    );
-    assert!(refused > 0, "etcd did not refuse a handshake:\n{etcd_log}");
-    let served = (0..8)
-        .filter(|_| {
-            let ok = chat(&bare).status == 200;
-            sleep(GAP);
-            ok
-        })
-        .count();
-    let sent = to_primary(&[&bare]);
-    let (local, fleet) = states(&bare);
-    println!(
-        "no client certificate: fleet_errors {}, connected 0; local breaker {local} after {sent} \
-         failures, {served} of 8 requests served",
-        errors(&bare)
-    );
-    assert_eq!(sent, 3, "the local breaker should trip alone after 3");
-    assert_eq!(local, "open");
-    assert_eq!(
-        fleet, None,
-        "a fleet record read without a client certificate"
-    );
-    assert!(served >= 5, "{served} of 8 served");
-    assert!(bare.log().contains("reason=consecutive_failures"));
-    assert!(!connected(&bare));
-    assert_eq!(status(&bare)["fleet"]["connected"], false);
+    without_client_certificate(&bare, &etcd);
 
     // No certificate or key material in status or Envoy's log, on any Envoy.
     for e in envoys.iter().chain([&bare]) {
