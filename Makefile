@@ -232,7 +232,7 @@ etcd:
 		for p in $$(pgrep -x etcd); do case "$$before" in *" $$p "*) ;; *) echo "stopping etcd $$p (started by its package)"; kill $$p ;; esac; done; \
 	}
 
-## fleet-test: 3-member etcd + 3-4 Envoys on loopback: fleet trip, one probe stream, a late Envoy, bad records, etcd faults
+## fleet-test: 3-member etcd + 3-4 Envoys on loopback: fleet trip, one probe stream, a late Envoy, bad records, etcd faults; etcd over TLS with client certificates (needs openssl)
 fleet-test: build $(ENVOY) etcd
 	cargo test -p llm-breaker --test envoy_fleet -- --nocapture
 

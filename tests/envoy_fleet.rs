@@ -11,7 +11,7 @@ use llm_breaker_harness::client;
 use llm_breaker_harness::envoy::{free_port, Envoy, Options};
 use llm_breaker_harness::upstream::{Behaviour, MockUpstream};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -46,6 +46,8 @@ struct Member {
     cluster: String,
     token: String,
     child: Option<Child>,
+    /// Serve clients over TLS with these certificates, requiring a client certificate.
+    tls: Option<PathBuf>,
 }
 
 impl Member {
@@ -55,13 +57,28 @@ impl Member {
 
     fn start(&mut self) {
         let url = |p: u16| format!("http://127.0.0.1:{p}");
+        let client_url = match &self.tls {
+            Some(_) => format!("https://127.0.0.1:{}", self.client),
+            None => url(self.client),
+        };
+        let mut tls: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(dir) = &self.tls {
+            tls.push("--cert-file".into());
+            tls.push(dir.join("server.crt").into());
+            tls.push("--key-file".into());
+            tls.push(dir.join("server.key").into());
+            tls.push("--client-cert-auth".into());
+            tls.push("--trusted-ca-file".into());
+            tls.push(dir.join("ca.crt").into());
+        }
         let log = std::fs::File::create(self.dir.with_extension("log")).unwrap();
         let child = Command::new(etcd_bin())
             .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["--listen-client-urls", &url(self.client)])
-            .args(["--advertise-client-urls", &url(self.client)])
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(&tls)
             .args(["--listen-peer-urls", &url(self.peer)])
             .args(["--initial-advertise-peer-urls", &url(self.peer)])
             .args(["--initial-cluster", &self.cluster])
@@ -136,6 +153,7 @@ impl Etcd {
                 cluster: cluster.clone(),
                 token: format!("llm-breaker-{}", ports[0].0),
                 child: None,
+                tls: None,
             })
             .collect();
         for m in &mut members {
@@ -216,10 +234,18 @@ fn config(instance: Option<&str>, open_ms: u64) -> String {
 }
 
 fn start_envoy(etcd: Option<&Etcd>, cfg: &str, a: SocketAddr, b: SocketAddr) -> Envoy {
+    start_envoy_with(etcd.map(Etcd::cluster), cfg, a, b)
+}
+
+/// An Envoy with `etcd_cluster` (one line of flow YAML) as its `etcd` cluster.
+fn start_envoy_with(
+    etcd_cluster: Option<String>,
+    cfg: &str,
+    a: SocketAddr,
+    b: SocketAddr,
+) -> Envoy {
     let mut opts = Options::breaker(cfg, &[("openai", a), ("azure", b)]);
-    if let Some(e) = etcd {
-        opts.extra_clusters.push(e.cluster());
-    }
+    opts.extra_clusters.extend(etcd_cluster);
     opts.env = vec![("LLM_BREAKER_ADMIN_TOKEN".into(), TOKEN.into())];
     Envoy::start(&opts)
 }
@@ -579,4 +605,277 @@ fn etcd_faults_fall_back_to_local_breakers_and_reconverge() {
         all_states(&refs, "closed", "closed")
     });
     println!("etcd back: reconnected, every Envoy closed from envoy-1's reset {took:?} later");
+}
+
+/// A temp dir removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A throwaway CA, an etcd server certificate (SANs `etcd.test` and `127.0.0.1`;
+/// also `clientAuth`, since etcd 3.4's JSON gateway dials etcd's own gRPC port with
+/// it) and a client certificate (`CN=llm-breaker`), made with `openssl` in `dir`.
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl ({e}): install openssl"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ext = [
+        (
+            "server",
+            "etcd.test",
+            "subjectAltName=DNS:etcd.test,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        ),
+        ("client", "llm-breaker", "extendedKeyUsage=clientAuth\n"),
+    ];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt", "-days", "2"]);
+    ca.extend(["-subj", "/CN=llm-breaker test CA"]);
+    run(&ca);
+    for (name, cn, extensions) in ext {
+        let (key, csr, crt, extfile, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+            format!("/CN={cn}"),
+        );
+        std::fs::write(dir.join(&extfile), extensions).unwrap();
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        run(&req);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
+        ]);
+    }
+}
+
+impl Etcd {
+    /// One etcd member serving clients over TLS only (`https://`), with
+    /// `--client-cert-auth`: a client without a certificate from `certs`' CA is
+    /// refused.
+    fn start_tls(certs: &Path) -> Etcd {
+        // Removed by `Etcd`'s drop.
+        let base = std::env::temp_dir().join(format!(
+            "llm-breaker-etcd-tls-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&base).unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let mut m = Member {
+            name: "m0".into(),
+            client,
+            peer,
+            dir: base.join("m0"),
+            cluster: format!("m0=http://127.0.0.1:{peer}"),
+            token: format!("llm-breaker-tls-{client}"),
+            child: None,
+            tls: Some(certs.to_path_buf()),
+        };
+        m.start();
+        Etcd {
+            members: vec![m],
+            base,
+        }
+    }
+
+    /// [`Etcd::cluster`] with an `UpstreamTlsContext`: SNI `etcd.test`, the server's
+    /// SAN checked against it, the test CA, and the client certificate when
+    /// `client_cert`.
+    fn tls_cluster(&self, certs: &Path, client_cert: bool) -> String {
+        let f = |n: &str| certs.join(n).display().to_string();
+        let identity = if client_cert {
+            format!(
+                "tls_certificates: [{{certificate_chain: {{filename: {}}}, private_key: {{filename: {}}}}}], ",
+                f("client.crt"),
+                f("client.key")
+            )
+        } else {
+            String::new()
+        };
+        let tls = format!(
+            ", transport_socket: {{name: envoy.transport_sockets.tls, typed_config: \
+             {{'@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, \
+             sni: etcd.test, common_tls_context: {{{identity}validation_context: \
+             {{trusted_ca: {{filename: {}}}, \
+             match_typed_subject_alt_names: [{{san_type: DNS, matcher: {{exact: etcd.test}}}}]}}}}}}}}",
+            f("ca.crt")
+        );
+        let plain = self.cluster();
+        format!("{}{tls}}}", plain.strip_suffix('}').unwrap_or(&plain))
+    }
+}
+
+/// No certificate or key material in `text`: no PEM header, no key file path, no
+/// line of the key.
+fn assert_no_secrets(what: &str, text: &str, certs: &Path) {
+    let key = certs.join("client.key");
+    let pem = std::fs::read_to_string(&key).unwrap();
+    let mut needles: Vec<String> = vec![
+        "PRIVATE KEY".into(),
+        "BEGIN CERTIFICATE".into(),
+        key.display().to_string(),
+        certs.display().to_string(),
+    ];
+    needles.extend(
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::to_string),
+    );
+    for n in &needles {
+        assert!(!text.contains(n.as_str()), "{what} contains {n:?}");
+    }
+}
+
+/// An Envoy whose etcd cluster has no client certificate: etcd refuses the TLS
+/// handshake, the fleet stays disconnected (`fleet_errors` rises, one warning), and
+/// its own breaker trips after 3 failures and serves from the fallback.
+fn without_client_certificate(bare: &Envoy, etcd: &Etcd) {
+    let errors = |e: &Envoy| e.stat("wasmcustom.llm_breaker.fleet.errors").unwrap_or(0);
+    wait_until("fleet errors without a client certificate", 60, || {
+        errors(bare) >= 2
+    });
+    assert!(!connected(bare), "connected without a client certificate");
+    let log = bare.log();
+    let why = log.lines().find(|l| l.contains("fleet: etcd unreachable"));
+    println!("no client certificate: {}", why.unwrap_or("no warning"));
+    assert!(why.is_some(), "{log}");
+    let etcd_log =
+        std::fs::read_to_string(etcd.members[0].dir.with_extension("log")).unwrap_or_default();
+    let refused = etcd_log
+        .lines()
+        .filter(|l| l.contains("rejected connection") && l.contains("certificate"))
+        .count();
+    println!(
+        "no client certificate: etcd refused {refused} handshakes; Envoy's ssl.connection_error {:?}",
+        bare.stat("cluster.etcd.ssl.connection_error")
+    );
+    assert!(refused > 0, "etcd did not refuse a handshake:\n{etcd_log}");
+    let served = (0..8)
+        .filter(|_| {
+            let ok = chat(bare).status == 200;
+            sleep(GAP);
+            ok
+        })
+        .count();
+    let sent = to_primary(&[bare]);
+    let (local, fleet) = states(bare);
+    println!(
+        "no client certificate: fleet_errors {}, connected 0; local breaker {local} after {sent} \
+         failures, {served} of 8 requests served",
+        errors(bare)
+    );
+    assert_eq!(sent, 3, "the local breaker should trip alone after 3");
+    assert_eq!(local, "open");
+    assert_eq!(
+        fleet, None,
+        "a fleet record read without a client certificate"
+    );
+    assert!(served >= 5, "{served} of 8 served");
+    assert!(bare.log().contains("reason=consecutive_failures"));
+    assert!(!connected(bare));
+    assert_eq!(status(bare)["fleet"]["connected"], false);
+}
+
+#[test]
+fn fleet_over_tls_with_client_certificates() {
+    let certs = TempDir::new("llm-breaker-certs");
+    make_certs(&certs.0);
+    let etcd = Etcd::start_tls(&certs.0);
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let fleet_envoy = |name: &str, client_cert: bool| {
+        start_envoy_with(
+            Some(etcd.tls_cluster(&certs.0, client_cert)),
+            &config(Some(name), OPEN_MS),
+            a.addr(),
+            b.addr(),
+        )
+    };
+    let envoys = [fleet_envoy("envoy-1", true), fleet_envoy("envoy-2", true)];
+    for e in &envoys {
+        // Also waits for etcd itself (its /health needs a client certificate).
+        wait_until("fleet connected over TLS", 90, || connected(e));
+    }
+
+    // A trip on envoy-1 reaches envoy-2 through etcd over mutual TLS.
+    a.set(Behaviour::Status(503));
+    wait_until("envoy-1 open", 60, || {
+        let _ = chat(&envoys[0]);
+        sleep(GAP);
+        states(&envoys[0]).0 == "open"
+    });
+    let failures = to_primary(&[&envoys[0]]);
+    let took = wait_until("envoy-2 open from the fleet record", 60, || {
+        states(&envoys[1]) == ("open".to_string(), Some("open".to_string()))
+    });
+    for _ in 0..5 {
+        assert_eq!(chat(&envoys[1]).status, 200);
+    }
+    let second = to_primary(&[&envoys[1]]);
+    println!(
+        "TLS fleet: envoy-1 opened after {failures} failures; envoy-2 open (fleet) {took:?} later, \
+         then 5 requests: {second} to the primary"
+    );
+    assert!(failures <= 3, "envoy-1: {failures} failures");
+    assert_eq!(second, 0, "envoy-2 sent requests to the primary");
+
+    // An Envoy whose cluster has no client certificate: etcd refuses the handshake,
+    // the fleet stays disconnected, and the local breakers serve.
+    let bare = fleet_envoy("envoy-3", false);
+    without_client_certificate(&bare, &etcd);
+
+    // No certificate or key material in status or Envoy's log, on any Envoy.
+    for e in envoys.iter().chain([&bare]) {
+        let s = client::request(e.listener, "GET", "/_llm_breaker/status", &[], b"")
+            .unwrap()
+            .text();
+        assert_no_secrets("status", &s, &certs.0);
+        assert_no_secrets("Envoy's log", &e.log(), &certs.0);
+        assert!(!e.log().contains("panic"), "{}", e.log());
+    }
 }
