@@ -26,7 +26,7 @@
 //! (default 300: a contender's scenario stops sending after this long).
 
 use llm_breaker_harness::client::{self, Response};
-use llm_breaker_harness::envoy::{self, filter_wasm, free_port, workspace_root, Envoy, Options};
+use llm_breaker_harness::envoy::{self, free_port, workspace_root, Envoy, Options, Within};
 use llm_breaker_harness::sse;
 use llm_breaker_harness::stop;
 use llm_breaker_harness::upstream::MockUpstream;
@@ -339,7 +339,14 @@ impl Proxy {
                 opts.idle_timeout = Some(Duration::from_secs(30));
                 Proxy::Breaker(Envoy::start(&opts))
             }
-            Contender::WithinRequest => Proxy::Raw(Process::envoy(&within(&providers))),
+            Contender::WithinRequest => {
+                // The generator's clusters, as `envoy/envoy.yaml` has them.
+                let config = breaker_config("within_request");
+                let mut opts = Options::breaker(&config, &providers);
+                opts.within = Some(Within::generated(&config, &providers, PER_TRY));
+                opts.idle_timeout = Some(Duration::from_secs(30));
+                Proxy::Breaker(Envoy::start(&opts))
+            }
             Contender::LiteLlm => Proxy::LiteLlm(Process::litellm(primary, fallback)),
         }
     }
@@ -466,69 +473,6 @@ fn envoy_only(primary: SocketAddr, fallback: SocketAddr) -> String {
         static_cluster("azure", fallback, "")
     );
     resources(&route, "", &clusters)
-}
-
-/// llm-breaker `within_request`: the downstream role before the router, the route's
-/// `cluster_header`, and the generator's clusters (provider clusters, aggregates with
-/// their retry policies and the upstream role), as `envoy/envoy.yaml` has them.
-fn within(providers: &[(&str, SocketAddr)]) -> String {
-    let config = breaker_config("within_request");
-    let route = format!(
-        "                  cluster_header: x-llm-breaker-upstream\n                  retry_policy: {{ per_try_timeout: {}s }}\n",
-        PER_TRY.as_secs()
-    );
-    let filter = format!(
-        r#"          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: llm_breaker
-                root_id: llm_breaker
-                allow_on_headers_stop_iteration: true
-                vm_config:
-                  vm_id: llm_breaker
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: {} }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{}'
-"#,
-        filter_wasm().display(),
-        config.replace('\n', " ").replace('\'', "''")
-    );
-    let clusters: String = generated_clusters(&config, providers)
-        .iter()
-        .map(|c| format!("  - {c}\n"))
-        .collect();
-    resources(&route, &filter, &clusters)
-}
-
-/// The generator's clusters for `config` and these providers, each as one line of JSON.
-fn generated_clusters(config: &str, providers: &[(&str, SocketAddr)]) -> Vec<String> {
-    let mut yaml = String::from("providers:\n");
-    for (name, a) in providers {
-        yaml.push_str(&format!(
-            "- {{name: {name}, address: {}, port: {}, connect_timeout_ms: 1000}}\n",
-            a.ip(),
-            a.port()
-        ));
-    }
-    yaml.push_str(&format!(
-        "wasm: {{filename: {}}}\n",
-        filter_wasm().display()
-    ));
-    let out = llm_breaker_gen::generate(config.as_bytes(), &yaml, llm_breaker_gen::Format::Envoy)
-        .unwrap_or_else(|e| panic!("generator: {e}"));
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&out).unwrap_or_else(|e| panic!("generator output: {e}"));
-    doc["clusters"]
-        .as_sequence()
-        .map(|s| {
-            s.iter()
-                .map(|c| serde_json::to_string(c).unwrap_or_default())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// LiteLLM's proxy in `.venv-litellm` (`COMPARE_LITELLM_BIN` overrides).
