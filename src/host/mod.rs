@@ -164,12 +164,17 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        let Some(core) = self.core.as_ref() else {
+            return;
+        };
+        let now = abi::now_ms();
+        // Requests held for their body are resumed in every mode (off mode may hold
+        // one to match a route by model).
+        self.holds.tick(core, now, self.id);
         // Off mode records nothing: no batches to write, no active probes.
-        if let Some(core) = self.core.as_ref().filter(|c| c.config().mode != Mode::Off) {
-            let now = abi::now_ms();
+        if core.config().mode != Mode::Off {
             core.tick(now);
             probe::tick(core, &mut self.probes, now);
-            self.holds.tick(core, now, self.id);
             self.fleet.tick(core, now);
         }
     }
