@@ -274,16 +274,9 @@ fn connected(e: &Envoy) -> bool {
     e.stat("wasmcustom.llm_breaker.fleet.connected") == Some(1)
 }
 
-fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "{what}: not within {secs} s"
-        );
-        sleep(Duration::from_millis(20));
-    }
-    t0.elapsed()
+/// Waits up to `secs` for `ok` (panics naming `what` otherwise); how long it took.
+fn wait_until(what: &str, secs: u64, ok: impl FnMut() -> bool) -> Duration {
+    llm_breaker_harness::wait_for(what, Duration::from_secs(secs), ok)
 }
 
 /// Requests the Envoys sent to the primary (admitted by its breaker).

@@ -59,18 +59,6 @@ fn post(e: &Envoy) -> Response {
     client::post(e.listener, CHAT, BODY).expect("request through Envoy")
 }
 
-/// Waits (up to 10 s) until `metric` of `upstream` reaches `n`; returns its value.
-fn wait_stat(e: &Envoy, upstream: &str, metric: &str, n: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = e.upstream_stat(upstream, metric);
-        if got >= n || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// The `status` document.
 fn status(e: &Envoy) -> serde_json::Value {
     client::get(e.listener, "/_llm_breaker/status")
@@ -102,6 +90,14 @@ fn breaker_stats(e: &Envoy) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Off mode: every llm-breaker metric is still defined, and none moved.
+fn assert_no_metric_moved(e: &Envoy) {
+    let stats = breaker_stats(e);
+    assert!(!stats.is_empty(), "the metrics are still defined");
+    let moved: Vec<_> = stats.iter().filter(|(_, v)| *v != 0).collect();
+    assert!(moved.is_empty(), "metrics moved in off mode: {moved:?}");
+}
+
 /// Sends `REQUESTS` sequential requests, each after the outcome of the one before
 /// was counted (`outcome`: the metric that counts it on openai, if any).
 fn send_all(e: &Envoy, outcome: Option<&str>) -> Vec<Response> {
@@ -109,7 +105,7 @@ fn send_all(e: &Envoy, outcome: Option<&str>) -> Vec<Response> {
         .map(|i| {
             let r = post(e);
             if let Some(m) = outcome {
-                let seen = wait_stat(e, "openai", m, i + 1);
+                let seen = e.wait_upstream_stat("openai", m, i + 1);
                 assert!(seen > i, "outcome {i} never counted ({m} = {seen})");
             }
             r
@@ -234,10 +230,7 @@ fn off_passes_through_with_no_header_and_no_metrics_movement() {
     assert_eq!((a.requests() as u64, b.requests()), (REQUESTS, 0));
     // Give a late on_log every chance to count something.
     std::thread::sleep(Duration::from_millis(200));
-    let stats = breaker_stats(&e);
-    assert!(!stats.is_empty(), "the metrics are still defined");
-    let moved: Vec<_> = stats.iter().filter(|(_, v)| *v != 0).collect();
-    assert!(moved.is_empty(), "metrics moved in off mode: {moved:?}");
+    assert_no_metric_moved(&e);
     let doc = status(&e);
     assert_eq!(doc["mode"], "off");
     assert_eq!(state_in_status(&doc, "openai"), "closed");
@@ -283,11 +276,7 @@ fn within_request_shadow_uses_the_primary_alone_and_off_stays_out() {
     }
     assert_eq!((a.requests() as u64, b.requests()), (REQUESTS, 0));
     std::thread::sleep(Duration::from_millis(200));
-    let moved: Vec<_> = breaker_stats(&e)
-        .into_iter()
-        .filter(|(_, v)| *v != 0)
-        .collect();
-    assert!(moved.is_empty(), "metrics moved in off mode: {moved:?}");
+    assert_no_metric_moved(&e);
 }
 
 /// The value of the Prometheus sample `series` (exact, labels included), if shown.
@@ -365,7 +354,7 @@ fn within_request_records_one_latency_sample_per_attempt() {
             (200, Some("azure")),
             "request {i}"
         );
-        assert_eq!(wait_stat(&e, "azure", "successes", i + 1), i + 1);
+        assert_eq!(e.wait_upstream_stat("azure", "successes", i + 1), i + 1);
     }
     // openai got N attempts (then its breaker opened), azure every request.
     assert_eq!(a.requests() as u64, N);

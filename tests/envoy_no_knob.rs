@@ -45,18 +45,6 @@ fn header<'a>(r: &'a RecordedRequest, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Waits (up to 10 s) until the stat reaches `n`; returns its value.
-fn wait_stat(e: &Envoy, name: &str, n: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = e.stat(name).unwrap_or(0);
-        if got >= n || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 const UNREAD: &str = "wasmcustom.llm_breaker.route.gpt.requests_model_unread";
 
 #[test]
@@ -95,7 +83,7 @@ fn a_model_route_answers_without_the_knob_as_for_an_unknown_model() {
         Some(got.body.len().to_string()).as_deref()
     );
     // Counted on the model route, every request.
-    assert_eq!(wait_stat(&e, UNREAD, N), N, "{}", e.prometheus());
+    assert_eq!(e.wait_stat(UNREAD, N), N, "{}", e.prometheus());
     let line = format!(r#"llm_breaker_route_requests_model_unread{{llm_breaker_route="gpt"}} {N}"#);
     assert!(e.prometheus().contains(&line), "{}", e.prometheus());
     // One error line per worker at most, naming the knob.

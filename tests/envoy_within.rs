@@ -48,18 +48,6 @@ fn post(e: &Envoy, body: &str) -> Response {
     client::post(e.listener, CHAT, body).expect("request through Envoy")
 }
 
-/// Waits (up to 5 s) until `metric` of `upstream` reaches `n`; returns its value.
-fn wait_stat(e: &Envoy, upstream: &str, metric: &str, n: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = e.upstream_stat(upstream, metric);
-        if got >= n || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Sends `n` sequential requests; returns the client errors and checks every answer
 /// came from `from` (when given).
 fn sequential(e: &Envoy, n: usize, from: Option<&str>) -> usize {
@@ -105,7 +93,7 @@ fn a_503_outage_costs_no_client_error_and_the_primary_exactly_n_attempts() {
     assert_eq!(b.requests(), 50);
     // Accounting: every failed attempt the primary received is recorded once, on it.
     assert_eq!(
-        wait_stat(&e, "openai", "failures.status", u64::from(N)),
+        e.wait_upstream_stat("openai", "failures.status", u64::from(N)),
         u64::from(N)
     );
     assert_eq!(e.upstream_stat("openai", "attempts"), u64::from(N));
@@ -114,7 +102,7 @@ fn a_503_outage_costs_no_client_error_and_the_primary_exactly_n_attempts() {
         u64::from(N)
     );
     assert_eq!(e.upstream_stat("azure", "failures.status"), 0);
-    assert_eq!(wait_stat(&e, "azure", "successes", 50), 50);
+    assert_eq!(e.wait_upstream_stat("azure", "successes", 50), 50);
     assert_eq!(e.upstream_stat("openai", "state"), 1);
     let status = client::get(e.listener, "/_llm_breaker/status")
         .unwrap()
@@ -165,7 +153,7 @@ fn a_primary_refusing_connections_costs_no_client_error() {
     );
     assert_eq!(sequential(&e, 20, Some("azure")), 0);
     assert_eq!(
-        wait_stat(&e, "openai", "failures.connect_failure", u64::from(N)),
+        e.wait_upstream_stat("openai", "failures.connect_failure", u64::from(N)),
         u64::from(N)
     );
     assert_eq!(e.upstream_stat("openai", "attempts"), u64::from(N));
@@ -207,7 +195,7 @@ fn a_primary_hanging_past_the_per_try_timeout_costs_no_client_error() {
     assert_eq!(a.requests(), N as usize);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(
-        wait_stat(&e, "openai", "failures.timeout", u64::from(N)),
+        e.wait_upstream_stat("openai", "failures.timeout", u64::from(N)),
         u64::from(N)
     );
     assert_eq!(e.upstream_stat("openai", "failures.reset"), 0);
@@ -236,11 +224,11 @@ fn thirty_concurrent_requests_at_the_trip_get_no_client_error() {
     // written to the breaker).
     let got = a.requests() as u64;
     assert_eq!(
-        wait_stat(&e, "openai", "attempts", got),
+        e.wait_upstream_stat("openai", "attempts", got),
         got,
         "attempts seen by the upstream role"
     );
-    assert_eq!(wait_stat(&e, "openai", "failures.status", got), got);
+    assert_eq!(e.wait_upstream_stat("openai", "failures.status", got), got);
 }
 
 #[test]
@@ -293,7 +281,7 @@ fn an_sse_stream_cut_after_its_headers_is_recorded_on_its_upstream_not_retried()
     let e = start_mocks(&config(60_000, r#""azure""#), &a, &b);
     a.set(Behaviour::SseCut { chunks: 1 });
     let _ = client::post(e.listener, CHAT, STREAM);
-    let failed = wait_stat(&e, "openai", "failures.reset", 1)
+    let failed = e.wait_upstream_stat("openai", "failures.reset", 1)
         + e.upstream_stat("openai", "failures.stream_truncated");
     assert_eq!(failed, 1, "recorded on the upstream that served it");
     assert_eq!(b.requests(), 0, "not retried");
@@ -308,7 +296,7 @@ fn a_primary_resetting_before_its_headers_costs_no_client_error() {
     assert_eq!(sequential(&e, 10, Some("azure")), 0);
     assert_eq!(a.requests(), N as usize);
     assert_eq!(
-        wait_stat(&e, "openai", "failures.reset", u64::from(N)),
+        e.wait_upstream_stat("openai", "failures.reset", u64::from(N)),
         u64::from(N)
     );
 }

@@ -121,7 +121,7 @@ fn a_late_route_keeps_the_header_model_and_counts_nothing_when_only_rewriting() 
 #[test]
 fn configs_with_models_tick_to_watch_held_requests() {
     let w = worker(MODELS, &Store::default(), T0);
-    assert!(w.tick_period_ms() <= 250);
+    assert!((1..=250).contains(&w.tick_period_ms()));
     let cfg = r#"{"success_flush_ms":0,"routes":[{"name":"c","upstreams":["a"]}]}"#;
     assert_eq!(worker(cfg, &Store::default(), T0).tick_period_ms(), 0);
     let cfg = r#"{"success_flush_ms":0,"routes":[{"name":"c","match":{"models":["m"]},"upstreams":["a"]}]}"#;

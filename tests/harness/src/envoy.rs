@@ -628,6 +628,23 @@ impl Envoy {
         completed_total(self.admin)
     }
 
+    /// Waits (up to 10 s) until the stat `name` reaches `n`; returns its value then
+    /// (below `n` if it never did: the caller asserts).
+    pub fn wait_stat(&self, name: &str, n: u64) -> u64 {
+        let _ = crate::poll(Duration::from_secs(10), || {
+            self.stat(name).unwrap_or(0) >= n
+        });
+        self.stat(name).unwrap_or(0)
+    }
+
+    /// [`Envoy::wait_stat`] for one of llm-breaker's per-upstream metrics.
+    pub fn wait_upstream_stat(&self, upstream: &str, metric: &str, n: u64) -> u64 {
+        let _ = crate::poll(Duration::from_secs(10), || {
+            self.upstream_stat(upstream, metric) >= n
+        });
+        self.upstream_stat(upstream, metric)
+    }
+
     /// Waits (up to 5 s) until at least `n` outcomes were processed: the filter
     /// records an outcome when Envoy logs the stream, which can be just after the
     /// client has read the response. Returns the count reached.
