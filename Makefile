@@ -22,7 +22,7 @@ export ENVOY_BIN := $(abspath $(ENVOY))
 # fuzz, soak, soak-short, demo-stop-test: see their targets
 .PHONY: fuzz soak soak-short demo-stop-test
 .PHONY: compare
-.PHONY: build test lint unit wasm-test integration demo-check envoy demo bench clean images envoy-image mock-image up down compose-test oci istio-test dashboard-test alerts-test
+.PHONY: build test lint unit wasm-test integration demo-check envoy demo bench bench-ir clean images envoy-image mock-image up down compose-test oci istio-test dashboard-test alerts-test
 
 ## build: the filter, target/wasm32-wasip1/release/llm_breaker.wasm
 build: $(TARGETS)
@@ -100,6 +100,11 @@ demo: build $(ENVOY)
 bench: build $(ENVOY)
 	cargo build --release --target wasm32-wasip1 -p llm-breaker-noop -p llm-breaker-route-only
 	cargo run --release --quiet $(HARNESS) --bin bench
+
+## bench-ir: the same variants, each Envoy under valgrind's callgrind: instructions per request (steady on a busy machine)
+bench-ir: build $(ENVOY)
+	cargo build --release --target wasm32-wasip1 -p llm-breaker-noop -p llm-breaker-route-only
+	BENCH_IR=1 BENCH_CONNECTIONS=$${BENCH_CONNECTIONS:-4} BENCH_ROUNDS=$${BENCH_ROUNDS:-3} BENCH_SECONDS=$${BENCH_SECONDS:-8} cargo run --release --quiet $(HARNESS) --bin bench
 
 ## compare: llm-breaker against the best Envoy-only failover (and LiteLLM's proxy with COMPARE_LITELLM=1),
 # primary failing six ways, 50 sequential requests each; prints a table, no pass/fail (docs/testing.md#comparison).

@@ -569,7 +569,12 @@ impl Envoy {
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             dir: dir.to_path_buf(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // ENVOY_START_S: more time to become ready (Envoy under valgrind, `make bench-ir`).
+        let start_s = std::env::var("ENVOY_START_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30);
+        let deadline = Instant::now() + Duration::from_secs(start_s);
         loop {
             if let Ok(Some(_)) = envoy.child.try_wait() {
                 return Err(envoy.log());
@@ -580,7 +585,7 @@ impl Envoy {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("not ready after 30 s\n{}", envoy.log()));
+                return Err(format!("not ready after {start_s} s\n{}", envoy.log()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

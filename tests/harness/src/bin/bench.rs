@@ -83,6 +83,91 @@ impl Drop for Etcd {
 }
 const CLOSED: usize = 3;
 
+/// Counting Envoy's instructions with callgrind (BENCH_IR=1).
+struct Callgrind {
+    dir: std::path::PathBuf,
+}
+
+impl Callgrind {
+    /// Points the harness's Envoy at a wrapper that runs the real binary (not the
+    /// venv's Python launcher) under callgrind, and gives it time to start.
+    fn setup() -> Callgrind {
+        let lib = workspace_root().join(".venv/lib");
+        let real = std::env::var("ENVOY_REAL_BIN").map(Into::into).unwrap_or_else(|_| {
+            std::fs::read_dir(&lib)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("no Envoy binary under {} (make envoy), or set ENVOY_REAL_BIN", lib.display()))
+        });
+        let dir = std::env::temp_dir().join(format!("llm-breaker-bench-ir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let wrapper = dir.join("envoy");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={}/cg.%p {} \"$@\"\n",
+                dir.display(),
+                std::path::Path::new(&real).display()
+            ),
+        )
+        .expect("write wrapper");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::env::set_var("ENVOY_BIN", &wrapper);
+        std::env::set_var("ENVOY_START_S", "300");
+        Callgrind { dir }
+    }
+
+    fn control(&self, args: &[&str], pid: u32) {
+        let ok = std::process::Command::new("callgrind_control")
+            .args(args)
+            .arg(pid.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "callgrind_control {args:?} {pid} failed (is valgrind installed?)");
+    }
+
+    /// Zeroes Envoy's counters.
+    fn zero(&self, pid: u32) {
+        self.control(&["-z"], pid);
+    }
+
+    /// Instructions since the last zero (a dump's `totals:` line).
+    fn dump(&self, pid: u32) -> u64 {
+        self.control(&["-d"], pid);
+        let prefix = format!("cg.{pid}.");
+        let newest = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|d| d.file_name().to_string_lossy().starts_with(&prefix))
+            .max_by_key(|d| {
+                d.file_name().to_string_lossy()[prefix.len()..]
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+            .expect("a callgrind dump");
+        let text = std::fs::read_to_string(newest.path()).unwrap_or_default();
+        let total = text
+            .lines()
+            .find_map(|l| l.strip_prefix("totals:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a totals line");
+        let _ = std::fs::remove_file(newest.path());
+        total
+    }
+}
+
+impl Drop for Callgrind {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The generator's clusters (provider clusters with metadata, aggregates with the
 /// upstream role `upstream_wasm`) for `config` and these providers.
 fn within_clusters(
@@ -106,6 +191,7 @@ fn main() {
     let workers = env("BENCH_CONCURRENCY", 1) as u32;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = cores >= 2 && workers == 1 && env("BENCH_PIN", 1) == 1;
+    let callgrind = (env("BENCH_IR", 0) == 1).then(Callgrind::setup);
     if pin {
         let _ = std::process::Command::new("taskset")
             .args([
@@ -293,17 +379,28 @@ fn main() {
                     .args(["-a", "-p", "-c", "0", &e.pid().to_string()])
                     .output();
             }
-            // Warm up (and, for the failed-over variant, trip the primary).
-            load::run(e.listener, PATH, &body, conns, Duration::from_secs(2));
+            // Warm up (and, for the failed-over variant, trip the primary); under
+            // valgrind long enough for V8 to finish compiling the module.
+            let warm = if callgrind.is_some() { 10 } else { 2 };
+            load::run(e.listener, PATH, &body, conns, Duration::from_secs(warm));
             (i, e)
         })
         .collect();
     let mut results: Vec<Vec<load::LoadResult>> = vec![Vec::new(); variants.len()];
+    let mut irs: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 0..rounds {
         for (i, e) in &envoys {
             let cpu0 = e.cpu_time();
+            if let Some(c) = &callgrind {
+                c.zero(e.pid());
+            }
             let mut r = load::run(e.listener, PATH, &body, conns, Duration::from_secs(secs));
             r.envoy_cpu = e.cpu_time().saturating_sub(cpu0);
+            if let Some(c) = &callgrind {
+                let ir = c.dump(e.pid()) as f64 / r.responses.max(1) as f64;
+                eprintln!("round {}: {:<26} {:>9.0} instructions/req", round + 1, variants[*i].0, ir);
+                irs[*i].push(ir);
+            }
             eprintln!(
                 "round {}: {:<26} {:>9.0} req/s  Envoy CPU {:>5.1} us/req  p50 {:>6.0} us  p99 {:>6.0} us  non-200 {} errors {}",
                 round + 1,
@@ -350,6 +447,27 @@ fn main() {
         );
     }
     println!("(ratios: median over rounds of the ratio within each round)");
+    if callgrind.is_some() {
+        let pair = |i: usize, reference: usize| {
+            median(irs[i].iter().zip(&irs[reference]).map(|(a, b)| a / b).collect())
+        };
+        println!();
+        println!("Envoy instructions per request (callgrind), median over rounds:");
+        println!("| variant | instructions/req | vs no filter | vs no-op wasm | vs route-only floor | vs closed path |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        for &i in &chosen {
+            let at = |v: usize| if irs[v].is_empty() { f64::NAN } else { pair(i, v) };
+            println!(
+                "| {} | {:.0} | {:.3}x | {:.3}x | {:.3}x | {:.3}x |",
+                variants[i].0,
+                median(irs[i].clone()),
+                at(0),
+                at(1),
+                at(2),
+                at(CLOSED),
+            );
+        }
+    }
     for label in [WITHIN, WITHIN_NOOP, FLEET] {
         let at = (0..variants.len()).find(|&i| variants[i].0 == label);
         if let Some(w) = at.filter(|w| chosen.contains(w) && chosen.contains(&CLOSED)) {
