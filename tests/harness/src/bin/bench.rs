@@ -320,9 +320,25 @@ fn main() {
             std::iter::once(closed).chain(failover_too.then_some(failed))
         })
         .collect();
+    // BENCH_EXTRA_WITHIN=label=path,... adds the within_request closed path with
+    // another build in both roles.
+    let extra_within: Vec<(String, Filter, Within)> = std::env::var("BENCH_EXTRA_WITHIN")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(label, path)| {
+            let filter = Filter::Breaker {
+                config: within_config.to_string(),
+                wasm: Some(path.into()),
+            };
+            let w = within_clusters(within_config, &clusters[..2], std::path::Path::new(path));
+            (format!("within, {label}"), filter, w)
+        })
+        .collect();
     let variants: Vec<(&str, Filter)> = variants
         .into_iter()
         .chain(extra.iter().map(|(l, f)| (l.as_str(), f.clone())))
+        .chain(extra_within.iter().map(|(l, f, _)| (l.as_str(), f.clone())))
         .collect();
     println!(
         "{} payload, Envoy --concurrency {workers}{}, {conns} keep-alive connections, {secs} s slices x {rounds} rounds, variants alternating, {cores} cores",
@@ -364,7 +380,10 @@ fn main() {
                 within: match variants[i].0 {
                     WITHIN => Some(within.clone()),
                     WITHIN_NOOP => Some(within_noop.clone()),
-                    _ => None,
+                    label => extra_within
+                        .iter()
+                        .find(|(l, _, _)| l == label)
+                        .map(|(_, _, w)| w.clone()),
                 },
                 stop_iteration: true,
                 extra_clusters: match (variants[i].0, &etcd) {
