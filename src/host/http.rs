@@ -305,8 +305,8 @@ impl HttpContext for Stream {
         if let (Some(core), Some((plan, used))) = (&self.core, &mut self.plan) {
             let served = abi::header(Map::Response, SERVED_HEADER);
             let _ = abi::remove_header(Map::Response, SERVED_HEADER);
-            let envoy = abi::header(Map::Response, "x-envoy-attempt-count");
-            let (n, info) = core.served_within(plan, served.as_deref(), envoy.as_deref());
+            let envoy = || abi::header(Map::Response, "x-envoy-attempt-count");
+            let (n, info) = core.served_within(plan, served.as_deref(), envoy);
             *used = n;
             if let Some((h, value)) = info {
                 let _ = abi::set_header(Map::Response, h, &value);

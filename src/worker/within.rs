@@ -190,14 +190,15 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     }
 
     /// Downstream role, response headers: how many attempts the request took (from
-    /// the upstream role's [`SERVED_HEADER`], else Envoy's `x-envoy-attempt-count`),
+    /// the upstream role's [`SERVED_HEADER`], else Envoy's `x-envoy-attempt-count`,
+    /// read by `envoy_attempts` only then),
     /// counts each failed attempt that was retried elsewhere, and the response
     /// header's value when that header is on.
     pub fn served_within(
         &self,
         plan: &Plan,
         served: Option<&[u8]>,
-        envoy_attempts: Option<&[u8]>,
+        envoy_attempts: impl FnOnce() -> Option<Vec<u8>>,
     ) -> (Option<usize>, Option<(&str, String)>) {
         let at = served.and_then(|name| {
             plan.order.iter().position(|a| {
@@ -207,7 +208,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             })
         });
         let attempts = at.map(|p| p + 1).or_else(|| {
-            let n = std::str::from_utf8(envoy_attempts?)
+            let n = std::str::from_utf8(&envoy_attempts()?)
                 .ok()?
                 .trim()
                 .parse()

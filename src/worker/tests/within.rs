@@ -80,7 +80,7 @@ fn the_order_is_every_admitting_upstream_and_names_its_aggregate() {
 fn the_summary_names_the_failed_attempts_and_counts_the_retried_ones() {
     let (down, _, _) = pair(&["openai", "azure", "vllm"], 5);
     let (p, _, _) = plan(&down, T0);
-    let (n, h) = down.served_within(&p, Some(b"azure"), None);
+    let (n, h) = down.served_within(&p, Some(b"azure"), || None);
     assert_eq!(n, Some(2));
     assert_eq!(
         h.unwrap(),
@@ -93,13 +93,13 @@ fn the_summary_names_the_failed_attempts_and_counts_the_retried_ones() {
         down.metrics().up(0, UpstreamMetric::AttemptsFailedRetried),
         1
     );
-    let (n, h) = down.served_within(&p, Some(b"openai"), None);
+    let (n, h) = down.served_within(&p, Some(b"openai"), || None);
     assert_eq!(
         (n, h.unwrap().1.as_str()),
         (Some(1), "upstream=openai; reason=primary; attempts=1")
     );
     // Nobody answered: Envoy's count says how many failed.
-    let (n, h) = down.served_within(&p, None, Some(b"3"));
+    let (n, h) = down.served_within(&p, None, || Some(b"3".to_vec()));
     assert_eq!(n, Some(3));
     assert_eq!(
         h.unwrap().1,
@@ -239,7 +239,7 @@ fn status_lists_the_attempt_counters_under_within_request() {
         "routes":[{"name":"chat","upstreams":["openai","azure"]}]}"#;
     let w = worker(json, &store, T0);
     let (p, _, _) = plan(&w, T0);
-    let _ = w.served_within(&p, Some(b"azure"), None);
+    let _ = w.served_within(&p, Some(b"azure"), || None);
     let Reply::Json { body, .. } = w.answer(Ok(Endpoint::Status), || None, T0) else {
         panic!("status is JSON");
     };
@@ -307,4 +307,27 @@ fn an_attempt_holds_its_body_rewrites_or_fixes_the_length_and_records_once() {
     assert!(!d.start(&up, b"nobody", None, None, false, T0));
     assert_eq!(d.request_body(true, T0), BodyStep::Continue);
     assert_eq!(d.response_headers(&up, Some(200), true, T0, |_| None), None);
+}
+
+#[test]
+fn the_upstream_role_reads_shared_data_for_a_success_once_per_freshness_period() {
+    use crate::worker::cache::SEEN_FRESH_MS;
+    let (down, up, store) = pair(&["openai", "azure"], 3);
+    let (_, _, tickets) = plan(&down, T0);
+    attempt(&up, "openai", &tickets, Some(200), T0);
+    let before = store.reads();
+    // Successes within the period are held on the first one's read.
+    for i in 1..=SEEN_FRESH_MS {
+        attempt(&up, "openai", &tickets, Some(200), T0 + i);
+    }
+    assert_eq!(store.reads(), before);
+    attempt(&up, "openai", &tickets, Some(200), T0 + 2 * SEEN_FRESH_MS + 1);
+    assert_eq!(store.reads(), before + 1);
+    // A failure still goes to shared data at once, and ends the quiet read.
+    let writes = store.writes();
+    attempt(&up, "openai", &tickets, Some(503), T0 + 2 * SEEN_FRESH_MS + 2);
+    assert!(store.writes() > writes);
+    let before = store.reads();
+    attempt(&up, "openai", &tickets, Some(200), T0 + 2 * SEEN_FRESH_MS + 3);
+    assert!(store.reads() > before, "a streak is not quiet");
 }
