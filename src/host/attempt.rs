@@ -112,9 +112,10 @@ impl HttpContext for Attempt {
         };
         let tickets = abi::header(Map::Request, TICKETS_HEADER);
         let read = |h: &str| abi::header(Map::Request, h);
-        if let Some(shaped) =
-            self.core
-                .shape_attempt(&name, tickets.as_deref(), abi::now_ms(), read)
+        let now = abi::now_ms();
+        if let Some(shaped) = self
+            .core
+            .shape_attempt(&name, tickets.as_deref(), now, read)
         {
             apply(&shaped.edits);
             // A missing key is the operator's problem too.
@@ -123,10 +124,7 @@ impl HttpContext for Attempt {
         }
         let per_try = abi::header(Map::Request, "x-envoy-expected-rq-timeout-ms");
         let (t, p) = (tickets.as_deref(), per_try.as_deref());
-        if self
-            .state
-            .start(&self.core, &name, t, p, eos, abi::now_ms())
-        {
+        if self.state.start(&self.core, &name, t, p, eos, now) {
             match self.core.body_callbacks() {
                 BodyCallbacks::Absent => {
                     // The body comes after the headers: it goes chunked.
@@ -149,7 +147,7 @@ impl HttpContext for Attempt {
         if std::mem::take(&mut self.held) {
             self.core.body_came_while_held();
         }
-        let fix_length = match self.state.request_body(eos, abi::now_ms()) {
+        let fix_length = match self.state.request_body(eos, abi::now_ms) {
             BodyStep::Hold => return Action::Pause,
             BodyStep::Continue => false,
             BodyStep::Rewrite(model) => !rewrite_body(RequestBody::Unread(size), &model),

@@ -67,8 +67,9 @@ impl Attempt {
         self.gateway_key = yes;
     }
 
-    /// A request-body callback at `now_ms` (`eos`: the body is complete).
-    pub fn request_body(&mut self, eos: bool, now_ms: u64) -> BodyStep {
+    /// A request-body callback (`eos`: the body is complete; `now` reads the clock,
+    /// only then).
+    pub fn request_body(&mut self, eos: bool, now: impl FnOnce() -> u64) -> BodyStep {
         if !eos {
             return if self.hold {
                 BodyStep::Hold
@@ -78,7 +79,7 @@ impl Attempt {
         }
         // The provider's time to first byte counts from the end of the request.
         if let Some(r) = &mut self.routed {
-            r.start_ms = now_ms;
+            r.start_ms = now();
         }
         if !std::mem::take(&mut self.hold) {
             return BodyStep::Continue;

@@ -275,8 +275,8 @@ fn an_attempt_holds_its_body_rewrites_or_fixes_the_length_and_records_once() {
     // openai: no model of its own, but a later member rewrites: hold, then fix the length.
     let mut a = Attempt::default();
     assert!(a.start(&up, b"openai", Some(t.as_bytes()), Some(b"1000"), false, T0));
-    assert_eq!(a.request_body(false, T0), BodyStep::Hold);
-    assert_eq!(a.request_body(true, T0), BodyStep::FixLength);
+    assert_eq!(a.request_body(false, || T0), BodyStep::Hold);
+    assert_eq!(a.request_body(true, || T0), BodyStep::FixLength);
     assert_eq!(
         a.response_headers(&up, Some(503), true, T0 + 5, |_| None),
         Some("openai")
@@ -293,7 +293,7 @@ fn an_attempt_holds_its_body_rewrites_or_fixes_the_length_and_records_once() {
     let mut b = Attempt::default();
     assert!(b.start(&up, b"azure", Some(t.as_bytes()), None, false, T0));
     assert_eq!(
-        b.request_body(true, T0),
+        b.request_body(true, || T0),
         BodyStep::Rewrite("gpt-4o-az".into())
     );
     // No headers, lasted the per-try timeout: a timeout.
@@ -305,7 +305,7 @@ fn an_attempt_holds_its_body_rewrites_or_fixes_the_length_and_records_once() {
     // An unknown upstream is not tracked.
     let mut d = Attempt::default();
     assert!(!d.start(&up, b"nobody", None, None, false, T0));
-    assert_eq!(d.request_body(true, T0), BodyStep::Continue);
+    assert_eq!(d.request_body(true, || T0), BodyStep::Continue);
     assert_eq!(d.response_headers(&up, Some(200), true, T0, |_| None), None);
 }
 
