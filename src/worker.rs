@@ -18,6 +18,7 @@ pub mod attempt;
 pub mod batch;
 pub mod cache;
 pub mod cells;
+pub mod counters;
 pub mod fleet;
 pub mod hold;
 pub mod intake;

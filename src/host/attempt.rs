@@ -42,6 +42,7 @@ pub struct Attempt {
     held: bool,
     /// How the tick finds it while its headers are held.
     watch: Option<Watch>,
+    _flight: super::InFlight,
 }
 
 impl Attempt {
@@ -49,6 +50,7 @@ impl Attempt {
     pub fn new(core: Rc<Core>) -> Attempt {
         let state = State::default();
         Attempt {
+            _flight: super::InFlight::new(core.clone()),
             core,
             state,
             held: false,
@@ -97,9 +99,11 @@ pub(super) fn apply(edits: &[Edit]) {
 
 impl Context for Attempt {
     fn on_done(&mut self) -> bool {
-        self.state.done(&self.core, abi::now_ms(), || {
+        let now = abi::now_ms();
+        self.state.done(&self.core, now, || {
             abi::property(&["upstream", "transport_failure_reason"]).is_some_and(|r| !r.is_empty())
         });
+        self.core.metrics().flush_due(now);
         true
     }
 }

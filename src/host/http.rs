@@ -36,6 +36,7 @@ pub struct Stream {
     late_rewrite: Option<String>,
     /// How the tick finds this stream while its headers are held.
     watch: Option<Watch>,
+    _flight: Option<super::InFlight>,
 }
 
 impl Watched for Stream {
@@ -48,6 +49,7 @@ impl Stream {
     /// A stream of `core`'s configuration (none: pass everything through).
     pub fn new(core: Option<Rc<Core>>) -> Stream {
         Stream {
+            _flight: core.clone().map(super::InFlight::new),
             core,
             routed: None,
             response: Response::default(),
@@ -342,7 +344,9 @@ impl HttpContext for Stream {
 
     fn on_log(&mut self) {
         if let (Some(core), Some((plan, used))) = (&self.core, self.plan.take()) {
-            core.release_unused(&plan, used, abi::now_ms());
+            if plan.holds_permits() {
+                core.release_unused(&plan, used, abi::now_ms());
+            }
             return;
         }
         let (Some(core), Some(routed)) = (self.core.take(), self.routed.take()) else {
@@ -356,6 +360,8 @@ impl HttpContext for Stream {
             },
             || abi::property(&["response", "code_details"]),
         );
-        core.finish(&routed, facts, abi::now_ms());
+        let now = abi::now_ms();
+        core.finish(&routed, facts, now);
+        core.metrics().flush_due(now);
     }
 }

@@ -60,6 +60,15 @@ pub struct Plan {
     pub shadow: Option<Would>,
 }
 
+impl Plan {
+    /// Whether some member holds a half-open permit (that an unused one gives back).
+    pub fn holds_permits(&self) -> bool {
+        self.order
+            .iter()
+            .any(|a| a.ticket.is_some_and(|t| t.permit.is_some()))
+    }
+}
+
 /// What the downstream role does with a request in `within_request` mode.
 #[derive(Debug)]
 pub enum WithinRouting<'w> {

@@ -321,13 +321,31 @@ fn the_upstream_role_reads_shared_data_for_a_success_once_per_freshness_period()
         attempt(&up, "openai", &tickets, Some(200), T0 + i);
     }
     assert_eq!(store.reads(), before);
-    attempt(&up, "openai", &tickets, Some(200), T0 + 2 * SEEN_FRESH_MS + 1);
+    attempt(
+        &up,
+        "openai",
+        &tickets,
+        Some(200),
+        T0 + 2 * SEEN_FRESH_MS + 1,
+    );
     assert_eq!(store.reads(), before + 1);
     // A failure still goes to shared data at once, and ends the quiet read.
     let writes = store.writes();
-    attempt(&up, "openai", &tickets, Some(503), T0 + 2 * SEEN_FRESH_MS + 2);
+    attempt(
+        &up,
+        "openai",
+        &tickets,
+        Some(503),
+        T0 + 2 * SEEN_FRESH_MS + 2,
+    );
     assert!(store.writes() > writes);
     let before = store.reads();
-    attempt(&up, "openai", &tickets, Some(200), T0 + 2 * SEEN_FRESH_MS + 3);
+    attempt(
+        &up,
+        "openai",
+        &tickets,
+        Some(200),
+        T0 + 2 * SEEN_FRESH_MS + 3,
+    );
     assert!(store.reads() > before, "a streak is not quiet");
 }

@@ -93,15 +93,22 @@ impl Callgrind {
     /// venv's Python launcher) under callgrind, and gives it time to start.
     fn setup() -> Callgrind {
         let lib = workspace_root().join(".venv/lib");
-        let real = std::env::var("ENVOY_REAL_BIN").map(Into::into).unwrap_or_else(|_| {
-            std::fs::read_dir(&lib)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
-                .find(|p| p.exists())
-                .unwrap_or_else(|| panic!("no Envoy binary under {} (make envoy), or set ENVOY_REAL_BIN", lib.display()))
-        });
+        let real = std::env::var("ENVOY_REAL_BIN")
+            .map(Into::into)
+            .unwrap_or_else(|_| {
+                std::fs::read_dir(&lib)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+                    .find(|p| p.exists())
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "no Envoy binary under {} (make envoy), or set ENVOY_REAL_BIN",
+                            lib.display()
+                        )
+                    })
+            });
         let dir = std::env::temp_dir().join(format!("llm-breaker-bench-ir-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let wrapper = dir.join("envoy");
@@ -128,7 +135,10 @@ impl Callgrind {
             .stdout(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "callgrind_control {args:?} {pid} failed (is valgrind installed?)");
+        assert!(
+            ok,
+            "callgrind_control {args:?} {pid} failed (is valgrind installed?)"
+        );
     }
 
     /// Zeroes Envoy's counters.
@@ -417,7 +427,12 @@ fn main() {
             r.envoy_cpu = e.cpu_time().saturating_sub(cpu0);
             if let Some(c) = &callgrind {
                 let ir = c.dump(e.pid()) as f64 / r.responses.max(1) as f64;
-                eprintln!("round {}: {:<26} {:>9.0} instructions/req", round + 1, variants[*i].0, ir);
+                eprintln!(
+                    "round {}: {:<26} {:>9.0} instructions/req",
+                    round + 1,
+                    variants[*i].0,
+                    ir
+                );
                 irs[*i].push(ir);
             }
             eprintln!(
@@ -468,14 +483,26 @@ fn main() {
     println!("(ratios: median over rounds of the ratio within each round)");
     if callgrind.is_some() {
         let pair = |i: usize, reference: usize| {
-            median(irs[i].iter().zip(&irs[reference]).map(|(a, b)| a / b).collect())
+            median(
+                irs[i]
+                    .iter()
+                    .zip(&irs[reference])
+                    .map(|(a, b)| a / b)
+                    .collect(),
+            )
         };
         println!();
         println!("Envoy instructions per request (callgrind), median over rounds:");
         println!("| variant | instructions/req | vs no filter | vs no-op wasm | vs route-only floor | vs closed path |");
         println!("|---|---:|---:|---:|---:|---:|");
         for &i in &chosen {
-            let at = |v: usize| if irs[v].is_empty() { f64::NAN } else { pair(i, v) };
+            let at = |v: usize| {
+                if irs[v].is_empty() {
+                    f64::NAN
+                } else {
+                    pair(i, v)
+                }
+            };
             println!(
                 "| {} | {:.0} | {:.3}x | {:.3}x | {:.3}x | {:.3}x |",
                 variants[i].0,
