@@ -25,6 +25,7 @@ pub mod intake;
 pub mod metrics;
 pub mod operator;
 pub mod outcome;
+pub mod relay;
 pub mod report;
 pub mod request;
 pub mod response;
@@ -67,6 +68,9 @@ pub struct Worker<S, M> {
     /// Per upstream: when this worker last warned about its credential (ms), so
     /// the warning is logged at most once a minute per upstream and worker.
     warned: Vec<std::cell::Cell<u64>>,
+    /// The within-request handoff between the roles ([`relay`]): the VM's, once
+    /// the host shares it ([`Worker::share_relay`]).
+    relay: std::rc::Rc<relay::Relay>,
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
@@ -102,7 +106,18 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             config,
             store,
             metrics,
+            relay: std::rc::Rc::new(relay::Relay::new(0)),
         }
+    }
+
+    /// Uses `relay`, shared with every other configuration of this VM (both roles).
+    pub fn share_relay(&mut self, relay: std::rc::Rc<relay::Relay>) {
+        self.relay = relay;
+    }
+
+    /// The within-request handoff this worker uses.
+    pub fn relay(&self) -> &std::rc::Rc<relay::Relay> {
+        &self.relay
     }
 
     /// The configuration.

@@ -211,13 +211,18 @@ pub fn dispatch_http_call(
     proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout)
 }
 
-/// Wall-clock time in unix milliseconds (0 if the host refuses).
-pub fn now_ms() -> u64 {
+/// Wall-clock time in unix nanoseconds (0 if the host refuses).
+pub fn now_ns() -> u64 {
     let mut ns = 0u64;
     unsafe {
         proxy_get_current_time_nanoseconds(&mut ns);
     }
-    ns / 1_000_000
+    ns
+}
+
+/// Wall-clock time in unix milliseconds (0 if the host refuses).
+pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
 }
 
 /// Arms (or with 0 disarms) this VM's periodic `on_tick`.

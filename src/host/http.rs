@@ -305,10 +305,16 @@ impl HttpContext for Stream {
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
         if let (Some(core), Some((plan, used))) = (&self.core, &mut self.plan) {
-            let served = abi::header(Map::Response, SERVED_HEADER);
-            let _ = abi::remove_header(Map::Response, SERVED_HEADER);
-            let envoy = || abi::header(Map::Response, "x-envoy-attempt-count");
-            let (n, info) = core.served_within(plan, served.as_deref(), envoy);
+            let relayed = plan.token.and_then(|t| core.relay().close(t));
+            let (n, info) = match relayed {
+                Some(r) => core.served_relayed(plan, r),
+                None => {
+                    let served = abi::header(Map::Response, SERVED_HEADER);
+                    let _ = abi::remove_header(Map::Response, SERVED_HEADER);
+                    let envoy = || abi::header(Map::Response, "x-envoy-attempt-count");
+                    core.served_within(plan, served.as_deref(), envoy)
+                }
+            };
             *used = n;
             if let Some((h, value)) = info {
                 let _ = abi::set_header(Map::Response, h, &value);
@@ -344,6 +350,10 @@ impl HttpContext for Stream {
 
     fn on_log(&mut self) {
         if let (Some(core), Some((plan, used))) = (&self.core, self.plan.take()) {
+            if let Some(t) = plan.token {
+                // A request that got no response headers.
+                let _ = core.relay().close(t);
+            }
             if plan.holds_permits() {
                 core.release_unused(&plan, used, abi::now_ms());
             }

@@ -97,6 +97,16 @@ impl SharedStore for EnvoyStore {
 /// The worker core as this adapter builds it.
 pub type Core = Worker<EnvoyStore, metrics::HostMetrics>;
 
+thread_local! {
+    /// This VM's within-request handoff, shared by every root context (both roles)
+    /// of the VM. Its id, from the clock when the VM first needs it, tells it apart
+    /// from other VMs' relays on the thread.
+    static RELAY: Rc<crate::worker::relay::Relay> = {
+        let ns = abi::now_ns();
+        Rc::new(crate::worker::relay::Relay::new((ns ^ (ns >> 32)) as u32))
+    };
+}
+
 /// A stream or attempt in flight, from its context's creation to its deletion
 /// (after `on_log` / `on_done`): batched counters flush when the last one goes.
 pub struct InFlight(Rc<Core>);
@@ -170,6 +180,7 @@ impl RootContext for Root {
         };
         let metrics = metrics::HostMetrics::define(&config);
         let mut core = Worker::new(config, EnvoyStore, metrics);
+        core.share_relay(RELAY.with(Rc::clone));
         core.seed(abi::now_ms());
         let tick = u32::try_from(core.tick_period_ms()).unwrap_or(u32::MAX);
         if let Err(s) = abi::set_tick_period_ms(tick) {

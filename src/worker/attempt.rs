@@ -3,6 +3,7 @@
 //! [`Worker::attempt`] (in [`super::within`]) decides the upstream, ticket and model;
 //! this holds them until `on_done`, when the attempt is recorded once.
 
+use super::relay::Token;
 use super::request::Routed;
 use super::response::Response;
 use super::within::attempt_flags;
@@ -35,6 +36,7 @@ pub struct Attempt {
     status: Option<u16>,
     per_try_ms: Option<u64>,
     gateway_key: bool,
+    token: Option<Token>,
 }
 
 impl Attempt {
@@ -57,6 +59,7 @@ impl Attempt {
         self.name = a.name.to_string();
         self.rewrite = a.rewrite.map(str::to_string);
         self.hold = a.hold && !eos;
+        self.token = a.token;
         self.routed = Some(a.routed);
         self.hold
     }
@@ -91,7 +94,7 @@ impl Attempt {
     }
 
     /// Response headers: the value of [`super::within::SERVED_HEADER`] to set, if
-    /// this attempt is tracked.
+    /// this attempt is tracked and the VM's relay did not take it.
     pub fn response_headers<S: SharedStore, M: Metrics>(
         &mut self,
         worker: &Worker<S, M>,
@@ -104,6 +107,11 @@ impl Attempt {
         self.status = status;
         self.response
             .headers(worker, routed, status, eos, now_ms, header);
+        if let Some(t) = self.token {
+            if worker.relay().served(t, routed.upstream) {
+                return None;
+            }
+        }
         Some(&self.name)
     }
 

@@ -183,6 +183,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 why,
                 skipped: Vec::new(),
                 shadow: Some(Would::of(&decision)),
+                token: None,
             },
         })
     }

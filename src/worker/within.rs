@@ -14,6 +14,7 @@
 //! `next_request` — each attempt once, on its own upstream. It tells the downstream
 //! role which upstream answered through the response header [`SERVED_HEADER`].
 
+use super::relay::{Relayed, Token};
 use super::request::{rewrite_on, Rejection, Routed};
 use super::shadow::Would;
 use super::{accounting, Metrics, Worker};
@@ -58,6 +59,8 @@ pub struct Plan {
     pub skipped: Vec<UpstreamId>,
     /// Shadow mode: what enforcement would have done (the plan is the primary alone).
     pub shadow: Option<Would>,
+    /// The request's slot in the VM's [`super::relay`].
+    pub token: Option<Token>,
 }
 
 impl Plan {
@@ -98,6 +101,9 @@ pub struct AttemptPlan<'w> {
     pub hold: bool,
     /// The upstream's name, for [`SERVED_HEADER`].
     pub name: &'w str,
+    /// The request's slot in this VM's relay, if this attempt found it (then it
+    /// tells the downstream role through it, not [`SERVED_HEADER`]).
+    pub token: Option<Token>,
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
@@ -147,13 +153,16 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             .iter()
             .filter_map(|a| self.config.upstream(a.upstream).map(|u| u.name.as_str()));
         let cluster = aggregate_name(names);
-        let tickets = encode_tickets(route, &order);
+        let token = self.relay.open();
+        let mut tickets = encode_tickets(route, &order);
+        tickets.push_str(&format!(";{}.{}", token.vm, token.seq));
         Some(WithinRouting::Send {
             plan: Plan {
                 order,
                 why,
                 skipped,
                 shadow: None,
+                token: Some(token),
             },
             cluster,
             tickets,
@@ -224,6 +233,32 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 .ok()?;
             Some(plan.order.len().min(n))
         });
+        self.summarize(plan, at, attempts)
+    }
+
+    /// [`Worker::served_within`] from what the attempts left in the request's relay
+    /// slot (no header read).
+    pub fn served_relayed(
+        &self,
+        plan: &Plan,
+        r: Relayed,
+    ) -> (Option<usize>, Option<(&str, String)>) {
+        // Attempt k went to member k: the one served is the last started.
+        let n = (r.attempts as usize).min(plan.order.len());
+        let at = r
+            .served
+            .and_then(|u| plan.order.iter().take(n).rposition(|a| a.upstream == u));
+        self.summarize(plan, at, Some(at.map_or(n, |p| p + 1)))
+    }
+
+    /// Counts the retried attempts and builds the response header's value, from the
+    /// position in the order of the member that answered (`at`) and the attempts.
+    fn summarize(
+        &self,
+        plan: &Plan,
+        at: Option<usize>,
+        attempts: Option<usize>,
+    ) -> (Option<usize>, Option<(&str, String)>) {
         // Attempts before the last failed; those before the one that answered (or
         // before the last, when none answered) were retried on the next member.
         let retried = match (at, attempts) {
@@ -324,6 +359,9 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 }
             }
         };
+        let token = tickets
+            .and_then(ticket_token)
+            .filter(|&t| self.relay.attempt(t));
         // Shadow mode sends requests unchanged: no rewrite, so nothing to hold for.
         let enforce = self.config.mode == Mode::Enforce;
         Some(AttemptPlan {
@@ -341,6 +379,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 .and_then(|r| rewrite_on(r, upstream)),
             hold: enforce && route.is_some_and(|r| r.chain_models.iter().any(Option::is_some)),
             name: up.name.as_str(),
+            token,
         })
     }
 }
@@ -384,11 +423,27 @@ pub fn encode_tickets(route: RouteId, order: &[Attempt]) -> String {
     s
 }
 
-/// Reads [`encode_tickets`]'s format; `None` for anything else (the header is
-/// untrusted input). Route indexes must be below `routes`.
+/// The relay token the downstream role appends to the tickets (`;vm.seq`).
+pub fn ticket_token(bytes: &[u8]) -> Option<Token> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (_, token) = text.rsplit_once(';')?;
+    let (vm, seq) = token.split_once('.')?;
+    if text.matches(';').count() != 2 {
+        return None;
+    }
+    Some(Token {
+        vm: vm.parse().ok()?,
+        seq: seq.parse().ok()?,
+    })
+}
+
+/// Reads [`encode_tickets`]'s format (and ignores a relay token after it); `None`
+/// for anything else (the header is untrusted input). Route indexes must be below
+/// `routes`.
 pub fn decode_tickets(bytes: &[u8], routes: usize) -> Option<(RouteId, Vec<Attempt>)> {
     let text = std::str::from_utf8(bytes).ok()?;
     let (route, rest) = text.split_once(';')?;
+    let rest = rest.split_once(';').map_or(rest, |(members, _)| members);
     let route: usize = route.parse().ok()?;
     if route >= routes {
         return None;

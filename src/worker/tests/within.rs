@@ -349,3 +349,61 @@ fn the_upstream_role_reads_shared_data_for_a_success_once_per_freshness_period()
     );
     assert!(store.reads() > before, "a streak is not quiet");
 }
+
+#[test]
+fn roles_sharing_a_vm_hand_over_the_attempts_without_headers() {
+    use crate::worker::attempt::Attempt;
+    let store = Store::default();
+    let json = config(&["openai", "azure"], &consecutive(3, 1000), WITHIN);
+    let down = worker(&json, &store, T0);
+    let mut up = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
+    up.share_relay(down.relay().clone());
+    let (p, _, t) = plan(&down, T0);
+    assert!(within::ticket_token(t.as_bytes()).is_some());
+    // openai answers 503 (retried), azure 200: no served-by header on either.
+    let mut a = Attempt::default();
+    a.start(&up, b"openai", Some(t.as_bytes()), None, true, T0);
+    assert_eq!(a.response_headers(&up, Some(503), true, T0, |_| None), None);
+    a.done(&up, T0, || false);
+    let mut b = Attempt::default();
+    b.start(&up, b"azure", Some(t.as_bytes()), None, true, T0);
+    assert_eq!(b.response_headers(&up, Some(200), true, T0, |_| None), None);
+    b.done(&up, T0, || false);
+    let relayed = down.relay().close(p.token.unwrap()).unwrap();
+    let (n, h) = down.served_relayed(&p, relayed);
+    assert_eq!(n, Some(2));
+    assert_eq!(
+        h.unwrap().1,
+        "upstream=azure; reason=failover; attempts=2; failed=openai"
+    );
+    assert_eq!(
+        down.metrics().up(0, UpstreamMetric::AttemptsFailedRetried),
+        1
+    );
+    // Both attempts failed, the last without headers: Envoy answers, nobody served.
+    let (p, _, t) = plan(&down, T0 + 1);
+    for name in ["openai", "azure"] {
+        let mut a = Attempt::default();
+        a.start(&up, name.as_bytes(), Some(t.as_bytes()), None, true, T0 + 1);
+        if name == "openai" {
+            a.response_headers(&up, Some(503), true, T0 + 1, |_| None);
+        }
+        a.done(&up, T0 + 1, || true);
+    }
+    let relayed = down.relay().close(p.token.unwrap()).unwrap();
+    let (n, h) = down.served_relayed(&p, relayed);
+    assert_eq!(n, Some(2));
+    assert_eq!(
+        h.unwrap().1,
+        "upstream=none; reason=all_failed; attempts=2; failed=openai,azure"
+    );
+    // An upstream role in another VM (its own relay) says it in the header.
+    let other = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
+    let (_, _, t) = plan(&down, T0 + 2);
+    let mut c = Attempt::default();
+    c.start(&other, b"openai", Some(t.as_bytes()), None, true, T0 + 2);
+    assert_eq!(
+        c.response_headers(&other, Some(200), true, T0 + 2, |_| None),
+        Some("openai")
+    );
+}
