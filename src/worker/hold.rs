@@ -106,8 +106,11 @@ impl<S, M: Metrics> Worker<S, M> {
     }
 
     /// Counts a request routed without the body's model that a route on `path`
-    /// needed (on the first route the path matches).
+    /// needed (on the first route the path matches); off mode moves no metric.
     pub(super) fn count_model_unread(&self, path: &str) {
+        if self.config.mode == crate::config::Mode::Off {
+            return;
+        }
         let first = self.config.routes.iter().position(|r| r.matches(path));
         if let Some(i) = first {
             accounting::model_unread(&self.metrics, RouteId::new(i));

@@ -226,3 +226,17 @@ fn off_names_the_primary_and_touches_nothing() {
     let w = worker(&within, &store, T0);
     assert_eq!(w.route_off(RouteId::new(0)).as_deref(), Some("llmb|openai"));
 }
+
+#[test]
+fn off_mode_routing_without_the_bodys_model_moves_no_metric() {
+    let store = Store::default();
+    let json = r#"{"mode":"off","routes":[{"name":"chat","match":{"models":["gpt-*"]},
+        "upstreams":["openai","azure"]}]}"#;
+    let w = worker(json, &store, T0);
+    let _ = w.intake_late("/v1/chat", |_| None);
+    assert!(w.metrics().take().is_empty());
+    // Enforcement counts it.
+    let w = worker(&json.replace(r#""mode":"off","#, ""), &store, T0);
+    let _ = w.intake_late("/v1/chat", |_| None);
+    assert!(!w.metrics().take().is_empty());
+}
