@@ -203,6 +203,8 @@ pub fn failover_json(cfg: &Config, counter: impl Fn(UpstreamId, UpstreamMetric) 
                 "upstream": u.name,
                 "attempts": counter(id, UpstreamMetric::Attempts),
                 "attempts_failed_retried": counter(id, UpstreamMetric::AttemptsFailedRetried),
+                "requests_not_retried_over_buffer_limit":
+                    counter(id, UpstreamMetric::NotRetriedOverBufferLimit),
             })
         })
         .collect();

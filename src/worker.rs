@@ -71,6 +71,8 @@ pub struct Worker<S, M> {
     /// The within-request handoff between the roles ([`relay`]): the VM's, once
     /// the host shares it ([`Worker::share_relay`]).
     relay: std::rc::Rc<relay::Relay>,
+    /// An attempt found no relay slot of its request (logged once per worker).
+    relay_missed: std::cell::Cell<bool>,
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
@@ -107,6 +109,19 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             store,
             metrics,
             relay: std::rc::Rc::new(relay::Relay::new(0)),
+            relay_missed: std::cell::Cell::new(false),
+        }
+    }
+
+    /// An attempt's request has a relay slot in another VM (or one overwritten by
+    /// [`relay::CAPACITY`] newer requests): says so once per worker.
+    fn relay_missed(&self) {
+        if !self.relay_missed.replace(true) {
+            log::info!(
+                "llm-breaker: an attempt found its request's relay slot in another VM: the \
+                 roles hand over in a response header (give both filters the same vm_id and \
+                 vm_config to save three header calls per request)"
+            );
         }
     }
 

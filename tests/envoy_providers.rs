@@ -172,6 +172,7 @@ fn rig_with(tag: &str, without_role: bool) -> Rig {
         clusters,
         per_try_timeout: Duration::from_secs(2),
         remove_headers,
+        buffer_limit: None,
     });
     let envoy = Envoy::start(&opts);
     Rig {

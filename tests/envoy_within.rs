@@ -110,6 +110,8 @@ fn a_503_outage_costs_no_client_error_and_the_primary_exactly_n_attempts() {
     assert_eq!(status["failover"]["upstreams"][0]["upstream"], "openai");
     assert_eq!(status["failover"]["upstreams"][0]["attempts"], N);
     assert_eq!(status["failover"]["upstreams"][1]["attempts"], 50);
+    // Both roles share the VM: they hand over in memory, not in a header.
+    assert!(!e.log().contains("relay slot in another VM"), "{}", e.log());
     let r = post(&e, BODY);
     assert_eq!(
         r.header("x-llm-breaker"),
@@ -327,4 +329,39 @@ fn every_upstream_failing_answers_promptly_with_at_most_one_attempt_each() {
         .starts_with("upstream=none; reason=all_open"));
     assert_eq!((a.requests(), b.requests()), (N as usize, N as usize));
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_body_over_the_buffer_limit_is_sent_once_and_counted() {
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let filter =
+        config(60_000, r#""azure""#).replacen('{', r#"{"retry_buffer_limit_bytes":1000,"#, 1);
+    let providers = [("openai", a.addr()), ("azure", b.addr())];
+    let mut opts = Options::breaker(&filter, &providers);
+    let mut w = Within::generated(&filter, &providers, Duration::from_secs(1));
+    w.buffer_limit = Some(1000);
+    opts.within = Some(w);
+    let e = Envoy::start(&opts);
+    a.set(Behaviour::Status(503));
+    // A small body is retried on azure.
+    let r = post(&e, BODY);
+    assert_eq!((r.status, r.upstream()), (200, Some("azure")));
+    // A 4 KB one goes once: the client gets openai's 503, counted on openai.
+    let big = BODY.replace("hi", &"x".repeat(4000));
+    let r = post(&e, &big);
+    assert_eq!(r.status, 503, "{:?}", r.header("x-llm-breaker"));
+    assert_eq!(b.requests(), 1);
+    assert_eq!(
+        e.wait_upstream_stat("openai", "requests_not_retried_over_buffer_limit", 1),
+        1
+    );
+    assert_eq!(
+        e.upstream_stat("azure", "requests_not_retried_over_buffer_limit"),
+        0
+    );
+    let status = client::get(e.listener, "/_llm_breaker/status")
+        .unwrap()
+        .json();
+    let openai = &status["failover"]["upstreams"][0];
+    assert_eq!(openai["requests_not_retried_over_buffer_limit"], 1);
 }

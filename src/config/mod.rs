@@ -67,6 +67,8 @@ pub struct Config {
     pub failover: Failover,
     /// Downstream (routing) or upstream (per-attempt) instance.
     pub role: Role,
+    /// `within_request`: the request size over which Envoy sends a request once.
+    pub retry_buffer_limit_bytes: u64,
     /// Enforce, shadow (observe only) or off.
     pub mode: Mode,
     /// Breakers shared with other Envoys through etcd, when configured.

@@ -54,6 +54,11 @@ pub struct RawConfig {
     /// clusters' upstream filters (one context per attempt).
     #[serde(default)]
     pub role: Role,
+    /// `within_request`: the route's `per_request_buffer_limit_bytes` (Envoy's
+    /// default is the listener's 1 MiB connection buffer): a failed attempt of a
+    /// bigger request is not retried, and is counted as such.
+    #[serde(default = "default_retry_buffer_limit_bytes")]
+    pub retry_buffer_limit_bytes: u64,
     /// Whether the filter steers traffic (`enforce`), only says what it would do
     /// (`shadow`), or stands aside (`off`).
     #[serde(default)]
@@ -271,6 +276,10 @@ impl Default for RawInBand {
             max_scan_bytes: default_max_scan_bytes(),
         }
     }
+}
+
+fn default_retry_buffer_limit_bytes() -> u64 {
+    1024 * 1024
 }
 
 fn default_max_scan_bytes() -> u64 {

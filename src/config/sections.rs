@@ -62,6 +62,7 @@ pub(super) const MAX_WITHIN_CHAIN: usize = 8;
 pub(super) struct FailoverMode {
     pub failover: Failover,
     pub role: Role,
+    pub retry_buffer_limit_bytes: u64,
 }
 
 impl FailoverMode {
@@ -90,9 +91,16 @@ impl FailoverMode {
                 ));
             }
         }
+        super::checks::range(
+            "retry_buffer_limit_bytes",
+            raw.retry_buffer_limit_bytes,
+            1,
+            u64::from(u32::MAX),
+        )?;
         Ok(FailoverMode {
             failover: raw.failover,
             role: raw.role,
+            retry_buffer_limit_bytes: raw.retry_buffer_limit_bytes,
         })
     }
 }

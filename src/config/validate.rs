@@ -66,6 +66,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         admin,
         failover: mode.failover,
         role: mode.role,
+        retry_buffer_limit_bytes: mode.retry_buffer_limit_bytes,
         mode: raw.mode,
         fleet,
     })

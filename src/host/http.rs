@@ -16,7 +16,7 @@ use crate::worker::intake::{Intake, RequestBody};
 use crate::worker::request::{Rejection, Routed, Routing};
 use crate::worker::response::Response;
 use crate::worker::shape::ORIGINAL_PATH_HEADER;
-use crate::worker::within::{Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
+use crate::worker::within::{Forwarded, Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -306,13 +306,16 @@ impl HttpContext for Stream {
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
         if let (Some(core), Some((plan, used))) = (&self.core, &mut self.plan) {
             let relayed = plan.token.and_then(|t| core.relay().close(t));
+            let size = || abi::property_u64(&["request", "size"]);
             let (n, info) = match relayed {
-                Some(r) => core.served_relayed(plan, r),
+                Some(r) => core.served_relayed(plan, r, size),
                 None => {
                     let served = abi::header(Map::Response, SERVED_HEADER);
                     let _ = abi::remove_header(Map::Response, SERVED_HEADER);
                     let envoy = || abi::header(Map::Response, "x-envoy-attempt-count");
-                    core.served_within(plan, served.as_deref(), envoy)
+                    let status = || abi::status_code(Map::Response);
+                    let request = Forwarded { status, size };
+                    core.served_within(plan, served.as_deref(), envoy, request)
                 }
             };
             *used = n;

@@ -108,7 +108,7 @@ impl Attempt {
         self.response
             .headers(worker, routed, status, eos, now_ms, header);
         if let Some(t) = self.token {
-            if worker.relay().served(t, routed.upstream) {
+            if worker.relay().served(t, routed.upstream, status) {
                 return None;
             }
         }

@@ -123,6 +123,10 @@ pub enum UpstreamMetric {
     /// Within-request failover: attempts to this upstream that failed and were
     /// retried on the next upstream (downstream role).
     AttemptsFailedRetried,
+    /// Within-request failover: requests whose failed attempt on this upstream was
+    /// not retried because the request was over Envoy's buffer limit
+    /// (`retry_buffer_limit_bytes`; downstream role).
+    NotRetriedOverBufferLimit,
     /// Shadow mode: requests that went to the primary although enforcement would
     /// have skipped this upstream and sent them to a later one.
     WouldFailOver,
@@ -157,7 +161,7 @@ const STATUSES: usize = CLIENT_ERROR_STATUSES.len() + 1;
 
 impl UpstreamMetric {
     /// How many metrics each upstream has.
-    pub const COUNT: usize = 22 + EDGES + FAILURES + STATUSES;
+    pub const COUNT: usize = 23 + EDGES + FAILURES + STATUSES;
 
     /// The counter of a client status (`client_errors.other` if it has none).
     pub fn client_status(status: u16) -> UpstreamMetric {
@@ -198,6 +202,7 @@ impl UpstreamMetric {
             TtfbMs => after_failures + STATUSES + 8,
             DurationMs => after_failures + STATUSES + 9,
             IgnoredCredentialRejected => after_failures + STATUSES + 10,
+            NotRetriedOverBufferLimit => after_failures + STATUSES + 11,
         }
     }
 
@@ -232,6 +237,7 @@ impl UpstreamMetric {
                 TtfbMs,
                 DurationMs,
                 IgnoredCredentialRejected,
+                NotRetriedOverBufferLimit,
             ])
     }
 
@@ -275,6 +281,7 @@ impl UpstreamMetric {
             TtfbMs => "ttfb_ms",
             DurationMs => "duration_ms",
             IgnoredCredentialRejected => "outcomes_ignored.credential_rejected",
+            NotRetriedOverBufferLimit => "requests_not_retried_over_buffer_limit",
         };
         name.to_string()
     }

@@ -37,6 +37,8 @@ pub struct Relayed {
     /// The upstream whose answer is forwarded; `None`: the last attempt got no
     /// headers (Envoy answers itself).
     pub served: Option<UpstreamId>,
+    /// That answer's status.
+    pub status: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,6 +47,7 @@ struct Slot {
     open: bool,
     attempts: u32,
     served: Option<UpstreamId>,
+    status: Option<u16>,
 }
 
 /// One VM's slots.
@@ -97,14 +100,20 @@ impl Relay {
         self.with(t, |s| {
             s.attempts = s.attempts.saturating_add(1);
             s.served = None;
+            s.status = None;
         })
         .is_some()
     }
 
-    /// An attempt of `t`'s request to `upstream` got response headers. `false`:
-    /// not a slot of this VM (the attempt says it in the response header).
-    pub fn served(&self, t: Token, upstream: UpstreamId) -> bool {
-        self.with(t, |s| s.served = Some(upstream)).is_some()
+    /// An attempt of `t`'s request to `upstream` got response headers with
+    /// `status`. `false`: not a slot of this VM (the attempt says it in the
+    /// response header).
+    pub fn served(&self, t: Token, upstream: UpstreamId, status: Option<u16>) -> bool {
+        self.with(t, |s| {
+            s.served = Some(upstream);
+            s.status = status;
+        })
+        .is_some()
     }
 
     /// Closes `t`'s slot: what its attempts left, if one of them used it.
@@ -114,6 +123,7 @@ impl Relay {
             (s.attempts > 0).then_some(Relayed {
                 attempts: s.attempts,
                 served: s.served,
+                status: s.served.and(s.status),
             })
         })
         .flatten()
@@ -134,20 +144,21 @@ mod tests {
         let r = Relay::new(7);
         let t = r.open();
         assert!(r.attempt(t));
-        assert!(r.served(t, A));
+        assert!(r.served(t, A, Some(503)));
         // Retried: A's answer was not forwarded.
         assert!(r.attempt(t));
-        assert!(r.served(t, B));
+        assert!(r.served(t, B, Some(200)));
         let got = r.close(t);
         assert_eq!(
             got,
             Some(Relayed {
                 attempts: 2,
-                served: Some(B)
+                served: Some(B),
+                status: Some(200)
             })
         );
         assert_eq!(r.close(t), None, "closed once");
-        assert!(!r.served(t, A));
+        assert!(!r.served(t, A, Some(503)));
     }
 
     #[test]
@@ -155,13 +166,14 @@ mod tests {
         let r = Relay::new(7);
         let t = r.open();
         r.attempt(t);
-        r.served(t, A);
+        r.served(t, A, Some(503));
         r.attempt(t);
         assert_eq!(
             r.close(t),
             Some(Relayed {
                 attempts: 2,
-                served: None
+                served: None,
+                status: None
             })
         );
     }
@@ -171,7 +183,7 @@ mod tests {
         let (r, other) = (Relay::new(7), Relay::new(8));
         let t = r.open();
         assert!(!other.attempt(t));
-        assert!(!other.served(t, A));
+        assert!(!other.served(t, A, Some(503)));
         assert_eq!(r.close(t), None, "no attempt used the slot");
     }
 

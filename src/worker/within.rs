@@ -217,6 +217,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         plan: &Plan,
         served: Option<&[u8]>,
         envoy_attempts: impl FnOnce() -> Option<Vec<u8>>,
+        request: Forwarded<impl FnOnce() -> Option<u16>, impl FnOnce() -> Option<u64>>,
     ) -> (Option<usize>, Option<(&str, String)>) {
         let at = served.and_then(|name| {
             plan.order.iter().position(|a| {
@@ -233,7 +234,29 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 .ok()?;
             Some(plan.order.len().min(n))
         });
+        let failed = at.is_none() || (request.status)().is_some_and(retriable);
+        self.count_not_retried(plan, attempts, failed, request.size);
         self.summarize(plan, at, attempts)
+    }
+
+    /// Counts a request whose last attempt failed as Envoy retries (`failed`) with
+    /// members left, and that was over the buffer limit (`size` reads its size,
+    /// only then): Envoy sent it once.
+    fn count_not_retried(
+        &self,
+        plan: &Plan,
+        attempts: Option<usize>,
+        failed: bool,
+        size: impl FnOnce() -> Option<u64>,
+    ) {
+        let Some(n) = attempts.filter(|&n| n >= 1 && n < plan.order.len()) else {
+            return;
+        };
+        if failed && size().is_some_and(|b| b > self.config.retry_buffer_limit_bytes) {
+            let u = plan.order[n - 1].upstream;
+            let m = Metric::Upstream(u, UpstreamMetric::NotRetriedOverBufferLimit);
+            self.metrics.increment(m);
+        }
     }
 
     /// [`Worker::served_within`] from what the attempts left in the request's relay
@@ -242,12 +265,15 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         &self,
         plan: &Plan,
         r: Relayed,
+        size: impl FnOnce() -> Option<u64>,
     ) -> (Option<usize>, Option<(&str, String)>) {
         // Attempt k went to member k: the one served is the last started.
         let n = (r.attempts as usize).min(plan.order.len());
         let at = r
             .served
             .and_then(|u| plan.order.iter().take(n).rposition(|a| a.upstream == u));
+        let failed = r.served.is_none() || r.status.is_some_and(retriable);
+        self.count_not_retried(plan, Some(n), failed, size);
         self.summarize(plan, at, Some(at.map_or(n, |p| p + 1)))
     }
 
@@ -359,9 +385,11 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 }
             }
         };
-        let token = tickets
-            .and_then(ticket_token)
-            .filter(|&t| self.relay.attempt(t));
+        let token = tickets.and_then(ticket_token);
+        let token = token.filter(|&t| self.relay.attempt(t));
+        if token.is_none() && tickets.and_then(ticket_token).is_some() {
+            self.relay_missed();
+        }
         // Shadow mode sends requests unchanged: no rewrite, so nothing to hold for.
         let enforce = self.config.mode == Mode::Enforce;
         Some(AttemptPlan {
@@ -382,6 +410,20 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             token,
         })
     }
+}
+
+/// What the downstream role reads of the forwarded response and the request, only
+/// when a failed attempt may not have been retried for the request's size.
+pub struct Forwarded<St, Sz> {
+    /// The response's `:status`.
+    pub status: St,
+    /// The request's size (`request.size`).
+    pub size: Sz,
+}
+
+/// A status the generator's retry policy retries (`5xx`, retriable 429).
+fn retriable(status: u16) -> bool {
+    status >= 500 || status == 429
 }
 
 /// Upstream role: Envoy's flags for an attempt, which the upstream filter can't read

@@ -208,6 +208,7 @@ fn every_upstream_metric_keeps_its_documented_name() {
         "ttfb_ms",
         "duration_ms",
         "outcomes_ignored.credential_rejected",
+        "requests_not_retried_over_buffer_limit",
     ];
     assert_eq!(names, want);
     let route: Vec<&str> = RouteMetric::ALL.iter().map(|m| m.name()).collect();

@@ -230,3 +230,12 @@ pub fn exchange(w: &TestWorker, status: u16, now: u64) -> String {
 pub fn stored(w: &TestWorker, now: u64) -> crate::breaker::Breaker {
     w.states(now).swap_remove(0)
 }
+
+/// What the downstream role would read of the forwarded response and the request,
+/// when neither matters.
+pub fn no_read() -> crate::worker::within::Forwarded<fn() -> Option<u16>, fn() -> Option<u64>> {
+    crate::worker::within::Forwarded {
+        status: || None,
+        size: || None,
+    }
+}

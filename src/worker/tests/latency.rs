@@ -94,7 +94,7 @@ fn within_request_records_each_attempt_once_on_its_upstream_and_the_downstream_r
         a.response_headers(&up, Some(status), true, start + ttfb, |_| None);
         a.done(&up, start + ttfb, || false);
     }
-    let (used, _) = down.served_within(&plan, Some(b"azure"), || None);
+    let (used, _) = down.served_within(&plan, Some(b"azure"), || None, no_read());
     down.release_unused(&plan, used, T0 + 50);
     assert_eq!(up.metrics().recorded(0, TtfbMs), [20]);
     assert_eq!(up.metrics().recorded(0, DurationMs), [20]);

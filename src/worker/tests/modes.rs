@@ -179,7 +179,7 @@ fn shadow_within_request_sends_the_primary_alone() {
     assert_eq!(a.rewrite, None);
     up.finish(&a.routed, &answered(503), T0);
     assert_eq!(stored(&up, T0).kind(), PhaseKind::Open);
-    let (_, h) = down.served_within(&plan, Some(b"openai"), || None);
+    let (_, h) = down.served_within(&plan, Some(b"openai"), || None, no_read());
     assert_eq!(
         h.unwrap().1,
         "upstream=openai; reason=shadow; would=openai; would_reason=primary"
@@ -187,7 +187,7 @@ fn shadow_within_request_sends_the_primary_alone() {
     let (plan, cluster, tickets) = send_within(T0 + 10);
     assert_eq!(cluster, "llmb|openai", "no narrowing to azure");
     assert_eq!(tickets, "0;0.0", "the open primary goes untracked");
-    let (_, h) = down.served_within(&plan, Some(b"openai"), || None);
+    let (_, h) = down.served_within(&plan, Some(b"openai"), || None, no_read());
     assert_eq!(
         h.unwrap().1,
         "upstream=openai; reason=shadow; would=azure; would_reason=failover; skipped=openai"

@@ -80,7 +80,7 @@ fn the_order_is_every_admitting_upstream_and_names_its_aggregate() {
 fn the_summary_names_the_failed_attempts_and_counts_the_retried_ones() {
     let (down, _, _) = pair(&["openai", "azure", "vllm"], 5);
     let (p, _, _) = plan(&down, T0);
-    let (n, h) = down.served_within(&p, Some(b"azure"), || None);
+    let (n, h) = down.served_within(&p, Some(b"azure"), || None, no_read());
     assert_eq!(n, Some(2));
     assert_eq!(
         h.unwrap(),
@@ -93,13 +93,13 @@ fn the_summary_names_the_failed_attempts_and_counts_the_retried_ones() {
         down.metrics().up(0, UpstreamMetric::AttemptsFailedRetried),
         1
     );
-    let (n, h) = down.served_within(&p, Some(b"openai"), || None);
+    let (n, h) = down.served_within(&p, Some(b"openai"), || None, no_read());
     assert_eq!(
         (n, h.unwrap().1.as_str()),
         (Some(1), "upstream=openai; reason=primary; attempts=1")
     );
     // Nobody answered: Envoy's count says how many failed.
-    let (n, h) = down.served_within(&p, None, || Some(b"3".to_vec()));
+    let (n, h) = down.served_within(&p, None, || Some(b"3".to_vec()), no_read());
     assert_eq!(n, Some(3));
     assert_eq!(
         h.unwrap().1,
@@ -239,7 +239,7 @@ fn status_lists_the_attempt_counters_under_within_request() {
         "routes":[{"name":"chat","upstreams":["openai","azure"]}]}"#;
     let w = worker(json, &store, T0);
     let (p, _, _) = plan(&w, T0);
-    let _ = w.served_within(&p, Some(b"azure"), || None);
+    let _ = w.served_within(&p, Some(b"azure"), || None, no_read());
     let Reply::Json { body, .. } = w.answer(Ok(Endpoint::Status), || None, T0) else {
         panic!("status is JSON");
     };
@@ -370,7 +370,7 @@ fn roles_sharing_a_vm_hand_over_the_attempts_without_headers() {
     assert_eq!(b.response_headers(&up, Some(200), true, T0, |_| None), None);
     b.done(&up, T0, || false);
     let relayed = down.relay().close(p.token.unwrap()).unwrap();
-    let (n, h) = down.served_relayed(&p, relayed);
+    let (n, h) = down.served_relayed(&p, relayed, || None);
     assert_eq!(n, Some(2));
     assert_eq!(
         h.unwrap().1,
@@ -391,7 +391,7 @@ fn roles_sharing_a_vm_hand_over_the_attempts_without_headers() {
         a.done(&up, T0 + 1, || true);
     }
     let relayed = down.relay().close(p.token.unwrap()).unwrap();
-    let (n, h) = down.served_relayed(&p, relayed);
+    let (n, h) = down.served_relayed(&p, relayed, || None);
     assert_eq!(n, Some(2));
     assert_eq!(
         h.unwrap().1,
@@ -406,4 +406,60 @@ fn roles_sharing_a_vm_hand_over_the_attempts_without_headers() {
         c.response_headers(&other, Some(200), true, T0 + 2, |_| None),
         Some("openai")
     );
+    assert!(logs()
+        .iter()
+        .any(|l| l.contains("relay slot in another VM")));
+}
+
+#[test]
+fn a_failed_attempt_not_retried_for_the_requests_size_is_counted() {
+    use crate::worker::relay::Relayed;
+    let json = config(&["openai", "azure"], &consecutive(3, 1000), WITHIN).replacen(
+        '{',
+        r#"{"retry_buffer_limit_bytes":100,"#,
+        1,
+    );
+    let down = worker(&json, &Store::default(), T0);
+    let over = || UpstreamMetric::NotRetriedOverBufferLimit;
+    let one = |served, status| Relayed {
+        attempts: 1,
+        served,
+        status,
+    };
+    let openai = Some(UpstreamId::new(0));
+    // openai's 503 went to the client after one attempt, the body being 1 KB.
+    let (p, _, _) = plan(&down, T0);
+    let _ = down.served_relayed(&p, one(openai, Some(503)), || Some(1000));
+    assert_eq!(down.metrics().up(0, over()), 1);
+    // Not counted: a small body (retries were off for another reason), a 400 (not
+    // retried anyway), a retry that happened, the last member.
+    let _ = down.served_relayed(&p, one(openai, Some(503)), || Some(99));
+    let _ = down.served_relayed(&p, one(openai, Some(400)), || Some(1000));
+    let two = Relayed {
+        attempts: 2,
+        served: Some(UpstreamId::new(1)),
+        status: Some(503),
+    };
+    let _ = down.served_relayed(&p, two, || Some(1000));
+    assert_eq!(down.metrics().up(0, over()), 1);
+    assert_eq!(down.metrics().up(1, over()), 0);
+    // Without headers (Envoy answered for a reset attempt), and through the header
+    // fallback, which reads the status.
+    let _ = down.served_relayed(&p, one(None, None), || Some(1000));
+    let fwd = within::Forwarded {
+        status: || Some(502),
+        size: || Some(1000),
+    };
+    let _ = down.served_within(&p, Some(b"openai"), || None, fwd);
+    assert_eq!(down.metrics().up(0, over()), 3);
+    // The field is checked.
+    let bad = config(
+        &["a"],
+        &consecutive(3, 1000),
+        r#","retry_buffer_limit_bytes":0"#,
+    );
+    let err = crate::config::Config::parse(bad.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("retry_buffer_limit_bytes"), "{err}");
 }

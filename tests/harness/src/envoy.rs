@@ -184,6 +184,8 @@ pub struct Within {
     /// The generator's `request_headers_to_remove` for the `/v1/` route (the client's
     /// credential headers); empty: none.
     pub remove_headers: Vec<String>,
+    /// The `/v1/` route's `per_request_buffer_limit_bytes` (Envoy's default: none).
+    pub buffer_limit: Option<u32>,
 }
 
 impl Within {
@@ -218,6 +220,7 @@ impl Within {
             clusters: strings(&doc["clusters"], true),
             per_try_timeout,
             remove_headers: strings(&doc["request_headers_to_remove"], false),
+            buffer_limit: None,
         }
     }
 
@@ -435,6 +438,12 @@ fn route_timeouts(opts: &Options) -> String {
             "                  retry_policy: {{ per_try_timeout: {} }}\n",
             secs(w.per_try_timeout)
         ));
+        if let Some(b) = w.buffer_limit {
+            // A route field, beside `route:` (the line above is inside it).
+            lines.push_str(&format!(
+                "                per_request_buffer_limit_bytes: {b}\n"
+            ));
+        }
         return lines;
     }
     let retries = match &opts.retry_on {
