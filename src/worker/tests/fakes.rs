@@ -231,9 +231,12 @@ pub fn stored(w: &TestWorker, now: u64) -> crate::breaker::Breaker {
     w.states(now).swap_remove(0)
 }
 
+/// [`no_read`]'s type.
+pub type NoRead = crate::worker::within::Forwarded<fn() -> Option<u16>, fn() -> Option<u64>>;
+
 /// What the downstream role would read of the forwarded response and the request,
 /// when neither matters.
-pub fn no_read() -> crate::worker::within::Forwarded<fn() -> Option<u16>, fn() -> Option<u64>> {
+pub fn no_read() -> NoRead {
     crate::worker::within::Forwarded {
         status: || None,
         size: || None,
