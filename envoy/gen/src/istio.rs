@@ -76,6 +76,23 @@ pub fn envoy_filter(
             ("patch", map([("operation", s("ADD")), ("value", cluster)])),
         ]));
     }
+    // Envoy's attempt count on responses: how the downstream role counts the attempts
+    // of a request no upstream answered when the roles can't hand over in memory
+    // (Istio may give the WasmPlugin's VM another configuration than this one's).
+    patches.push(map([
+        ("applyTo", s("VIRTUAL_HOST")),
+        ("match", map([("context", s(context))])),
+        (
+            "patch",
+            map([
+                ("operation", s("MERGE")),
+                (
+                    "value",
+                    map([("include_attempt_count_in_response", Value::Bool(true))]),
+                ),
+            ]),
+        ),
+    ]));
     patches.push(map([
         ("applyTo", s("HTTP_ROUTE")),
         (
