@@ -636,3 +636,39 @@ fn base64_decodes_with_and_without_padding() {
     assert_eq!(base64_decode("aGVsbG8gd29ybGQ"), b"hello world");
     assert_eq!(base64_decode("iVBORw0KGgo="), b"\x89PNG\r\n\x1a\n");
 }
+
+/// `within_request`: each card shows its upstream's attempt counters (hidden under
+/// `next_request`), read from the `status` endpoint's `failover` part.
+#[test]
+fn under_within_request_the_cards_show_the_attempt_counters() {
+    let Some(bin) = chromium() else { return };
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let filter = config(false).replacen('{', r#"{"failover":"within_request","#, 1);
+    let providers = [("openai", a.addr()), ("azure", b.addr())];
+    let mut opts = Options::breaker(&filter, &providers);
+    opts.within = Some(llm_breaker_harness::envoy::Within::generated(
+        &filter,
+        &providers,
+        Duration::from_secs(1),
+    ));
+    let e = Envoy::start(&opts);
+    a.set(Behaviour::Status(503));
+    for _ in 0..4 {
+        assert_eq!(chat(&e).status, 200, "azure answers every one");
+    }
+    e.wait_upstream_stat("azure", "successes", 4);
+    let mut br = Browser::launch(&bin);
+    br.open(&format!("http://{}{PREFIX}/", e.listener));
+    br.wait_eq("openai card open", &card_state("openai"), json!("open"));
+    br.wait_eq(
+        "openai's attempts",
+        &field("openai", "attempts"),
+        json!("3 · 3 failed and retried"),
+    );
+    br.wait_eq(
+        "azure's attempts",
+        &field("azure", "attempts"),
+        json!("4 · 0 failed and retried"),
+    );
+    br.assert_no_errors();
+}
