@@ -27,6 +27,7 @@ pub mod history;
 pub mod ids;
 pub mod inband;
 pub mod model;
+pub mod pairs;
 pub mod probe;
 pub mod ratelimit;
 pub mod routing;

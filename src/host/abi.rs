@@ -74,6 +74,7 @@ extern "C" {
     fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
     fn proxy_get_log_level(ret_level: *mut u32) -> u32;
     fn proxy_get_current_time_nanoseconds(ret: *mut u64) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, ret_data: *mut *mut u8, ret_size: *mut usize) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
@@ -274,6 +275,12 @@ pub fn header(map: Map, name: &str) -> Option<Vec<u8>> {
     fetch(|d, n| unsafe { proxy_get_header_map_value(map as u32, key, len, d, n) })
         .ok()
         .flatten()
+}
+
+/// A whole header map in one call (empty if not readable): cheaper than two reads.
+pub fn pairs(map: Map) -> crate::pairs::Pairs {
+    let got = fetch(|d, n| unsafe { proxy_get_header_map_pairs(map as u32, d, n) });
+    crate::pairs::Pairs::new(got.ok().flatten().unwrap_or_default())
 }
 
 /// Sets a header, replacing any value a client sent.

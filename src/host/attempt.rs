@@ -114,21 +114,23 @@ impl HttpContext for Attempt {
             log::warn!("llm-breaker: attempt without `llm_breaker.upstream` endpoint metadata");
             return Action::Continue;
         };
-        let tickets = abi::header(Map::Request, TICKETS_HEADER);
-        let read = |h: &str| abi::header(Map::Request, h);
+        // One read of the request headers for the tickets, the per-try timeout and
+        // every header shaping looks at.
+        let headers = abi::pairs(Map::Request);
+        let tickets = headers.get(TICKETS_HEADER);
+        let read = |h: &str| headers.value(h);
         let now = abi::now_ms();
-        if let Some(shaped) = self
-            .core
-            .shape_attempt(&name, tickets.as_deref(), now, read)
-        {
+        if let Some(shaped) = self.core.shape_attempt(&name, tickets, now, read) {
             apply(&shaped.edits);
             // A missing key is the operator's problem too.
             self.state
                 .carries_gateway_key(shaped.credential || shaped.missing_credential);
         }
-        let per_try = abi::header(Map::Request, "x-envoy-expected-rq-timeout-ms");
-        let (t, p) = (tickets.as_deref(), per_try.as_deref());
-        if self.state.start(&self.core, &name, t, p, eos, now) {
+        let per_try = headers.get("x-envoy-expected-rq-timeout-ms");
+        if self
+            .state
+            .start(&self.core, &name, tickets, per_try, eos, now)
+        {
             match self.core.body_callbacks() {
                 BodyCallbacks::Absent => {
                     // The body comes after the headers: it goes chunked.
@@ -164,8 +166,9 @@ impl HttpContext for Attempt {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        let status = abi::status_code(Map::Response);
-        let header = |name: &str| abi::header(Map::Response, name);
+        let headers = abi::pairs(Map::Response);
+        let status = headers.status();
+        let header = |name: &str| headers.value(name);
         let now = abi::now_ms();
         if let Some(name) = self
             .state

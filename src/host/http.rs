@@ -133,8 +133,12 @@ impl Stream {
             }) => {
                 set_request_header(&core.config().route_header, &cluster);
                 set_request_header(TICKETS_HEADER, &tickets);
-                let read = |h: &str| abi::header(Map::Request, h);
-                super::attempt::apply(&core.stage_client_credentials(route, read));
+                if core.config().shapes_requests() {
+                    // One read for the client's credential and staging headers.
+                    let headers = abi::pairs(Map::Request);
+                    let read = |h: &str| headers.value(h);
+                    super::attempt::apply(&core.stage_client_credentials(route, read));
+                }
                 self.plan = Some((plan, None));
                 Action::Continue
             }
@@ -328,10 +332,11 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let now = abi::now_ms();
-        let status = abi::status_code(Map::Response);
-        let header = |name: &str| abi::header(Map::Response, name);
+        // One read for `:status`, `content-type` and the rate-limit hints.
+        let headers = abi::pairs(Map::Response);
+        let header = |name: &str| headers.value(name);
         self.response
-            .headers(core, routed, status, eos, now, header);
+            .headers(core, routed, headers.status(), eos, now, header);
         if let Some((h, value)) = core.served_header(routed) {
             let _ = abi::set_header(Map::Response, h, &value);
         }
