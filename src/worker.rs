@@ -18,7 +18,6 @@ pub mod attempt;
 pub mod batch;
 pub mod cache;
 pub mod cells;
-pub mod counters;
 pub mod fleet;
 pub mod hold;
 pub mod intake;

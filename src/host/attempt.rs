@@ -42,7 +42,6 @@ pub struct Attempt {
     held: bool,
     /// How the tick finds it while its headers are held.
     watch: Option<Watch>,
-    _flight: super::InFlight,
 }
 
 impl Attempt {
@@ -50,7 +49,6 @@ impl Attempt {
     pub fn new(core: Rc<Core>) -> Attempt {
         let state = State::default();
         Attempt {
-            _flight: super::InFlight::new(core.clone()),
             core,
             state,
             held: false,
@@ -103,7 +101,6 @@ impl Context for Attempt {
         self.state.done(&self.core, now, || {
             abi::property(&["upstream", "transport_failure_reason"]).is_some_and(|r| !r.is_empty())
         });
-        self.core.metrics().flush_due(now);
         true
     }
 }

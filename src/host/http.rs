@@ -36,7 +36,6 @@ pub struct Stream {
     late_rewrite: Option<String>,
     /// How the tick finds this stream while its headers are held.
     watch: Option<Watch>,
-    _flight: Option<super::InFlight>,
 }
 
 impl Watched for Stream {
@@ -49,7 +48,6 @@ impl Stream {
     /// A stream of `core`'s configuration (none: pass everything through).
     pub fn new(core: Option<Rc<Core>>) -> Stream {
         Stream {
-            _flight: core.clone().map(super::InFlight::new),
             core,
             routed: None,
             response: Response::default(),
@@ -380,6 +378,5 @@ impl HttpContext for Stream {
         );
         let now = abi::now_ms();
         core.finish(&routed, facts, now);
-        core.metrics().flush_due(now);
     }
 }

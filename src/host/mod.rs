@@ -107,24 +107,6 @@ thread_local! {
     };
 }
 
-/// A stream or attempt in flight, from its context's creation to its deletion
-/// (after `on_log` / `on_done`): batched counters flush when the last one goes.
-pub struct InFlight(Rc<Core>);
-
-impl InFlight {
-    /// A stream of `core` started.
-    pub fn new(core: Rc<Core>) -> InFlight {
-        core.metrics().opened();
-        InFlight(core)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.metrics().closed();
-    }
-}
-
 /// The root context: owns the configuration of one VM.
 #[derive(Default)]
 pub struct Root {
@@ -201,7 +183,6 @@ impl RootContext for Root {
         // one to match a route by model).
         self.holds.tick(core, now, self.id);
         // Off mode records nothing: no batches to write, no active probes.
-        core.metrics().flush();
         if core.config().mode != Mode::Off {
             core.tick(now);
             probe::tick(core, &mut self.probes, now);
