@@ -48,30 +48,33 @@ impl Pairs {
     }
 }
 
+/// The same encoding of `map` (what the host expects for the headers of a local
+/// reply).
+pub fn serialize(map: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    for (k, v) in map {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in map {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in pairs {
-            out.extend((k.len() as u32).to_le_bytes());
-            out.extend((v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend(k.as_bytes());
-            out.push(0);
-            out.extend(v.as_bytes());
-            out.push(0);
-        }
-        out
-    }
-
     #[test]
     fn finds_values_and_the_status() {
-        let p = Pairs::new(encode(&[
+        let p = Pairs::new(serialize(&[
             (":status", "429"),
             ("content-type", "application/json"),
             ("retry-after", ""),
@@ -86,7 +89,7 @@ mod tests {
 
     #[test]
     fn malformed_bytes_find_nothing() {
-        let good = encode(&[("a", "b"), ("c", "d")]);
+        let good = serialize(&[("a", "b"), ("c", "d")]);
         for cut in 0..good.len() {
             let _ = Pairs::new(good[..cut].to_vec()).get("c");
         }

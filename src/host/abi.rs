@@ -395,7 +395,7 @@ pub fn send_local_response(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> Result<(), HostStatus> {
-    let map = serialize_map(headers);
+    let map = crate::pairs::serialize(headers);
     unsafe {
         check(proxy_send_local_response(
             code,
@@ -408,24 +408,6 @@ pub fn send_local_response(
             -1,
         ))
     }
-}
-
-/// The ABI's header-map encoding: count, (key len, value len)*, then NUL-terminated
-/// keys and values.
-fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(map.len() as u32).to_le_bytes());
-    for (k, v) in map {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in map {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
 }
 
 /// Makes the following host calls act on context `id` (a stream, from the root
