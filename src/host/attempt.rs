@@ -97,8 +97,7 @@ pub(super) fn apply(edits: &[Edit]) {
 
 impl Context for Attempt {
     fn on_done(&mut self) -> bool {
-        let now = abi::now_ms();
-        self.state.done(&self.core, now, || {
+        self.state.done(&self.core, abi::now_ms(), || {
             abi::property(&["upstream", "transport_failure_reason"]).is_some_and(|r| !r.is_empty())
         });
         true

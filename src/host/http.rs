@@ -376,7 +376,6 @@ impl HttpContext for Stream {
             },
             || abi::property(&["response", "code_details"]),
         );
-        let now = abi::now_ms();
-        core.finish(&routed, facts, now);
+        core.finish(&routed, facts, abi::now_ms());
     }
 }

@@ -234,25 +234,25 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 .ok()?;
             Some(plan.order.len().min(n))
         });
-        let failed = at.is_none() || (request.status)().is_some_and(retriable);
+        let failed = || at.is_none() || (request.status)().is_some_and(retriable);
         self.count_not_retried(plan, attempts, failed, request.size);
         self.summarize(plan, at, attempts)
     }
 
     /// Counts a request whose last attempt failed as Envoy retries (`failed`) with
-    /// members left, and that was over the buffer limit (`size` reads its size,
-    /// only then): Envoy sent it once.
+    /// members left, and that was over the buffer limit: Envoy sent it once.
+    /// `failed` and `size` (the request's) are asked only when members were left.
     fn count_not_retried(
         &self,
         plan: &Plan,
         attempts: Option<usize>,
-        failed: bool,
+        failed: impl FnOnce() -> bool,
         size: impl FnOnce() -> Option<u64>,
     ) {
         let Some(n) = attempts.filter(|&n| n >= 1 && n < plan.order.len()) else {
             return;
         };
-        if failed && size().is_some_and(|b| b > self.config.retry_buffer_limit_bytes) {
+        if failed() && size().is_some_and(|b| b > self.config.retry_buffer_limit_bytes) {
             let u = plan.order[n - 1].upstream;
             let m = Metric::Upstream(u, UpstreamMetric::NotRetriedOverBufferLimit);
             self.metrics.increment(m);
@@ -272,7 +272,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         let at = r
             .served
             .and_then(|u| plan.order.iter().take(n).rposition(|a| a.upstream == u));
-        let failed = r.served.is_none() || r.status.is_some_and(retriable);
+        let failed = || r.served.is_none() || r.status.is_some_and(retriable);
         self.count_not_retried(plan, Some(n), failed, size);
         self.summarize(plan, at, Some(at.map_or(n, |p| p + 1)))
     }
@@ -386,8 +386,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             }
         };
         let token = tickets.and_then(ticket_token);
-        let token = token.filter(|&t| self.relay.attempt(t));
-        if token.is_none() && tickets.and_then(ticket_token).is_some() {
+        let relayed = token.filter(|&t| self.relay.attempt(t));
+        if token.is_some() && relayed.is_none() {
             self.relay_missed();
         }
         // Shadow mode sends requests unchanged: no rewrite, so nothing to hold for.
@@ -407,7 +407,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 .and_then(|r| rewrite_on(r, upstream)),
             hold: enforce && route.is_some_and(|r| r.chain_models.iter().any(Option::is_some)),
             name: up.name.as_str(),
-            token,
+            token: relayed,
         })
     }
 }

@@ -452,6 +452,12 @@ fn a_failed_attempt_not_retried_for_the_requests_size_is_counted() {
     };
     let _ = down.served_within(&p, Some(b"openai"), || None, fwd);
     assert_eq!(down.metrics().up(0, over()), 3);
+    // With no member left untried, neither the status nor the size is read.
+    let unread = within::Forwarded {
+        status: || -> Option<u16> { panic!("status read") },
+        size: || -> Option<u64> { panic!("size read") },
+    };
+    let _ = down.served_within(&p, Some(b"azure"), || None, unread);
     // The field is checked.
     let bad = config(
         &["a"],
