@@ -110,7 +110,16 @@ fn a_503_outage_costs_no_client_error_and_the_primary_exactly_n_attempts() {
     assert_eq!(status["failover"]["upstreams"][0]["upstream"], "openai");
     assert_eq!(status["failover"]["upstreams"][0]["attempts"], N);
     assert_eq!(status["failover"]["upstreams"][1]["attempts"], 50);
-    // Both roles share the VM: they hand over in memory, not in a header.
+    // Both roles share the VM: they hand over in memory, not in a header. The
+    // tickets name the request's relay slot (`route;members;vm.seq`), and no attempt
+    // failed to find it (which it would log).
+    let tickets = b
+        .last_headers()
+        .into_iter()
+        .find(|(k, _)| k == "x-llm-breaker-tickets")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    assert_eq!(tickets.matches(';').count(), 2, "{tickets:?}");
     assert!(!e.log().contains("relay slot in another VM"), "{}", e.log());
     let r = post(&e, BODY);
     assert_eq!(

@@ -369,12 +369,17 @@ fn roles_sharing_a_vm_hand_over_the_attempts_without_headers() {
     b.start(&up, b"azure", Some(t.as_bytes()), None, true, T0);
     assert_eq!(b.response_headers(&up, Some(200), true, T0, |_| None), None);
     b.done(&up, T0, || false);
-    let relayed = down.relay().close(p.token.unwrap()).unwrap();
-    let (n, h) = down.served_relayed(&p, relayed, || None);
-    assert_eq!(n, Some(2));
+    let handed_over = |p: &Plan| {
+        let relayed = down.relay().close(p.token.unwrap()).unwrap();
+        let (n, h) = down.served_relayed(p, relayed, || None);
+        (n, h.unwrap().1)
+    };
     assert_eq!(
-        h.unwrap().1,
-        "upstream=azure; reason=failover; attempts=2; failed=openai"
+        handed_over(&p),
+        (
+            Some(2),
+            "upstream=azure; reason=failover; attempts=2; failed=openai".into()
+        )
     );
     assert_eq!(
         down.metrics().up(0, UpstreamMetric::AttemptsFailedRetried),
@@ -390,12 +395,12 @@ fn roles_sharing_a_vm_hand_over_the_attempts_without_headers() {
         }
         a.done(&up, T0 + 1, || true);
     }
-    let relayed = down.relay().close(p.token.unwrap()).unwrap();
-    let (n, h) = down.served_relayed(&p, relayed, || None);
-    assert_eq!(n, Some(2));
     assert_eq!(
-        h.unwrap().1,
-        "upstream=none; reason=all_failed; attempts=2; failed=openai,azure"
+        handed_over(&p),
+        (
+            Some(2),
+            "upstream=none; reason=all_failed; attempts=2; failed=openai,azure".into()
+        )
     );
     // An upstream role in another VM (its own relay) says it in the header.
     let other = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
