@@ -201,13 +201,23 @@ fn creds(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[test]
 fn a_failover_to_azure_carries_azures_key_path_and_model_and_no_other_key() {
     let r = rig("failover");
-    // Healthy: openai takes the client's request with the gateway's key only.
-    let ok = post(&r.envoy, CHAT, &CLIENT_KEYS, BODY);
+    // Healthy: openai takes the client's request with the gateway's key only, even
+    // when the client names another upstream in the header that carries each
+    // attempt's endpoint metadata to the upstream role.
+    let mut spoof = CLIENT_KEYS.to_vec();
+    spoof.push(("x-llm-breaker-attempt-upstream", "azure"));
+    let ok = post(&r.envoy, CHAT, &spoof, BODY);
     assert_eq!(
         (ok.status, ok.upstream()),
         (200, Some("openai")),
         "{}",
         ok.text()
+    );
+    let seen = r.openai.last_request().unwrap();
+    assert_eq!(
+        seen.header("x-llm-breaker-attempt-upstream"),
+        None,
+        "stripped"
     );
     // openai fails: every request fails over to azure within the request.
     r.openai.set(Behaviour::Status(503));
@@ -223,6 +233,11 @@ fn a_failover_to_azure_carries_azures_key_path_and_model_and_no_other_key() {
     }
     let last = r.azure.last_request().unwrap();
     assert_eq!(last.target, AZURE_PATH, "Azure's deployment path");
+    assert_eq!(
+        last.header("x-llm-breaker-attempt-upstream"),
+        None,
+        "stripped"
+    );
     assert_eq!(last.header("api-key"), Some("az-key"));
     assert_eq!(
         r.azure.requests_for_model("gpt-4o-azure"),

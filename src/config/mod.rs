@@ -24,8 +24,8 @@ pub use error::ConfigError;
 pub use fleet::{FleetConfig, RawFleet};
 pub use limits::{MAX_CALLS, MAX_MODELS, MAX_PERMITS};
 pub use shape::{
-    Credential, PathRule, RequestShape, CLIENT_CREDENTIAL_HEADERS, CLIENT_STAGING_PREFIX,
-    STAGING_PREFIX,
+    Credential, PathRule, RequestShape, ATTEMPT_UPSTREAM_HEADER, CLIENT_CREDENTIAL_HEADERS,
+    CLIENT_STAGING_PREFIX, STAGING_PREFIX,
 };
 pub use units::Millis;
 
@@ -69,6 +69,10 @@ pub struct Config {
     pub role: Role,
     /// `within_request`: the request size over which Envoy sends a request once.
     pub retry_buffer_limit_bytes: u64,
+    /// Upstream role: the request header naming the attempt's upstream (set by an
+    /// upstream `header_mutation` from the endpoint metadata); `None`: read the
+    /// metadata.
+    pub attempt_upstream_header: Option<String>,
     /// Enforce, shadow (observe only) or off.
     pub mode: Mode,
     /// Breakers shared with other Envoys through etcd, when configured.

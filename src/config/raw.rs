@@ -59,6 +59,11 @@ pub struct RawConfig {
     /// bigger request is not retried, and is counted as such.
     #[serde(default = "default_retry_buffer_limit_bytes")]
     pub retry_buffer_limit_bytes: u64,
+    /// Upstream role: the request header an upstream `header_mutation` filter ahead
+    /// of it sets to the attempt's endpoint metadata (`llm_breaker.upstream`); ""
+    /// reads the metadata itself (one more host call per attempt).
+    #[serde(default)]
+    pub attempt_upstream_header: String,
     /// Whether the filter steers traffic (`enforce`), only says what it would do
     /// (`shadow`), or stands aside (`off`).
     #[serde(default)]

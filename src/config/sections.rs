@@ -63,6 +63,7 @@ pub(super) struct FailoverMode {
     pub failover: Failover,
     pub role: Role,
     pub retry_buffer_limit_bytes: u64,
+    pub attempt_upstream_header: Option<String>,
 }
 
 impl FailoverMode {
@@ -97,10 +98,23 @@ impl FailoverMode {
             1,
             u64::from(u32::MAX),
         )?;
+        let attempt_upstream_header = if raw.attempt_upstream_header.is_empty() {
+            None
+        } else {
+            check_header_name("attempt_upstream_header", &raw.attempt_upstream_header)?;
+            if raw.role != Role::Upstream {
+                return Err(invalid(
+                    "attempt_upstream_header",
+                    "only with `role: \"upstream\"` (the generator sets it on the aggregates' upstream filter)",
+                ));
+            }
+            Some(raw.attempt_upstream_header.clone())
+        };
         Ok(FailoverMode {
             failover: raw.failover,
             role: raw.role,
             retry_buffer_limit_bytes: raw.retry_buffer_limit_bytes,
+            attempt_upstream_header,
         })
     }
 }

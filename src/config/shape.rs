@@ -17,6 +17,11 @@ pub const CLIENT_CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "api-key", "x
 /// key: `x-llm-breaker-credential-<upstream>`.
 pub const STAGING_PREFIX: &str = "x-llm-breaker-credential-";
 
+/// The request header the generator's `header_mutation` sets, per attempt and ahead
+/// of the upstream role, to the attempt's endpoint metadata `llm_breaker.upstream`
+/// (the upstream role's `attempt_upstream_header`; the same filter after it removes it).
+pub const ATTEMPT_UPSTREAM_HEADER: &str = "x-llm-breaker-attempt-upstream";
+
 /// Prefix of the header the downstream role moves a client's own credential header
 /// into on a `pass_client_credentials` route (`x-llm-breaker-client-authorization`),
 /// since the Envoy route removes the original; the upstream role moves it back.

@@ -244,6 +244,15 @@ fn failover_and_role_default_to_today_and_parse_both_ways() {
         (c.failover, c.role),
         (Failover::WithinRequest, Role::Upstream)
     );
+    assert_eq!(c.attempt_upstream_header, None);
+    let c = Config::parse(
+        br#"{"failover":"within_request","role":"upstream","attempt_upstream_header":"x-llm-breaker-attempt-upstream","routes":[{"name":"r","upstreams":["a","b"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.attempt_upstream_header.as_deref(),
+        Some("x-llm-breaker-attempt-upstream")
+    );
 }
 
 #[test]
@@ -271,6 +280,16 @@ fn invalid_failover_and_role_name_the_field() {
         (
             format!(r#"{{{long},"failover":"within_request"}}"#),
             "`routes[0].upstreams`: at most 8 upstreams",
+        ),
+        (
+            format!(
+                r#"{{{route},"failover":"within_request","role":"upstream","attempt_upstream_header":"X-Up"}}"#
+            ),
+            "`attempt_upstream_header`",
+        ),
+        (
+            format!(r#"{{{route},"failover":"within_request","attempt_upstream_header":"x-up"}}"#),
+            "`attempt_upstream_header`: only with `role: \"upstream\"`",
         ),
     ];
     assert_all_rejected(&cases);

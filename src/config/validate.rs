@@ -67,6 +67,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         failover: mode.failover,
         role: mode.role,
         retry_buffer_limit_bytes: mode.retry_buffer_limit_bytes,
+        attempt_upstream_header: mode.attempt_upstream_header,
         mode: raw.mode,
         fleet,
     })

@@ -15,7 +15,7 @@ use super::abi::{self, Body, Map};
 use super::held::{Resumable, Watch, Watched};
 use super::http::rewrite_body;
 use super::Core;
-use crate::worker::attempt::{Attempt as State, BodyStep};
+use crate::worker::attempt::{attempt_upstream, Attempt as State, BodyStep};
 use crate::worker::hold::BodyCallbacks;
 use crate::worker::intake::RequestBody;
 use crate::worker::shape::Edit;
@@ -106,13 +106,23 @@ impl Context for Attempt {
 
 impl HttpContext for Attempt {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
-        let Some(name) = abi::property(&UPSTREAM_NAME) else {
+        // One read of the request headers for the attempt's upstream (when a
+        // `header_mutation` ahead of this filter copies the endpoint metadata into
+        // one), the tickets, the per-try timeout and every header shaping looks at.
+        let headers = abi::pairs(Map::Request);
+        let named = self
+            .core
+            .config()
+            .attempt_upstream_header
+            .as_deref()
+            .and_then(|h| attempt_upstream(headers.get(h)));
+        let Some(name) = named
+            .map(<[u8]>::to_vec)
+            .or_else(|| abi::property(&UPSTREAM_NAME))
+        else {
             log::warn!("llm-breaker: attempt without `llm_breaker.upstream` endpoint metadata");
             return Action::Continue;
         };
-        // One read of the request headers for the tickets, the per-try timeout and
-        // every header shaping looks at.
-        let headers = abi::pairs(Map::Request);
         let tickets = headers.get(TICKETS_HEADER);
         let read = |h: &str| headers.value(h);
         let now = abi::now_ms();

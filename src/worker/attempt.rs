@@ -25,6 +25,13 @@ pub enum BodyStep {
     FixLength,
 }
 
+/// The attempt's upstream from the value of `attempt_upstream_header`: `None` when
+/// the header is missing or says nothing (Envoy's formatter writes "" or "-" for an
+/// endpoint without the metadata); the role then reads the metadata itself.
+pub fn attempt_upstream(value: Option<&[u8]>) -> Option<&[u8]> {
+    value.filter(|v| !v.is_empty() && *v != b"-")
+}
+
 /// One attempt, from its request headers to `on_done`.
 #[derive(Debug, Default)]
 pub struct Attempt {

@@ -16,7 +16,9 @@
 
 use crate::envoy::map;
 use crate::input::{Provider, Providers};
-use llm_breaker::config::{CLIENT_CREDENTIAL_HEADERS, CLIENT_STAGING_PREFIX, STAGING_PREFIX};
+use llm_breaker::config::{
+    ATTEMPT_UPSTREAM_HEADER, CLIENT_CREDENTIAL_HEADERS, CLIENT_STAGING_PREFIX, STAGING_PREFIX,
+};
 use serde_yaml::Value;
 
 fn s(v: &str) -> Value {
@@ -83,8 +85,8 @@ pub fn injector(p: &Provider) -> Option<Value> {
     ]))
 }
 
-/// The `header_mutation` filter removing every provider's staging header and the
-/// client-credential copies of passthrough routes.
+/// The `header_mutation` filter removing every provider's staging header, the
+/// client-credential copies of passthrough routes and the attempt's upstream name.
 pub fn strip_staging(p: &Providers) -> Value {
     let removes: Vec<Value> = p
         .providers
@@ -96,6 +98,7 @@ pub fn strip_staging(p: &Providers) -> Value {
                 .iter()
                 .map(|h| format!("{CLIENT_STAGING_PREFIX}{h}")),
         )
+        .chain(std::iter::once(ATTEMPT_UPSTREAM_HEADER.to_string()))
         .map(|h| map([("remove", s(&h))]))
         .collect();
     map([

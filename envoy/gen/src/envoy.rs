@@ -10,6 +10,7 @@
 
 use crate::credentials;
 use crate::input::{Provider, Providers};
+use llm_breaker::config::ATTEMPT_UPSTREAM_HEADER;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
@@ -224,14 +225,58 @@ fn upstream_filter(source: &FilterSource) -> Value {
     }
 }
 
-/// An aggregate's upstream filters: the members' credential injectors, the upstream
-/// role, the staging-header removal, the codec (see [`crate::credentials`]).
+/// The `header_mutation` ahead of the upstream role: the attempt's endpoint metadata
+/// into [`ATTEMPT_UPSTREAM_HEADER`] (a client's value removed first), which the role
+/// reads with the request headers it reads anyway instead of reading the metadata
+/// (measured: 14k fewer Envoy instructions per attempt, this filter costs 7k).
+fn attempt_upstream() -> Value {
+    let metadata = format!("%UPSTREAM_METADATA([\"{METADATA_NS}\",\"{METADATA_KEY}\"])%");
+    map([
+        ("name", s("llm-breaker-attempt-upstream")),
+        (
+            "typed_config",
+            map([
+                (
+                    "@type",
+                    s("type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"),
+                ),
+                (
+                    "mutations",
+                    map([(
+                        "request_mutations",
+                        seq(vec![
+                            map([("remove", s(ATTEMPT_UPSTREAM_HEADER))]),
+                            map([(
+                                "append",
+                                map([
+                                    (
+                                        "header",
+                                        map([
+                                            ("key", s(ATTEMPT_UPSTREAM_HEADER)),
+                                            ("value", s(&metadata)),
+                                        ]),
+                                    ),
+                                    ("append_action", s("OVERWRITE_IF_EXISTS_OR_ADD")),
+                                ]),
+                            )]),
+                        ]),
+                    )]),
+                ),
+            ]),
+        ),
+    ])
+}
+
+/// An aggregate's upstream filters: the members' credential injectors, the
+/// attempt's upstream name, the upstream role, the staging-header removal, the
+/// codec (see [`crate::credentials`]).
 fn http_filters(members: &[String], p: &Providers, source: &FilterSource) -> Vec<Value> {
     let mut out: Vec<Value> = members
         .iter()
         .filter_map(|m| p.providers.iter().find(|x| &x.name == m))
         .filter_map(credentials::injector)
         .collect();
+    out.push(attempt_upstream());
     out.push(upstream_filter(source));
     out.push(credentials::strip_staging(p));
     out.push(map([

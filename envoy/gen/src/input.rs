@@ -245,6 +245,10 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
 
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("role".into(), serde_json::Value::from("upstream"));
+        obj.insert(
+            "attempt_upstream_header".into(),
+            serde_json::Value::from(llm_breaker::config::ATTEMPT_UPSTREAM_HEADER),
+        );
     }
     let upstream_config =
         serde_json::to_string(&doc).map_err(|e| InputError::FilterConfig(e.to_string()))?;

@@ -107,12 +107,24 @@ fn the_upstream_filter_shares_the_vm_id_and_comes_before_the_codec() {
         .unwrap();
     assert_eq!(
         filters.len(),
-        3,
-        "the upstream role, the staging-header removal, the codec"
+        4,
+        "the attempt's upstream name, the upstream role, the staging-header removal, the codec"
     );
-    assert_eq!(filters[1]["name"], "llm-breaker-strip-staging");
-    assert_eq!(filters[0]["name"], "llm-breaker-upstream");
-    let config = &filters[0]["typed_config"]["config"];
+    assert_eq!(filters[0]["name"], "llm-breaker-attempt-upstream");
+    let mutations = serde_yaml::to_string(&filters[0]["typed_config"]["mutations"]).unwrap();
+    assert!(
+        mutations.contains(r#"%UPSTREAM_METADATA(["llm_breaker","upstream"])%"#)
+            && mutations.find("remove") < mutations.find("append"),
+        "a client's value removed, then the endpoint metadata: {mutations}"
+    );
+    assert_eq!(filters[2]["name"], "llm-breaker-strip-staging");
+    let stripped = serde_yaml::to_string(&filters[2]["typed_config"]["mutations"]).unwrap();
+    assert!(
+        stripped.contains("x-llm-breaker-attempt-upstream"),
+        "{stripped}"
+    );
+    assert_eq!(filters[1]["name"], "llm-breaker-upstream");
+    let config = &filters[1]["typed_config"]["config"];
     assert_eq!(config["vm_config"]["vm_id"], "llm_breaker");
     let json: serde_json::Value =
         serde_json::from_str(config["configuration"]["value"].as_str().unwrap()).unwrap();
@@ -121,10 +133,14 @@ fn the_upstream_filter_shares_the_vm_id_and_comes_before_the_codec() {
         "the upstream role is told so in its configuration"
     );
     assert_eq!(
+        json["attempt_upstream_header"], "x-llm-breaker-attempt-upstream",
+        "and where the attempt's upstream is named"
+    );
+    assert_eq!(
         json["routes"][0]["name"], "chat",
         "and runs the same breakers as the downstream role"
     );
-    assert_eq!(filters[2]["name"], "envoy.filters.http.upstream_codec");
+    assert_eq!(filters[3]["name"], "envoy.filters.http.upstream_codec");
 }
 
 #[test]
@@ -279,7 +295,7 @@ fn istio_output_adds_clusters_merges_the_route_and_delivers_the_module_by_ecds()
         .iter()
         .find(|p| p["patch"]["value"]["name"] == "llmb|openai|vllm")
         .unwrap();
-    let f = &options(&agg["patch"]["value"])["http_filters"][0];
+    let f = &options(&agg["patch"]["value"])["http_filters"][1];
     assert_eq!(f["name"], "llm-breaker-upstream");
     assert!(f["config_discovery"]["config_source"]["ads"].is_mapping());
     let route = &patches.last().unwrap();

@@ -325,8 +325,8 @@ fn generated(mocks: &[(&str, u16)], max_retries: u32) -> (Vec<Value>, Value) {
             .and_then(|o| o.get_mut("http_filters"))
             .and_then(Value::as_sequence_mut);
         if let Some(filters) = filters {
-            assert_eq!(filters[0]["name"], "llm-breaker-upstream");
-            filters.remove(0);
+            assert_eq!(filters[1]["name"], "llm-breaker-upstream");
+            filters.remove(1);
         }
     }
     let mut route = doc["route"].clone();

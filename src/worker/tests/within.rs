@@ -474,3 +474,13 @@ fn a_failed_attempt_not_retried_for_the_requests_size_is_counted() {
         .to_string();
     assert!(err.contains("retry_buffer_limit_bytes"), "{err}");
 }
+
+#[test]
+fn the_attempt_upstream_header_names_the_upstream_only_when_it_says_something() {
+    use crate::worker::attempt::attempt_upstream;
+    assert_eq!(attempt_upstream(Some(b"openai")), Some(&b"openai"[..]));
+    // Envoy's formatter for an endpoint without the metadata: read the metadata.
+    assert_eq!(attempt_upstream(Some(b"")), None);
+    assert_eq!(attempt_upstream(Some(b"-")), None);
+    assert_eq!(attempt_upstream(None), None);
+}

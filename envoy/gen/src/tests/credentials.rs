@@ -30,6 +30,7 @@ fn each_aggregate_injects_its_members_keys_before_the_upstream_role_and_strips_t
         [
             "llm-breaker-credential-openai",
             "llm-breaker-credential-azure-openai",
+            "llm-breaker-attempt-upstream",
             "llm-breaker-upstream",
             "llm-breaker-strip-staging",
             "envoy.filters.http.upstream_codec"
@@ -38,6 +39,7 @@ fn each_aggregate_injects_its_members_keys_before_the_upstream_role_and_strips_t
     assert_eq!(
         filter_names(&doc, "llmb|vllm"),
         [
+            "llm-breaker-attempt-upstream",
             "llm-breaker-upstream",
             "llm-breaker-strip-staging",
             "envoy.filters.http.upstream_codec"
@@ -52,7 +54,7 @@ fn each_aggregate_injects_its_members_keys_before_the_upstream_role_and_strips_t
     assert_eq!(source["path"], "/etc/llmb/azure.yaml");
     assert_eq!(source["watched_directory"]["path"], "/etc/llmb");
     assert_eq!(filters[0]["typed_config"]["overwrite"], true);
-    let strip = &filters[2]["typed_config"]["mutations"]["request_mutations"];
+    let strip = &filters[3]["typed_config"]["mutations"]["request_mutations"];
     let removed: Vec<&str> = strip
         .as_sequence()
         .unwrap()
@@ -66,7 +68,8 @@ fn each_aggregate_injects_its_members_keys_before_the_upstream_role_and_strips_t
             "x-llm-breaker-credential-azure-openai",
             "x-llm-breaker-client-authorization",
             "x-llm-breaker-client-api-key",
-            "x-llm-breaker-client-x-api-key"
+            "x-llm-breaker-client-x-api-key",
+            "x-llm-breaker-attempt-upstream"
         ]
     );
 }
@@ -75,7 +78,7 @@ fn each_aggregate_injects_its_members_keys_before_the_upstream_role_and_strips_t
 fn the_upstream_role_gets_the_request_blocks_and_no_secret() {
     let doc = shaped_doc(FILTER);
     let filters = &options(cluster(&doc, "llmb|vllm"))["http_filters"];
-    let value = filters[0]["typed_config"]["config"]["configuration"]["value"]
+    let value = filters[1]["typed_config"]["config"]["configuration"]["value"]
         .as_str()
         .unwrap();
     let json: serde_json::Value = serde_json::from_str(value).unwrap();
@@ -107,7 +110,7 @@ fn the_route_always_removes_client_credentials_and_istio_too() {
     );
     let doc = shaped_doc(&passing);
     assert_eq!(doc["request_headers_to_remove"], want);
-    let strip = &options(cluster(&doc, "llmb|vllm"))["http_filters"][1];
+    let strip = &options(cluster(&doc, "llmb|vllm"))["http_filters"][2];
     let removed = serde_yaml::to_string(&strip["typed_config"]["mutations"]).unwrap();
     assert!(
         removed.contains("x-llm-breaker-client-authorization"),

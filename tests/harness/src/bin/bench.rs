@@ -167,7 +167,19 @@ impl Callgrind {
             .find_map(|l| l.strip_prefix("totals:"))
             .and_then(|v| v.trim().parse().ok())
             .expect("a totals line");
-        let _ = std::fs::remove_file(newest.path());
+        // BENCH_IR_KEEP=dir keeps each dump for callgrind_annotate (where the instructions go).
+        match std::env::var("BENCH_IR_KEEP") {
+            Ok(keep) => {
+                let _ = std::fs::create_dir_all(&keep);
+                let _ = std::fs::rename(
+                    newest.path(),
+                    std::path::Path::new(&keep).join(newest.file_name()),
+                );
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(newest.path());
+            }
+        }
         total
     }
 }
