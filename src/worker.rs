@@ -72,6 +72,8 @@ pub struct Worker<S, M> {
     relay: std::rc::Rc<relay::Relay>,
     /// An attempt found no relay slot of its request (logged once per worker).
     relay_missed: std::cell::Cell<bool>,
+    /// An attempt came without `attempt_upstream_header` (logged once per worker).
+    attempt_header_missed: std::cell::Cell<bool>,
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
@@ -109,6 +111,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             metrics,
             relay: std::rc::Rc::new(relay::Relay::new(0)),
             relay_missed: std::cell::Cell::new(false),
+            attempt_header_missed: std::cell::Cell::new(false),
         }
     }
 

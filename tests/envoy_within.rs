@@ -121,6 +121,9 @@ fn a_503_outage_costs_no_client_error_and_the_primary_exactly_n_attempts() {
         .unwrap_or_default();
     assert_eq!(tickets.matches(';').count(), 2, "{tickets:?}");
     assert!(!e.log().contains("relay slot in another VM"), "{}", e.log());
+    // Every attempt learnt its upstream from the header the generated header_mutation
+    // fills (else the role reads the endpoint metadata, and logs it once).
+    assert!(!e.log().contains("an attempt came without"), "{}", e.log());
     let r = post(&e, BODY);
     assert_eq!(
         r.header("x-llm-breaker"),

@@ -15,7 +15,7 @@ use super::abi::{self, Body, Map};
 use super::held::{Resumable, Watch, Watched};
 use super::http::rewrite_body;
 use super::Core;
-use crate::worker::attempt::{attempt_upstream, Attempt as State, BodyStep};
+use crate::worker::attempt::{Attempt as State, BodyStep};
 use crate::worker::hold::BodyCallbacks;
 use crate::worker::intake::RequestBody;
 use crate::worker::shape::Edit;
@@ -110,13 +110,9 @@ impl HttpContext for Attempt {
         // `header_mutation` ahead of this filter copies the endpoint metadata into
         // one), the tickets, the per-try timeout and every header shaping looks at.
         let headers = abi::pairs(Map::Request);
-        let named = self
+        let Some(name) = self
             .core
-            .config()
-            .attempt_upstream_header
-            .as_deref()
-            .and_then(|h| attempt_upstream(headers.get(h)));
-        let Some(name) = named
+            .attempt_upstream(|h| headers.get(h))
             .map(<[u8]>::to_vec)
             .or_else(|| abi::property(&UPSTREAM_NAME))
         else {

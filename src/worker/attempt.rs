@@ -25,11 +25,27 @@ pub enum BodyStep {
     FixLength,
 }
 
-/// The attempt's upstream from the value of `attempt_upstream_header`: `None` when
-/// the header is missing or says nothing (Envoy's formatter writes "" or "-" for an
-/// endpoint without the metadata); the role then reads the metadata itself.
-pub fn attempt_upstream(value: Option<&[u8]>) -> Option<&[u8]> {
-    value.filter(|v| !v.is_empty() && *v != b"-")
+impl<S: SharedStore, M: Metrics> Worker<S, M> {
+    /// Upstream role: the attempt's upstream as `attempt_upstream_header` names it
+    /// (`header` reads a request header). `None`: no such header configured, or the
+    /// header is missing or says nothing (Envoy's formatter writes "" or "-" for an
+    /// endpoint without the metadata); the host then reads the endpoint metadata. A
+    /// configured header that says nothing is logged once per worker.
+    pub fn attempt_upstream<'a>(
+        &self,
+        header: impl FnOnce(&str) -> Option<&'a [u8]>,
+    ) -> Option<&'a [u8]> {
+        let name = self.config.attempt_upstream_header.as_deref()?;
+        let named = header(name).filter(|v| !v.is_empty() && *v != b"-");
+        if named.is_none() && !self.attempt_header_missed.replace(true) {
+            log::warn!(
+                "llm-breaker: an attempt came without `{name}`: is the generator's header_mutation \
+                 `llm-breaker-attempt-upstream` ahead of the upstream role? (reading the endpoint \
+                 metadata instead, one more host call per attempt)"
+            );
+        }
+        named
+    }
 }
 
 /// One attempt, from its request headers to `on_done`.

@@ -14,8 +14,10 @@ use llm_breaker::config::ATTEMPT_UPSTREAM_HEADER;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
-/// Endpoint metadata namespace and key naming the upstream:
-/// `xds.upstream_host_metadata.filter_metadata.llm_breaker.upstream` in the upstream role.
+/// Endpoint metadata namespace and key naming the upstream: copied per attempt into
+/// `x-llm-breaker-attempt-upstream` by `%UPSTREAM_METADATA(["llm_breaker","upstream"])%`
+/// (the `llm-breaker-attempt-upstream` filter), read as the property
+/// `xds.upstream_host_metadata.filter_metadata.llm_breaker.upstream` without it.
 pub const METADATA_NS: &str = "llm_breaker";
 /// See [`METADATA_NS`].
 pub const METADATA_KEY: &str = "upstream";

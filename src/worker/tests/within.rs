@@ -477,10 +477,34 @@ fn a_failed_attempt_not_retried_for_the_requests_size_is_counted() {
 
 #[test]
 fn the_attempt_upstream_header_names_the_upstream_only_when_it_says_something() {
-    use crate::worker::attempt::attempt_upstream;
-    assert_eq!(attempt_upstream(Some(b"openai")), Some(&b"openai"[..]));
-    // Envoy's formatter for an endpoint without the metadata: read the metadata.
-    assert_eq!(attempt_upstream(Some(b"")), None);
-    assert_eq!(attempt_upstream(Some(b"-")), None);
-    assert_eq!(attempt_upstream(None), None);
+    let store = Store::default();
+    let json = config(&["openai", "azure"], &consecutive(3, 1000), WITHIN);
+    let up = worker(
+        &json.replacen(
+            '{',
+            r#"{"role":"upstream","attempt_upstream_header":"x-up","#,
+            1,
+        ),
+        &store,
+        T0,
+    );
+    let given = |v: &'static [u8]| move |h: &str| (h == "x-up").then_some(v);
+    assert_eq!(up.attempt_upstream(given(b"openai")), Some(&b"openai"[..]));
+    assert!(!logs().iter().any(|l| l.contains("without `x-up`")));
+    // Envoy's formatter for an endpoint without the metadata, or no header: the host
+    // reads the metadata, and the worker says so once.
+    assert_eq!(up.attempt_upstream(given(b"")), None);
+    assert_eq!(up.attempt_upstream(given(b"-")), None);
+    assert_eq!(up.attempt_upstream(|_| None), None);
+    let said = logs()
+        .iter()
+        .filter(|l| l.contains("without `x-up`"))
+        .count();
+    assert_eq!(said, 1, "once per worker");
+    // Not configured: the header is not even looked at.
+    let plain = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
+    assert_eq!(
+        plain.attempt_upstream(|_| -> Option<&[u8]> { panic!("read") }),
+        None
+    );
 }
