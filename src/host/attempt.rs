@@ -120,19 +120,22 @@ impl HttpContext for Attempt {
             return Action::Continue;
         };
         let tickets = headers.get(TICKETS_HEADER);
-        let read = |h: &str| headers.value(h);
         let now = abi::now_ms();
-        if let Some(shaped) = self.core.shape_attempt(&name, tickets, now, read) {
+        let per_try = headers.get("x-envoy-expected-rq-timeout-ms");
+        let hold = self
+            .state
+            .start(&self.core, &name, tickets, per_try, eos, now);
+        let read = |h: &str| headers.value(h);
+        if let Some(shaped) = self
+            .core
+            .shape_attempt(&name, self.state.route(), now, read)
+        {
             apply(&shaped.edits);
             // A missing key is the operator's problem too.
             self.state
                 .carries_gateway_key(shaped.credential || shaped.missing_credential);
         }
-        let per_try = headers.get("x-envoy-expected-rq-timeout-ms");
-        if self
-            .state
-            .start(&self.core, &name, tickets, per_try, eos, now)
-        {
+        if hold {
             match self.core.body_callbacks() {
                 BodyCallbacks::Absent => {
                     // The body comes after the headers: it goes chunked.

@@ -8,6 +8,7 @@ use super::request::Routed;
 use super::response::Response;
 use super::within::attempt_flags;
 use super::{Metrics, Worker};
+use crate::ids::RouteId;
 use crate::store::SharedStore;
 
 /// What the host does with a request-body callback.
@@ -60,6 +61,7 @@ pub struct Attempt {
     per_try_ms: Option<u64>,
     gateway_key: bool,
     token: Option<Token>,
+    route: Option<RouteId>,
 }
 
 impl Attempt {
@@ -83,8 +85,14 @@ impl Attempt {
         self.rewrite = a.rewrite.map(str::to_string);
         self.hold = a.hold && !eos;
         self.token = a.token;
+        self.route = a.route;
         self.routed = Some(a.routed);
         self.hold
+    }
+
+    /// The route the attempt's tickets named (after [`Attempt::start`]).
+    pub fn route(&self) -> Option<RouteId> {
+        self.route
     }
 
     /// The attempt carries the gateway's key for its upstream (request shaping):

@@ -5,7 +5,7 @@
 
 use super::{accounting, Metrics, Worker};
 use crate::breaker::{Admission, Ticket};
-use crate::config::{Mode, Route};
+use crate::config::{Config, Mode, Route};
 use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::routing::{self, Decision, Why};
 use crate::store::{self, SharedStore};
@@ -80,6 +80,17 @@ pub fn rewrite_on(route: &Route, upstream: UpstreamId) -> Option<&str> {
     route.chain_models.get(i)?.as_deref()
 }
 
+/// The breaker cell a request for `model` on `route` uses at its chain entry for
+/// `upstream`: the entry's own model when it rewrites, else the request's.
+pub fn entry_cell(
+    config: &Config,
+    route: &Route,
+    upstream: UpstreamId,
+    model: Option<&str>,
+) -> CellId {
+    config.cell(upstream, rewrite_on(route, upstream).or(model))
+}
+
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
     /// Asks `cell`'s breaker to admit a request: from this worker's last read when
     /// it can answer ([`super::cache::Seen::admit`]), else from shared data.
@@ -111,7 +122,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     pub fn route(&self, route: RouteId, model: Option<&str>, now_ms: u64) -> Option<Routing<'_>> {
         let r = self.config.routes.get(route.index())?;
         let decision = routing::choose(r, now_ms, |u| {
-            self.admit(self.config.cell(u, rewrite_on(r, u).or(model)), now_ms)
+            self.admit(entry_cell(&self.config, r, u, model), now_ms)
         });
         if self.config.mode == Mode::Shadow {
             return self.route_shadow(route, r, model, decision, now_ms);

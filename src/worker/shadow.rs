@@ -18,7 +18,7 @@
 
 use super::intake::{Intake, RequestBody};
 use super::metrics::{Metric, RouteMetric, UpstreamMetric};
-use super::request::{rewrite_on, Routed, Routing};
+use super::request::{entry_cell, Routed, Routing};
 use super::within::{encode_tickets, within_decision, Attempt, Order, Plan, WithinRouting};
 use super::{accounting, Metrics, Worker};
 use crate::aggregate::aggregate_name;
@@ -113,9 +113,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             Decision::Send {
                 upstream, ticket, ..
             } => {
-                let cell = self
-                    .config
-                    .cell(*upstream, rewrite_on(r, *upstream).or(model));
+                let cell = entry_cell(&self.config, r, *upstream, model);
                 self.give_back(cell, *ticket, now_ms);
                 (None, Why::Shadow)
             }
@@ -128,7 +126,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             .then(|| self.describe_would(name, &Would::of(&decision)));
         let routed = Routed {
             upstream: primary,
-            cell: self.config.cell(primary, rewrite_on(r, primary).or(model)),
+            cell: entry_cell(&self.config, r, primary, model),
             ticket,
             why,
             skipped: Vec::new(),
@@ -166,7 +164,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
         let attempt = first.unwrap_or(Attempt {
             upstream: primary,
-            cell: self.config.cell(primary, rewrite_on(r, primary).or(model)),
+            cell: entry_cell(&self.config, r, primary, model),
             ticket: None,
         });
         let why = match &decision {

@@ -8,7 +8,6 @@
 //! *every* header any upstream's shaping touches, and the path is computed from the
 //! client's original path, kept in [`ORIGINAL_PATH_HEADER`] by the first attempt.
 
-use super::within::decode_tickets;
 use super::{Metrics, Worker};
 use crate::config::{Config, CLIENT_CREDENTIAL_HEADERS, CLIENT_STAGING_PREFIX, STAGING_PREFIX};
 use crate::ids::RouteId;
@@ -219,7 +218,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     pub fn shape_attempt(
         &self,
         name: &[u8],
-        tickets: Option<&[u8]>,
+        route: Option<RouteId>,
         now_ms: u64,
         header: impl Fn(&str) -> Option<Vec<u8>>,
     ) -> Option<Shaped> {
@@ -230,9 +229,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             .config
             .upstream_ids()
             .find(|(_, u)| u.name.as_bytes() == name)?;
-        let passthrough = tickets
-            .and_then(|t| decode_tickets(t, self.config.routes.len()))
-            .and_then(|(r, _)| self.config.routes.get(r.index()))
+        let passthrough = route
+            .and_then(|r| self.config.routes.get(r.index()))
             .is_some_and(|r| r.pass_client_credentials);
         let shaped = shape(&self.config, upstream, passthrough, header);
         if shaped.missing_credential {

@@ -15,7 +15,7 @@
 //! role which upstream answered through the response header [`SERVED_HEADER`].
 
 use super::relay::{Relayed, Token};
-use super::request::{rewrite_on, Rejection, Routed};
+use super::request::{entry_cell, rewrite_on, Rejection, Routed};
 use super::shadow::Would;
 use super::{accounting, Metrics, Worker};
 use crate::aggregate::aggregate_name;
@@ -104,6 +104,8 @@ pub struct AttemptPlan<'w> {
     /// The request's slot in this VM's relay, if this attempt found it (then it
     /// tells the downstream role through it, not [`SERVED_HEADER`]).
     pub token: Option<Token>,
+    /// The route its tickets name, if they were usable.
+    pub route: Option<RouteId>,
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
@@ -137,9 +139,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             }
             // Every breaker open, `fail_open`: the primary alone, untracked.
             Decision::Send { upstream, why, .. } if order.is_empty() => {
-                let cell = self
-                    .config
-                    .cell(upstream, rewrite_on(r, upstream).or(model));
+                let cell = entry_cell(&self.config, r, upstream, model);
                 order.push(Attempt {
                     upstream,
                     cell,
@@ -180,9 +180,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             earliest: u64::MAX,
         };
         for &upstream in &r.chain {
-            let cell = self
-                .config
-                .cell(upstream, rewrite_on(r, upstream).or(model));
+            let cell = entry_cell(&self.config, r, upstream, model);
             match self.admit(cell, now_ms) {
                 Some(Admission::Denied { retry_at_ms }) => {
                     o.earliest = o.earliest.min(retry_at_ms);
@@ -408,6 +406,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             hold: enforce && route.is_some_and(|r| r.chain_models.iter().any(Option::is_some)),
             name: up.name.as_str(),
             token: relayed,
+            route: route.and(decoded.as_ref().map(|(r, _)| *r)),
         })
     }
 }

@@ -7,7 +7,7 @@ use super::fakes::*;
 use crate::ids::RouteId;
 use crate::worker::metrics::UpstreamMetric;
 use crate::worker::shape::{Edit, ORIGINAL_PATH_HEADER};
-use crate::worker::within::WithinRouting;
+use crate::worker::within::{decode_tickets, WithinRouting};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 #[cfg(target_arch = "wasm32")]
@@ -66,9 +66,11 @@ impl Headers {
                 .insert(format!("x-llm-breaker-credential-{u}"), key.into());
         }
         let read = |h: &str| self.get(h).map(String::into_bytes);
-        let shaped = w
-            .shape_attempt(name.as_bytes(), tickets.map(str::as_bytes), T0, read)
-            .unwrap();
+        // The route the tickets name, as the attempt's start finds it.
+        let route = tickets
+            .and_then(|t| decode_tickets(t.as_bytes(), w.config().routes.len()))
+            .map(|(r, _)| r);
+        let shaped = w.shape_attempt(name.as_bytes(), route, T0, read).unwrap();
         let mut m = self.0.borrow_mut();
         for e in shaped.edits {
             match e {
