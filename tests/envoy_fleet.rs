@@ -254,15 +254,9 @@ fn chat(e: &Envoy) -> client::Response {
     e.send_recorded(CHAT, &[], BODY.as_bytes())
 }
 
-fn status(e: &Envoy) -> serde_json::Value {
-    client::request(e.listener, "GET", "/_llm_breaker/status", &[], b"")
-        .unwrap()
-        .json()
-}
-
 /// The local and fleet state of `openai` in an Envoy's status.
 fn states(e: &Envoy) -> (String, Option<String>) {
-    let s = status(e);
+    let s = e.status();
     let u = &s["upstreams"][0];
     (
         u["state"].as_str().unwrap_or("?").to_string(),
@@ -808,7 +802,7 @@ fn without_client_certificate(bare: &Envoy, etcd: &Etcd) {
     assert!(served >= 5, "{served} of 8 served");
     assert!(bare.log().contains("reason=consecutive_failures"));
     assert!(!connected(bare));
-    assert_eq!(status(bare)["fleet"]["connected"], false);
+    assert_eq!(bare.status()["fleet"]["connected"], false);
 }
 
 #[test]

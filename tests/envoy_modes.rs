@@ -59,13 +59,6 @@ fn post(e: &Envoy) -> Response {
     client::post(e.listener, CHAT, BODY).expect("request through Envoy")
 }
 
-/// The `status` document.
-fn status(e: &Envoy) -> serde_json::Value {
-    client::get(e.listener, "/_llm_breaker/status")
-        .unwrap()
-        .json()
-}
-
 /// The state `status` shows for `upstream`.
 fn state_in_status(doc: &serde_json::Value, upstream: &str) -> String {
     doc["upstreams"]
@@ -134,7 +127,7 @@ fn enforce_fails_over_from_the_failing_primary() {
         REQUESTS - N
     );
     assert_eq!(e.upstream_stat("openai", "requests_would_fail_over"), 0);
-    assert_eq!(status(&e)["mode"], "enforce");
+    assert_eq!(e.status()["mode"], "enforce");
 }
 
 #[test]
@@ -159,7 +152,7 @@ fn shadow_sends_everything_to_the_primary_but_trips_and_counts_the_would_be_fail
         Some("upstream=openai; reason=shadow; would=azure; would_reason=failover; skipped=openai")
     );
     assert_eq!((a.requests() as u64, b.requests()), (REQUESTS, 0));
-    let doc = status(&e);
+    let doc = e.status();
     assert_eq!(doc["mode"], "shadow");
     assert_eq!(state_in_status(&doc, "openai"), "open");
     assert_eq!(e.upstream_stat("openai", "state"), 1);
@@ -231,7 +224,7 @@ fn off_passes_through_with_no_header_and_no_metrics_movement() {
     // Give a late on_log every chance to count something.
     std::thread::sleep(Duration::from_millis(200));
     assert_no_metric_moved(&e);
-    let doc = status(&e);
+    let doc = e.status();
     assert_eq!(doc["mode"], "off");
     assert_eq!(state_in_status(&doc, "openai"), "closed");
 }
@@ -254,7 +247,7 @@ fn within_request_shadow_uses_the_primary_alone_and_off_stays_out() {
         Some("upstream=openai; reason=shadow; would=azure; would_reason=failover; skipped=openai")
     );
     assert_eq!((a.requests() as u64, b.requests()), (REQUESTS, 0));
-    assert_eq!(state_in_status(&status(&e), "openai"), "open");
+    assert_eq!(state_in_status(&e.status(), "openai"), "open");
     assert_eq!(e.upstream_stat("openai", "attempts"), REQUESTS);
     assert_eq!(e.upstream_stat("openai", "attempts_failed_retried"), 0);
     assert_eq!(

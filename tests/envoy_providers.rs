@@ -19,6 +19,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use llm_breaker_gen::credentials::sds_doc;
 use llm_breaker_gen::{generate, Format};
 use llm_breaker_harness::client::{self, Response};
 use llm_breaker_harness::envoy::{filter_wasm, Envoy, Options, Within};
@@ -48,13 +49,6 @@ const FILTER: &str = r#"{"failover":"within_request","admin":{"enabled":true},
     "failure_rate":{"minimum_calls":1000000,"window":{"seconds":60}},
     "open":{"base_ms":60000,"max_ms":600000,"jitter":0},
     "half_open":{"permitted_calls":1,"success_threshold":1}}}"#;
-
-/// A file-based SDS resource: one generic secret `name` holding `key`.
-fn sds_doc(name: &str, key: &str) -> String {
-    format!(
-        "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: {name}\n  generic_secret: {{secret: {{inline_string: \"{key}\"}}}}\n"
-    )
-}
 
 /// Writes `name`'s SDS file the way a rotation does: a new file moved into place.
 fn write_secret(dir: &Path, name: &str, key: &str) {

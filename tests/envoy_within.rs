@@ -104,9 +104,7 @@ fn a_503_outage_costs_no_client_error_and_the_primary_exactly_n_attempts() {
     assert_eq!(e.upstream_stat("azure", "failures.status"), 0);
     assert_eq!(e.wait_upstream_stat("azure", "successes", 50), 50);
     assert_eq!(e.upstream_stat("openai", "state"), 1);
-    let status = client::get(e.listener, "/_llm_breaker/status")
-        .unwrap()
-        .json();
+    let status = e.status();
     assert_eq!(status["failover"]["upstreams"][0]["upstream"], "openai");
     assert_eq!(status["failover"]["upstreams"][0]["attempts"], N);
     assert_eq!(status["failover"]["upstreams"][1]["attempts"], 50);
@@ -367,9 +365,7 @@ fn a_body_over_the_buffer_limit_is_sent_once_and_counted() {
         e.upstream_stat("azure", "requests_not_retried_over_buffer_limit"),
         0
     );
-    let status = client::get(e.listener, "/_llm_breaker/status")
-        .unwrap()
-        .json();
+    let status = e.status();
     let openai = &status["failover"]["upstreams"][0];
     assert_eq!(openai["requests_not_retried_over_buffer_limit"], 1);
 }

@@ -33,6 +33,14 @@ pub fn staging_header(name: &str) -> String {
 /// The original-path header the upstream role keeps (a client's value is removed).
 pub const ORIGINAL_PATH_HEADER: &str = "x-llm-breaker-original-path";
 
+/// A file-based SDS resource holding one generic secret `name` with `key`: what a
+/// provider's `sds_file` contains (the tests write their keys with it).
+pub fn sds_doc(name: &str, key: &str) -> String {
+    format!(
+        "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: {name}\n  generic_secret: {{secret: {{inline_string: \"{key}\"}}}}\n"
+    )
+}
+
 /// The `credential_injector` filter for a provider with a credential.
 pub fn injector(p: &Provider) -> Option<Value> {
     let c = p.credential.as_ref()?;

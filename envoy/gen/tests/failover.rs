@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use llm_breaker_gen::credentials::sds_doc;
 use llm_breaker_gen::{generate, Format};
 // The harness's: `free_port` never hands out a port twice, `envoy_bin` honours ENVOY_BIN.
 use llm_breaker_harness::envoy::{envoy_bin, free_port};
@@ -499,13 +500,6 @@ fn with_the_default_retry_limit_concurrent_retries_overflow() {
     let r = rig("conc3", 3);
     let (ok, overflow) = thirty_concurrent(&r);
     assert!(ok <= 10 && overflow >= 20, "ok {ok}, overflow {overflow}");
-}
-
-/// A file-based SDS resource with one generic secret `name` holding `key`.
-pub fn sds_doc(name: &str, key: &str) -> String {
-    format!(
-        "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: {name}\n  generic_secret: {{secret: {{inline_string: \"{key}\"}}}}\n"
-    )
 }
 
 /// The whole generated example (upstream wasm filter included) loads in Envoy's validate

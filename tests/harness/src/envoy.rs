@@ -642,6 +642,14 @@ impl Envoy {
         completed_total(self.admin)
     }
 
+    /// The filter's `status` document (admin endpoints at the default
+    /// `/_llm_breaker` prefix).
+    pub fn status(&self) -> serde_json::Value {
+        client::get(self.listener, "/_llm_breaker/status")
+            .expect("status through Envoy")
+            .json()
+    }
+
     /// Waits (up to 10 s) until the stat `name` reaches `n`; returns its value then
     /// (below `n` if it never did: the caller asserts).
     pub fn wait_stat(&self, name: &str, n: u64) -> u64 {
