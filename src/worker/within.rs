@@ -12,7 +12,9 @@
 //! ticket from the header, and records that attempt's outcome on that upstream's
 //! cell through the same [`super::response::Response`] and [`Worker::finish`] as
 //! `next_request` — each attempt once, on its own upstream. It tells the downstream
-//! role which upstream answered through the response header [`SERVED_HEADER`].
+//! role which upstream answered through the VM's [`super::relay`] (the request's slot
+//! is named at the end of the tickets), or, when the roles run in different VMs,
+//! through the response header [`SERVED_HEADER`].
 
 use super::relay::{Relayed, Token};
 use super::request::{entry_cell, rewrite_on, Rejection, Routed};
@@ -26,6 +28,7 @@ use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::routing::{Decision, Why};
 use crate::store::{self, SharedStore};
 use crate::worker::metrics::{Metric, UpstreamMetric};
+use std::fmt::Write as _;
 
 /// Request header carrying the plan's tickets from the downstream role to the
 /// attempts (removed by the downstream role from client requests). The upstream role
@@ -155,7 +158,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         let cluster = aggregate_name(names);
         let token = self.relay.open();
         let mut tickets = encode_tickets(route, &order);
-        tickets.push_str(&format!(";{}.{}", token.vm, token.seq));
+        let _ = write!(tickets, ";{}.{}", token.vm, token.seq);
         Some(WithinRouting::Send {
             plan: Plan {
                 order,
@@ -453,11 +456,11 @@ pub fn encode_tickets(route: RouteId, order: &[Attempt]) -> String {
     let mut s = route.index().to_string();
     for (i, a) in order.iter().enumerate() {
         s.push(if i == 0 { ';' } else { ',' });
-        s.push_str(&format!("{}.{}", a.upstream.index(), a.cell.index()));
+        let _ = write!(s, "{}.{}", a.upstream.index(), a.cell.index());
         if let Some(t) = a.ticket {
-            s.push_str(&format!(".{}", t.epoch));
+            let _ = write!(s, ".{}", t.epoch);
             if let Some(p) = t.permit {
-                s.push_str(&format!(".{p}"));
+                let _ = write!(s, ".{p}");
             }
         }
     }
