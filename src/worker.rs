@@ -8,8 +8,8 @@
 //! cache), [`batch`] (success batching), [`intake`] (route match, model source,
 //! the body for a rewrite), [`hold`] (holding headers for the body, and when the
 //! body callbacks never come), [`request`] (routing a request and the model rewrite), [`response`] (what to watch in a response), [`shadow`] (shadow and off modes), [`outcome`]
-//! (recording it), [`within`] (within-request failover, both roles), [`attempt`] (one
-//! attempt of the upstream role), [`shape`] (its per-provider request shaping), [`report`] (reporting state changes), [`accounting`] (which
+//! (recording it), [`within`] (within-request failover: the downstream role and the
+//! upstream log), [`attempt`] (one attempt of the upstream role, which shapes it), [`shape`] (its per-provider request shaping), [`report`] (reporting state changes), [`accounting`] (which
 //! counters move), [`metrics`] (the metrics seam), [`operator`] (admin endpoints
 //! and active probes).
 
@@ -24,7 +24,6 @@ pub mod intake;
 pub mod metrics;
 pub mod operator;
 pub mod outcome;
-pub mod relay;
 pub mod report;
 pub mod request;
 pub mod response;
@@ -51,7 +50,7 @@ pub struct Worker<S, M> {
     /// Per breaker cell, indexed by [`CellId`].
     cells: Vec<CellRecord>,
     /// Per upstream: the response header value of the common case (primary,
-    /// nothing skipped), built once.
+    /// nothing skipped; `within_request`: answered at the first attempt), built once.
     primary_header: Vec<String>,
     /// Shadow mode, per upstream: the response header value when enforcement would
     /// have sent the request there too, breaker closed (empty in other modes).
@@ -67,11 +66,6 @@ pub struct Worker<S, M> {
     /// Per upstream: when this worker last warned about its credential (ms), so
     /// the warning is logged at most once a minute per upstream and worker.
     warned: Vec<std::cell::Cell<u64>>,
-    /// The within-request handoff between the roles ([`relay`]): the VM's, once
-    /// the host shares it ([`Worker::share_relay`]).
-    relay: std::rc::Rc<relay::Relay>,
-    /// An attempt found no relay slot of its request (logged once per worker).
-    relay_missed: std::cell::Cell<bool>,
     /// An attempt came without `attempt_upstream_header` (logged once per worker).
     attempt_header_missed: std::cell::Cell<bool>,
 }
@@ -80,10 +74,15 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     /// A worker for `config`, keeping breaker state in `store` and counting into
     /// `metrics`. Touches neither: see [`Worker::seed`].
     pub fn new(config: Config, store: S, metrics: M) -> Worker<S, M> {
+        // `within_request` also says how many attempts (the first answered).
+        let attempts = match config.failover {
+            crate::config::Failover::WithinRequest => "; attempts=1",
+            crate::config::Failover::NextRequest => "",
+        };
         let primary_header = config
             .upstreams
             .iter()
-            .map(|u| routing::describe(&u.name, Why::Primary, &[]))
+            .map(|u| routing::describe(&u.name, Why::Primary, &[]) + attempts)
             .collect();
         let shadow_header = match config.mode {
             Mode::Shadow => config
@@ -109,32 +108,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             config,
             store,
             metrics,
-            relay: std::rc::Rc::new(relay::Relay::new(0)),
-            relay_missed: std::cell::Cell::new(false),
             attempt_header_missed: std::cell::Cell::new(false),
         }
-    }
-
-    /// An attempt's request has a relay slot in another VM (or one overwritten by
-    /// [`relay::CAPACITY`] newer requests): says so once per worker.
-    fn relay_missed(&self) {
-        if !self.relay_missed.replace(true) {
-            log::info!(
-                "llm-breaker: an attempt found its request's relay slot in another VM: the \
-                 roles hand over in a response header (give both filters the same vm_id and \
-                 vm_config to save three header calls per request)"
-            );
-        }
-    }
-
-    /// Uses `relay`, shared with every other configuration of this VM (both roles).
-    pub fn share_relay(&mut self, relay: std::rc::Rc<relay::Relay>) {
-        self.relay = relay;
-    }
-
-    /// The within-request handoff this worker uses.
-    pub fn relay(&self) -> &std::rc::Rc<relay::Relay> {
-        &self.relay
     }
 
     /// The configuration.

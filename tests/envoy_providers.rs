@@ -167,6 +167,8 @@ fn rig_with(tag: &str, without_role: bool) -> Rig {
         per_try_timeout: Duration::from_secs(2),
         remove_headers,
         buffer_limit: None,
+        upstream_log: serde_json::to_string(&doc["upstream_log"]).unwrap(),
+        response_headers: serde_json::to_string(&doc["response_headers_to_add"]).unwrap(),
     });
     let envoy = Envoy::start(&opts);
     Rig {

@@ -18,8 +18,8 @@
 //!   its SDS document in the Secret, mounted where `sds_file` points.
 //! - The pieces fit: pin and pull policy, probe hosts, the VirtualService routes the
 //!   EnvoyFilters patch by name, the fail-open route to the primary, one gateway.
-//! - In real Envoy: the downstream and upstream roles share breaker state only with the
-//!   same `vm_id` (a WasmPlugin sets none).
+//! - In real Envoy: the downstream role and the upstream log share breaker state only
+//!   with the same `vm_id` (a WasmPlugin sets none).
 //!
 //! Nothing here talks to a Kubernetes API server or runs Istio.
 

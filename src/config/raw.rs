@@ -108,8 +108,8 @@ pub enum Failover {
     #[default]
     NextRequest,
     /// Envoy retries a failed attempt on the next admitting upstream (aggregate
-    /// cluster `llmb|a|b` with `previous_priorities`); the upstream role records
-    /// every attempt.
+    /// cluster `llmb|a|b` with `previous_priorities`); the upstream-log role records
+    /// every failed attempt, the downstream role the one that answered.
     WithinRequest,
 }
 
@@ -120,9 +120,13 @@ pub enum Role {
     /// The listener's HTTP filter: picks the upstream (or aggregate) per request.
     #[default]
     Downstream,
-    /// An upstream HTTP filter of the aggregate clusters: records each attempt on the
-    /// upstream it went to and rewrites the model per attempt.
+    /// An upstream HTTP filter of the aggregate clusters: shapes each attempt for the
+    /// upstream it goes to (credential, path, headers, model).
     Upstream,
+    /// The router's upstream access log (a wasm access logger, called by Envoy only
+    /// for attempts that failed the way its retry policy retries): records each such
+    /// attempt on the upstream it went to.
+    UpstreamLog,
 }
 
 /// Operator endpoints: status, health, reset / isolate / release, dashboard.

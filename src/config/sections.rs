@@ -70,10 +70,10 @@ impl FailoverMode {
     /// Checks that the pair makes sense and that `within_request` chains are short
     /// enough for their aggregates (`routes[i].upstreams`).
     pub(super) fn of(raw: &RawConfig) -> Result<FailoverMode, ConfigError> {
-        if raw.role == Role::Upstream && raw.failover != Failover::WithinRequest {
+        if raw.role != Role::Downstream && raw.failover != Failover::WithinRequest {
             return Err(invalid(
                 "role",
-                "`upstream` runs only with `failover: \"within_request\"`",
+                "`upstream` and `upstream_log` run only with `failover: \"within_request\"`",
             ));
         }
         if raw.failover == Failover::WithinRequest {

@@ -271,7 +271,11 @@ fn invalid_failover_and_role_name_the_field() {
         ),
         (
             format!(r#"{{{route},"role":"upstream"}}"#),
-            "`role`: `upstream` runs only with `failover: \"within_request\"`",
+            "`role`: `upstream` and `upstream_log` run only with `failover: \"within_request\"`",
+        ),
+        (
+            format!(r#"{{{route},"role":"upstream_log"}}"#),
+            "`role`: `upstream` and `upstream_log` run only",
         ),
         (
             format!(r#"{{{route},"role":"upstream","failover":"next_request"}}"#),

@@ -1,9 +1,8 @@
 //! The upstream role's HTTP context: one per attempt of a `within_request` request
-//! (an upstream HTTP filter of the aggregate clusters). It reads what the core's
-//! [`crate::worker::attempt::Attempt`] needs and carries out its steps; the attempt is
-//! recorded in `on_done` (`on_log` does not run for upstream filters, and an attempt
-//! with no response headers ends with `on_done` alone). Envoy's `response.*`
-//! properties are the downstream stream's here: the status comes from `:status`.
+//! (an upstream HTTP filter of the aggregate clusters that shape attempts). It reads
+//! what the core's [`crate::worker::attempt::Attempt`] needs and carries out its
+//! steps: the attempt's credential, path, headers and model. It records nothing (the
+//! upstream log and the downstream role do) and leaves the response alone.
 //!
 //! An attempt whose chain rewrites models holds its headers until its body is
 //! complete. Where Envoy runs no body callback meanwhile (no
@@ -11,7 +10,7 @@
 //! context's tick resumes it ([`Shared`]) and later attempts are not held: they
 //! drop `content-length` and rewrite the body in its callbacks, sent chunked.
 
-use super::abi::{self, Body, Map};
+use super::abi::{self, Map};
 use super::held::{Resumable, Watch, Watched};
 use super::http::rewrite_body;
 use super::Core;
@@ -19,14 +18,14 @@ use crate::worker::attempt::{Attempt as State, BodyStep};
 use crate::worker::hold::BodyCallbacks;
 use crate::worker::intake::RequestBody;
 use crate::worker::shape::Edit;
-use crate::worker::within::{SERVED_HEADER, TICKETS_HEADER};
+use crate::worker::within::TICKETS_HEADER;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
 
 /// Endpoint metadata naming the real upstream (the generator's `METADATA_NS` /
 /// `METADATA_KEY`).
-const UPSTREAM_NAME: [&str; 5] = [
+pub(super) const UPSTREAM_NAME: [&str; 5] = [
     "xds",
     "upstream_host_metadata",
     "filter_metadata",
@@ -95,20 +94,13 @@ pub(super) fn apply(edits: &[Edit]) {
     }
 }
 
-impl Context for Attempt {
-    fn on_done(&mut self) -> bool {
-        self.state.done(&self.core, abi::now_ms(), || {
-            abi::property(&["upstream", "transport_failure_reason"]).is_some_and(|r| !r.is_empty())
-        });
-        true
-    }
-}
+impl Context for Attempt {}
 
 impl HttpContext for Attempt {
     fn on_http_request_headers(&mut self, _n: usize, eos: bool) -> Action {
         // One read of the request headers for the attempt's upstream (when a
         // `header_mutation` ahead of this filter copies the endpoint metadata into
-        // one), the tickets, the per-try timeout and every header shaping looks at.
+        // one), the tickets and every header shaping looks at.
         let headers = abi::pairs(Map::Request);
         let Some(name) = self
             .core
@@ -121,19 +113,13 @@ impl HttpContext for Attempt {
         };
         let tickets = headers.get(TICKETS_HEADER);
         let now = abi::now_ms();
-        let per_try = headers.get("x-envoy-expected-rq-timeout-ms");
-        let hold = self
-            .state
-            .start(&self.core, &name, tickets, per_try, eos, now);
+        let hold = self.state.start(&self.core, &name, tickets, eos, now);
         let read = |h: &str| headers.value(h);
         if let Some(shaped) = self
             .core
             .shape_attempt(&name, self.state.route(), now, read)
         {
             apply(&shaped.edits);
-            // A missing key is the operator's problem too.
-            self.state
-                .carries_gateway_key(shaped.credential || shaped.missing_credential);
         }
         if hold {
             match self.core.body_callbacks() {
@@ -158,7 +144,7 @@ impl HttpContext for Attempt {
         if std::mem::take(&mut self.held) {
             self.core.body_came_while_held();
         }
-        let fix_length = match self.state.request_body(eos, abi::now_ms) {
+        let fix_length = match self.state.request_body(eos) {
             BodyStep::Hold => return Action::Pause,
             BodyStep::Continue => false,
             BodyStep::Rewrite(model) => !rewrite_body(RequestBody::Unread(size), &model),
@@ -167,31 +153,6 @@ impl HttpContext for Attempt {
         if fix_length && abi::header(Map::Request, "content-length").is_some() {
             let _ = abi::set_header(Map::Request, "content-length", &size.to_string());
         }
-        Action::Continue
-    }
-
-    fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
-        let headers = abi::pairs(Map::Response);
-        let status = headers.status();
-        let header = |name: &str| headers.value(name);
-        let now = abi::now_ms();
-        if let Some(name) = self
-            .state
-            .response_headers(&self.core, status, eos, now, header)
-        {
-            let _ = abi::set_header(Map::Response, SERVED_HEADER, name);
-        }
-        Action::Continue
-    }
-
-    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
-        let read = |offset, len| abi::body(Body::Response, offset, len);
-        self.state.response_body(size, eos, abi::now_ms, read);
-        Action::Continue
-    }
-
-    fn on_http_response_trailers(&mut self, _n: usize) -> Action {
-        self.state.trailers();
         Action::Continue
     }
 }

@@ -16,7 +16,7 @@ use crate::worker::intake::{Intake, RequestBody};
 use crate::worker::request::{Rejection, Routed, Routing};
 use crate::worker::response::Response;
 use crate::worker::shape::ORIGINAL_PATH_HEADER;
-use crate::worker::within::{Forwarded, Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
+use crate::worker::within::{Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -31,6 +31,8 @@ pub struct Stream {
     awaiting_body: Option<String>,
     /// `within_request`: the attempt order, and how many attempts it took.
     plan: Option<(Plan, Option<usize>)>,
+    /// `within_request`: the answer's attempt carried the gateway's key.
+    gateway_key: bool,
     /// The model to rewrite the body to in its callbacks, the headers having gone
     /// on without `content-length` ([`RequestBody::Late`]).
     late_rewrite: Option<String>,
@@ -53,6 +55,7 @@ impl Stream {
             response: Response::default(),
             awaiting_body: None,
             plan: None,
+            gateway_key: false,
             late_rewrite: None,
             watch: None,
         }
@@ -116,11 +119,15 @@ impl Stream {
         if let Some(r) = &mut self.routed {
             r.start_ms = abi::now_ms();
         }
+        if let Some((plan, _)) = &mut self.plan {
+            plan.start_ms = abi::now_ms();
+        }
     }
 
     /// Carries out what the core made of the request so far.
     /// `within_request`: names the aggregate of the admitting upstreams and hands the
-    /// upstream role its tickets (it rewrites the model per attempt).
+    /// upstream log and the upstream role its tickets (the upstream role rewrites the
+    /// model per attempt).
     fn route_within(&mut self, core: &Core, route: RouteId, model: Option<&str>) -> Action {
         match core.route_within(route, model, abi::now_ms()) {
             None => Action::Continue,
@@ -307,26 +314,43 @@ impl HttpContext for Stream {
 
     fn on_http_response_headers(&mut self, _n: usize, eos: bool) -> Action {
         if let (Some(core), Some((plan, used))) = (&self.core, &mut self.plan) {
-            let relayed = plan.token.and_then(|t| core.relay().close(t));
+            let now = abi::now_ms();
+            // One read: `:status`, the member that answered, Envoy's attempt count,
+            // `content-type` and the rate-limit hints.
+            let headers = abi::pairs(Map::Response);
+            let status = headers.status();
+            // The generated route names the answering upstream in the response header
+            // this role overwrites anyway (when it is off, in [`SERVED_HEADER`], removed).
+            let summary = core.config().response_header.as_deref();
+            let served = headers.get(summary.unwrap_or(SERVED_HEADER));
+            if served.is_some() && summary.is_none() {
+                let _ = abi::remove_header(Map::Response, SERVED_HEADER);
+            }
+            let envoy = headers.get("x-envoy-attempt-count");
             let size = || abi::property_u64(&["request", "size"]);
-            let (n, info) = match relayed {
-                Some(r) => core.served_relayed(plan, r, size),
-                None => {
-                    let served = abi::header(Map::Response, SERVED_HEADER);
-                    let _ = abi::remove_header(Map::Response, SERVED_HEADER);
-                    let envoy = || abi::header(Map::Response, "x-envoy-attempt-count");
-                    let status = || abi::status_code(Map::Response);
-                    let request = Forwarded { status, size };
-                    core.served_within(plan, served.as_deref(), envoy, request)
-                }
-            };
-            *used = n;
-            if let Some((h, value)) = info {
+            let s = core.served_within(plan, served, envoy, status, size, now);
+            *used = s.attempts;
+            self.gateway_key = s.gateway_key;
+            if let Some((h, value)) = s.header {
                 let _ = abi::set_header(Map::Response, h, &value);
+            }
+            if let Some(routed) = s.record {
+                let header = |name: &str| headers.value(name);
+                self.response
+                    .headers(core, &routed, status, eos, now, header);
+                self.routed = Some(routed);
             }
             return Action::Continue;
         }
         let (Some(core), Some(routed)) = (&self.core, &self.routed) else {
+            if let Some(core) = self.core.as_ref().filter(|c| c.config().mode == Mode::Off) {
+                // Off mode leaves no trace: not even the answering upstream's name the
+                // route added for the downstream role.
+                if core.config().failover == Failover::WithinRequest {
+                    let summary = core.config().response_header.as_deref();
+                    let _ = abi::remove_header(Map::Response, summary.unwrap_or(SERVED_HEADER));
+                }
+            }
             return Action::Continue;
         };
         let now = abi::now_ms();
@@ -355,17 +379,15 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
-        if let (Some(core), Some((plan, used))) = (&self.core, self.plan.take()) {
-            if let Some(t) = plan.token {
-                // A request that got no response headers.
-                let _ = core.relay().close(t);
-            }
+        let Some(core) = self.core.take() else {
+            return;
+        };
+        if let Some((plan, used)) = self.plan.take() {
             if plan.holds_permits() {
                 core.release_unused(&plan, used, abi::now_ms());
             }
-            return;
         }
-        let (Some(core), Some(routed)) = (self.core.take(), self.routed.take()) else {
+        let Some(routed) = self.routed.take() else {
             return;
         };
         let facts = self.response.end(
@@ -376,6 +398,6 @@ impl HttpContext for Stream {
             },
             || abi::property(&["response", "code_details"]),
         );
-        core.finish(&routed, facts, abi::now_ms());
+        core.finish_with(&routed, facts, abi::now_ms(), self.gateway_key);
     }
 }

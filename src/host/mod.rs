@@ -1,7 +1,8 @@
 //! The proxy-wasm adapter: the only code that talks to Envoy. It reads the
 //! configuration, builds the [`Worker`] core over Envoy shared data
 //! ([`EnvoyStore`]) and stats ([`metrics::HostMetrics`]), and translates the root
-//! and HTTP stream callbacks ([`http`]) into calls on it.
+//! and HTTP stream callbacks ([`http`], [`attempt`] for the upstream role) and the
+//! upstream log's `on_log` (the root context's, [`Root::on_log`]) into calls on it.
 
 pub mod abi;
 mod admin;
@@ -97,16 +98,6 @@ impl SharedStore for EnvoyStore {
 /// The worker core as this adapter builds it.
 pub type Core = Worker<EnvoyStore, metrics::HostMetrics>;
 
-thread_local! {
-    /// This VM's within-request handoff, shared by every root context (both roles)
-    /// of the VM. Its id, from the clock when the VM first needs it, tells it apart
-    /// from other VMs' relays on the thread.
-    static RELAY: Rc<crate::worker::relay::Relay> = {
-        let ns = abi::now_ns();
-        Rc::new(crate::worker::relay::Relay::new((ns ^ (ns >> 32)) as u32))
-    };
-}
-
 /// The root context: owns the configuration of one VM.
 #[derive(Default)]
 pub struct Root {
@@ -162,7 +153,6 @@ impl RootContext for Root {
         };
         let metrics = metrics::HostMetrics::define(&config);
         let mut core = Worker::new(config, EnvoyStore, metrics);
-        core.share_relay(RELAY.with(Rc::clone));
         core.seed(abi::now_ms());
         let tick = u32::try_from(core.tick_period_ms()).unwrap_or(u32::MAX);
         if let Err(s) = abi::set_tick_period_ms(tick) {
@@ -172,6 +162,32 @@ impl RootContext for Root {
         self.fleet = fleet::Fleet::configure(&core);
         self.core = Some(Rc::new(core));
         true
+    }
+
+    /// The upstream-log role: Envoy logs one attempt (its access-log filter passes
+    /// only failed ones). Reads the attempt's upstream (endpoint metadata), its
+    /// request's tickets, its response headers and flags, and records it.
+    fn on_log(&mut self) {
+        let Some(core) = self
+            .core
+            .as_ref()
+            .filter(|c| c.config().role == Role::UpstreamLog)
+        else {
+            return;
+        };
+        let Some(name) = abi::property(&attempt::UPSTREAM_NAME) else {
+            return;
+        };
+        let request = abi::pairs(abi::Map::Request);
+        let response = abi::pairs(abi::Map::Response);
+        let logged = crate::worker::within::LoggedAttempt {
+            name: &name,
+            tickets: request.get(crate::worker::within::TICKETS_HEADER),
+            status: response.status(),
+            flags: abi::property_u64(&["response", "flags"]).unwrap_or(0),
+            duration_ms: abi::property_u64(&["request", "duration"]).map(|ns| ns / 1_000_000),
+        };
+        core.log_attempt(logged, abi::now_ms(), |h| response.value(h));
     }
 
     fn on_tick(&mut self) {
@@ -192,6 +208,10 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         match &self.core {
+            // The upstream log has no streams.
+            Some(core) if core.config().role == Role::UpstreamLog => {
+                Some(Box::new(http::Stream::new(None)))
+            }
             // Off mode: attempts pass through untouched.
             Some(core)
                 if core.config().role == Role::Upstream && core.config().mode == Mode::Off =>

@@ -1,12 +1,9 @@
 //! One attempt of the upstream role (`within_request`), callback by callback, as
 //! plain Rust: the host hands in what it read and carries out the returned step.
-//! [`Worker::attempt`] (in [`super::within`]) decides the upstream, ticket and model;
-//! this holds them until `on_done`, when the attempt is recorded once.
+//! [`Worker::attempt`] (in [`super::within`]) decides the upstream and model; this
+//! holds the model until the body is complete. The upstream role shapes attempts
+//! only: the upstream log and the downstream role record them.
 
-use super::relay::Token;
-use super::request::Routed;
-use super::response::Response;
-use super::within::attempt_flags;
 use super::{Metrics, Worker};
 use crate::ids::RouteId;
 use crate::store::SharedStore;
@@ -49,44 +46,32 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     }
 }
 
-/// One attempt, from its request headers to `on_done`.
+/// One attempt, from its request headers to the end of its body.
 #[derive(Debug, Default)]
 pub struct Attempt {
-    routed: Option<Routed>,
     rewrite: Option<String>,
     hold: bool,
-    name: String,
-    response: Response,
-    status: Option<u16>,
-    per_try_ms: Option<u64>,
-    gateway_key: bool,
-    token: Option<Token>,
     route: Option<RouteId>,
 }
 
 impl Attempt {
-    /// Request headers of an attempt to the upstream `name` (endpoint metadata) with
-    /// the downstream role's `tickets` and Envoy's `x-envoy-expected-rq-timeout-ms`;
-    /// `eos`: no body. `true`: hold the headers until the body is complete.
+    /// Request headers of an attempt to the upstream `name` with the downstream
+    /// role's `tickets`; `eos`: no body. `true`: hold the headers until the body is
+    /// complete.
     pub fn start<S: SharedStore, M: Metrics>(
         &mut self,
         worker: &Worker<S, M>,
         name: &[u8],
         tickets: Option<&[u8]>,
-        per_try: Option<&[u8]>,
         eos: bool,
         now_ms: u64,
     ) -> bool {
-        let Some(a) = worker.attempt(name, tickets, now_ms) else {
+        let Some(a) = worker.attempt(name, tickets, now_ms, false) else {
             return false;
         };
-        self.per_try_ms = per_try.and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
-        self.name = a.name.to_string();
         self.rewrite = a.rewrite.map(str::to_string);
         self.hold = a.hold && !eos;
-        self.token = a.token;
         self.route = a.route;
-        self.routed = Some(a.routed);
         self.hold
     }
 
@@ -95,25 +80,14 @@ impl Attempt {
         self.route
     }
 
-    /// The attempt carries the gateway's key for its upstream (request shaping):
-    /// its 401 or 403 is then the operator's wrong key, not the client's error.
-    pub fn carries_gateway_key(&mut self, yes: bool) {
-        self.gateway_key = yes;
-    }
-
-    /// A request-body callback (`eos`: the body is complete; `now` reads the clock,
-    /// only then).
-    pub fn request_body(&mut self, eos: bool, now: impl FnOnce() -> u64) -> BodyStep {
+    /// A request-body callback (`eos`: the body is complete).
+    pub fn request_body(&mut self, eos: bool) -> BodyStep {
         if !eos {
             return if self.hold {
                 BodyStep::Hold
             } else {
                 BodyStep::Continue
             };
-        }
-        // The provider's time to first byte counts from the end of the request.
-        if let Some(r) = &mut self.routed {
-            r.start_ms = now();
         }
         if !std::mem::take(&mut self.hold) {
             return BodyStep::Continue;
@@ -122,67 +96,5 @@ impl Attempt {
             Some(model) => BodyStep::Rewrite(model),
             None => BodyStep::FixLength,
         }
-    }
-
-    /// Response headers: the value of [`super::within::SERVED_HEADER`] to set, if
-    /// this attempt is tracked and the VM's relay did not take it.
-    pub fn response_headers<S: SharedStore, M: Metrics>(
-        &mut self,
-        worker: &Worker<S, M>,
-        status: Option<u16>,
-        eos: bool,
-        now_ms: u64,
-        header: impl Fn(&str) -> Option<Vec<u8>>,
-    ) -> Option<&str> {
-        let routed = self.routed.as_ref()?;
-        self.status = status;
-        self.response
-            .headers(worker, routed, status, eos, now_ms, header);
-        if let Some(t) = self.token {
-            if worker.relay().served(t, routed.upstream, status) {
-                return None;
-            }
-        }
-        Some(&self.name)
-    }
-
-    /// A response body chunk; see [`Response::body`].
-    pub fn response_body(
-        &mut self,
-        size: usize,
-        eos: bool,
-        now: impl FnOnce() -> u64,
-        read: impl FnOnce(usize, usize) -> Vec<u8>,
-    ) {
-        if let Some(routed) = &self.routed {
-            self.response.body(routed, size, eos, now, read);
-        }
-    }
-
-    /// Response trailers.
-    pub fn trailers(&mut self) {
-        self.response.trailers();
-    }
-
-    /// The attempt is over (`on_done`): records it, once. `connect_failed` reads
-    /// `upstream.transport_failure_reason`, only when it matters.
-    pub fn done<S: SharedStore, M: Metrics>(
-        &mut self,
-        worker: &Worker<S, M>,
-        now_ms: u64,
-        connect_failed: impl FnOnce() -> bool,
-    ) {
-        let Some(routed) = self.routed.take() else {
-            return;
-        };
-        let (status, per_try) = (self.status, self.per_try_ms);
-        let elapsed = now_ms.saturating_sub(routed.start_ms);
-        // `response.code_details` is stale per attempt (it describes the downstream
-        // stream), so a total-duration cut can't be told from a reset here.
-        let facts = self.response.end(
-            || attempt_flags(status, elapsed, per_try, connect_failed),
-            || None,
-        );
-        worker.finish_with(&routed, facts, now_ms, self.gateway_key);
     }
 }

@@ -93,7 +93,7 @@ impl<S, M: Metrics> Worker<S, M> {
                 "routes by the model in the body; until then this worker routes such requests \
                  without the model (counted in `requests_model_unread`)"
             }
-            Role::Upstream => {
+            Role::Upstream | Role::UpstreamLog => {
                 "rewrites each attempt's body before its headers go on; until then this \
                  worker's attempts send rewritten bodies chunked"
             }

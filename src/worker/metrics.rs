@@ -118,7 +118,8 @@ pub enum UpstreamMetric {
     StateResets,
     /// Updates dropped after too many CAS conflicts or a host error.
     UpdateErrors,
-    /// Within-request failover: attempts sent to this upstream (upstream role).
+    /// Within-request failover: attempts sent to this upstream (counted by the
+    /// downstream role from the answer and Envoy's attempt count).
     Attempts,
     /// Within-request failover: attempts to this upstream that failed and were
     /// retried on the next upstream (downstream role).
@@ -140,7 +141,8 @@ pub enum UpstreamMetric {
     /// Histogram, ms: from the end of the request to the end of its response (or
     /// of the attempt, however it ended).
     DurationMs,
-    /// Of the ignored outcomes: a 401 or 403 to the gateway's own key (upstream role).
+    /// Of the ignored outcomes: a 401 or 403 to the gateway's own key (its upstream
+    /// role's shaping put it in).
     IgnoredCredentialRejected,
 }
 

@@ -99,9 +99,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         match rec.seen().and_then(|s| s.quiet(epoch, now_ms)) {
             Some(q) => q,
             None => {
-                // Kept like an admission's read: the upstream role, which admits
-                // nothing, then reads shared data once per `SEEN_FRESH_MS`, not per
-                // attempt.
+                // Kept like an admission's read: a role that admits nothing then
+                // reads shared data once per `SEEN_FRESH_MS`, not per request.
                 let quiet = store::quiet_now(&self.store, &rec.key, epoch);
                 if quiet {
                     rec.saw(epoch, true, now_ms);

@@ -181,7 +181,8 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 why,
                 skipped: Vec::new(),
                 shadow: Some(Would::of(&decision)),
-                token: None,
+                start_ms: now_ms,
+                route,
             },
         })
     }

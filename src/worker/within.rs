@@ -1,34 +1,37 @@
-//! Within-request failover (`failover: "within_request"`), both roles.
+//! Within-request failover (`failover: "within_request"`), three roles.
 //!
 //! The **downstream role** asks every chain entry's breaker in order and writes the
 //! aggregate cluster of the admitting ones (`llmb|a|b`, see [`crate::aggregate`]);
 //! Envoy's retry policy on that aggregate moves attempt k to its k-th member. The
 //! breaker tickets travel to the attempts in the request header [`TICKETS_HEADER`].
-//! The downstream role records no outcome; at the end it reports the attempts in
-//! the response header and gives back half-open permits no attempt used.
+//! At the response it learns from two response headers which member answered (the
+//! `response_header`, or [`SERVED_HEADER`], which the generated route's
+//! `response_headers_to_add` fills from the endpoint metadata) and how many attempts
+//! Envoy made (`x-envoy-attempt-count`),
+//! records the attempt that answered unless the upstream log records it (see
+//! [`upstream_log_records`]), reports the attempts in the response header and gives
+//! back half-open permits no attempt used.
 //!
-//! The **upstream role** runs once per attempt (an upstream HTTP filter of the
-//! aggregates): it names the attempt's real upstream (endpoint metadata), takes its
-//! ticket from the header, and records that attempt's outcome on that upstream's
-//! cell through the same [`super::response::Response`] and [`Worker::finish`] as
-//! `next_request` — each attempt once, on its own upstream. It tells the downstream
-//! role which upstream answered through the VM's [`super::relay`] (the request's slot
-//! is named at the end of the tickets), or, when the roles run in different VMs,
-//! through the response header [`SERVED_HEADER`].
+//! The **upstream-log role** is a wasm access logger in the router's `upstream_log`.
+//! Envoy calls it only for attempts that failed the way the retry policy retries (its
+//! access-log filter: status ≥ 500, 429, or no response), never for a success, so
+//! the common request runs no wasm for its attempts. It records each such attempt on
+//! the upstream it went to ([`Worker::log_attempt`]) with Envoy's own flags.
+//!
+//! The **upstream role**, an upstream HTTP filter of the aggregates, exists only where
+//! attempts must be shaped per provider (credential, path, headers, model): it shapes
+//! and records nothing.
 
-use super::relay::{Relayed, Token};
 use super::request::{entry_cell, rewrite_on, Rejection, Routed};
 use super::shadow::Would;
 use super::{accounting, Metrics, Worker};
 use crate::aggregate::aggregate_name;
 use crate::breaker::{Admission, Ticket};
-use crate::classify::flags;
 use crate::config::{Mode, Route, WhenAllOpen};
 use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::routing::{Decision, Why};
 use crate::store::{self, SharedStore};
 use crate::worker::metrics::{Metric, UpstreamMetric};
-use std::fmt::Write as _;
 
 /// Request header carrying the plan's tickets from the downstream role to the
 /// attempts (removed by the downstream role from client requests). The upstream role
@@ -36,9 +39,25 @@ use std::fmt::Write as _;
 /// would lose it. Providers see it, as they see the route header.
 pub const TICKETS_HEADER: &str = "x-llm-breaker-tickets";
 
-/// Response header by which the upstream role names the upstream that answered
-/// (removed by the downstream role).
+/// Response header naming the upstream that answered when the filter's
+/// `response_header` is off (the generated route's `response_headers_to_add` writes it
+/// from the endpoint metadata, over anything a provider sent; the downstream role
+/// removes it). With `response_header` on, the name goes into that
+/// header, which the downstream role overwrites with its summary anyway.
 pub const SERVED_HEADER: &str = "x-llm-breaker-attempt";
+
+/// Ends a [`SERVED_HEADER`] value when the gateway injected its own key for that
+/// upstream (`openai+key`): the answer's 401 or 403 is then the operator's wrong key.
+pub const GATEWAY_KEY_SUFFIX: &str = "+key";
+
+/// Whether the router's upstream log records an attempt that ended with `status`
+/// (`None`: no response headers: a connect failure, reset or timeout): the statuses
+/// the generator's retry policy retries. Its access-log filter (`status_code_filter`
+/// ≥ 500, = 429, = 0) must select exactly these; the downstream role records the
+/// answer itself otherwise.
+pub fn upstream_log_records(status: Option<u16>) -> bool {
+    status.map_or(true, |s| s == 0 || retriable(s))
+}
 
 /// One member of the attempt order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +81,11 @@ pub struct Plan {
     pub skipped: Vec<UpstreamId>,
     /// Shadow mode: what enforcement would have done (the plan is the primary alone).
     pub shadow: Option<Would>,
-    /// The request's slot in the VM's [`super::relay`].
-    pub token: Option<Token>,
+    /// When the request was complete: the first attempt's time to first byte
+    /// counts from here.
+    pub start_ms: u64,
+    /// The route it matched.
+    pub route: RouteId,
 }
 
 impl Plan {
@@ -91,7 +113,8 @@ pub enum WithinRouting<'w> {
     Reject(Rejection<'w>),
 }
 
-/// What one attempt (upstream role) records, and the model its body must name.
+/// One attempt (upstream role, upstream log): its upstream, cell and ticket, and the
+/// model its body must name.
 #[derive(Debug)]
 pub struct AttemptPlan<'w> {
     /// Routed to this attempt's upstream, with its ticket.
@@ -102,11 +125,6 @@ pub struct AttemptPlan<'w> {
     /// model, so an earlier attempt may have changed the `content-length` this
     /// attempt inherits (attempts share the request headers, not the body).
     pub hold: bool,
-    /// The upstream's name, for [`SERVED_HEADER`].
-    pub name: &'w str,
-    /// The request's slot in this VM's relay, if this attempt found it (then it
-    /// tells the downstream role through it, not [`SERVED_HEADER`]).
-    pub token: Option<Token>,
     /// The route its tickets name, if they were usable.
     pub route: Option<RouteId>,
 }
@@ -156,16 +174,15 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             .iter()
             .filter_map(|a| self.config.upstream(a.upstream).map(|u| u.name.as_str()));
         let cluster = aggregate_name(names);
-        let token = self.relay.open();
-        let mut tickets = encode_tickets(route, &order);
-        let _ = write!(tickets, ";{}.{}", token.vm, token.seq);
+        let tickets = encode_tickets(route, &order);
         Some(WithinRouting::Send {
             plan: Plan {
                 order,
                 why,
                 skipped,
                 shadow: None,
-                token: Some(token),
+                start_ms: now_ms,
+                route,
             },
             cluster,
             tickets,
@@ -208,19 +225,24 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         o
     }
 
-    /// Downstream role, response headers: how many attempts the request took (from
-    /// the upstream role's [`SERVED_HEADER`], else Envoy's `x-envoy-attempt-count`,
-    /// read by `envoy_attempts` only then),
-    /// counts each failed attempt that was retried elsewhere, and the response
-    /// header's value when that header is on.
+    /// Downstream role, response headers: which member answered (`served`, the
+    /// [`SERVED_HEADER`], perhaps with [`GATEWAY_KEY_SUFFIX`]), how many attempts the request took (`served`'s position,
+    /// else Envoy's `x-envoy-attempt-count`, `envoy_attempts`), with the response's
+    /// `status`. Counts the attempts and each failed one retried elsewhere, builds
+    /// the response header's value, and says which attempt this role records (the
+    /// one that answered, unless the upstream log records it). `size` reads the
+    /// request's size, only when a failed attempt may not have been retried for it.
     pub fn served_within(
         &self,
         plan: &Plan,
         served: Option<&[u8]>,
-        envoy_attempts: impl FnOnce() -> Option<Vec<u8>>,
-        request: Forwarded<impl FnOnce() -> Option<u16>, impl FnOnce() -> Option<u64>>,
-    ) -> (Option<usize>, Option<(&str, String)>) {
-        let at = served.and_then(|name| {
+        envoy_attempts: Option<&[u8]>,
+        status: Option<u16>,
+        size: impl FnOnce() -> Option<u64>,
+        now_ms: u64,
+    ) -> Served<'_> {
+        let keyed = served.and_then(|v| v.strip_suffix(GATEWAY_KEY_SUFFIX.as_bytes()));
+        let at = keyed.or(served).and_then(|name| {
             plan.order.iter().position(|a| {
                 self.config
                     .upstream(a.upstream)
@@ -228,16 +250,45 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             })
         });
         let attempts = at.map(|p| p + 1).or_else(|| {
-            let n = std::str::from_utf8(&envoy_attempts()?)
+            let n = std::str::from_utf8(envoy_attempts?)
                 .ok()?
                 .trim()
                 .parse()
                 .ok()?;
             Some(plan.order.len().min(n))
         });
-        let failed = || at.is_none() || (request.status)().is_some_and(retriable);
-        self.count_not_retried(plan, attempts, failed, request.size);
-        self.summarize(plan, at, attempts)
+        for a in plan.order.iter().take(attempts.unwrap_or(0)) {
+            let m = Metric::Upstream(a.upstream, UpstreamMetric::Attempts);
+            self.metrics.increment(m);
+        }
+        let failed = || at.is_none() || status.is_some_and(retriable);
+        self.count_not_retried(plan, attempts, failed, size);
+        let record = at
+            .filter(|_| !upstream_log_records(status))
+            .and_then(|p| plan.order.get(p).map(|a| (p, a)))
+            .map(|(p, a)| Routed {
+                upstream: a.upstream,
+                cell: a.cell,
+                ticket: a.ticket,
+                why: if p == 0 { plan.why } else { Why::Failover },
+                skipped: Vec::new(),
+                // A later attempt's time to first byte is not known here (Envoy does
+                // not say when it started): it counts from now, as fast.
+                start_ms: if p == 0 { plan.start_ms } else { now_ms },
+                shadow: None,
+            });
+        let (attempts, header) = self.summarize(plan, at, attempts);
+        let passthrough = self
+            .config
+            .routes
+            .get(plan.route.index())
+            .is_some_and(|r| r.pass_client_credentials);
+        Served {
+            attempts,
+            header,
+            record,
+            gateway_key: keyed.is_some() && !passthrough,
+        }
     }
 
     /// Counts a request whose last attempt failed as Envoy retries (`failed`) with
@@ -258,24 +309,6 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             let m = Metric::Upstream(u, UpstreamMetric::NotRetriedOverBufferLimit);
             self.metrics.increment(m);
         }
-    }
-
-    /// [`Worker::served_within`] from what the attempts left in the request's relay
-    /// slot (no header read).
-    pub fn served_relayed(
-        &self,
-        plan: &Plan,
-        r: Relayed,
-        size: impl FnOnce() -> Option<u64>,
-    ) -> (Option<usize>, Option<(&str, String)>) {
-        // Attempt k went to member k: the one served is the last started.
-        let n = (r.attempts as usize).min(plan.order.len());
-        let at = r
-            .served
-            .and_then(|u| plan.order.iter().take(n).rposition(|a| a.upstream == u));
-        let failed = || r.served.is_none() || r.status.is_some_and(retriable);
-        self.count_not_retried(plan, Some(n), failed, size);
-        self.summarize(plan, at, Some(at.map_or(n, |p| p + 1)))
     }
 
     /// Counts the retried attempts and builds the response header's value, from the
@@ -299,6 +332,17 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
         let header = self.config.response_header.as_deref().map(|h| {
             let name = |u: UpstreamId| self.config.upstream(u).map_or("?", |x| x.name.as_str());
+            // The common answer, its string built once: the primary, at once.
+            let first = plan.order.first().filter(|_| {
+                at == Some(0)
+                    && attempts == Some(1)
+                    && plan.why == Why::Primary
+                    && plan.skipped.is_empty()
+                    && plan.shadow.is_none()
+            });
+            if let Some(v) = first.and_then(|a| self.primary_header.get(a.upstream.index())) {
+                return (h, v.clone());
+            }
             if let Some(would) = &plan.shadow {
                 let served = at.and_then(|p| plan.order.get(p)).map(|a| name(a.upstream));
                 return (h, self.describe_would(served.unwrap_or("none"), would));
@@ -350,22 +394,22 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         }
     }
 
-    /// Upstream role, request headers of one attempt to the upstream named `name`
-    /// (endpoint metadata), with the downstream role's `tickets`. Without a usable
-    /// ticket (no header, another config) the attempt asks the breaker itself. Counts
-    /// the attempt. `None`: not an upstream of this configuration.
+    /// One attempt to the upstream named `name` (endpoint metadata), with the
+    /// downstream role's `tickets`. Without a usable ticket (no header, another
+    /// config) the attempt asks the breaker itself when `admit` (the upstream log,
+    /// which records it); the upstream role only shapes. `None`: not an upstream of
+    /// this configuration.
     pub fn attempt(
         &self,
         name: &[u8],
         tickets: Option<&[u8]>,
         now_ms: u64,
+        admit: bool,
     ) -> Option<AttemptPlan<'_>> {
-        let (upstream, up) = self
+        let (upstream, _) = self
             .config
             .upstream_ids()
             .find(|(_, u)| u.name.as_bytes() == name)?;
-        self.metrics
-            .increment(Metric::Upstream(upstream, UpstreamMetric::Attempts));
         let decoded = tickets.and_then(|t| decode_tickets(t, self.config.routes.len()));
         let route = decoded
             .as_ref()
@@ -380,17 +424,12 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             Some(a) => (a.cell, a.ticket),
             None => {
                 let cell = self.config.cell(upstream, None);
-                match self.admit(cell, now_ms) {
+                match admit.then(|| self.admit(cell, now_ms)).flatten() {
                     Some(Admission::Admitted(t)) => (cell, Some(t)),
                     _ => (cell, None),
                 }
             }
         };
-        let token = tickets.and_then(ticket_token);
-        let relayed = token.filter(|&t| self.relay.attempt(t));
-        if token.is_some() && relayed.is_none() {
-            self.relay_missed();
-        }
         // Shadow mode sends requests unchanged: no rewrite, so nothing to hold for.
         let enforce = self.config.mode == Mode::Enforce;
         Some(AttemptPlan {
@@ -407,20 +446,84 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 .filter(|_| enforce)
                 .and_then(|r| rewrite_on(r, upstream)),
             hold: enforce && route.is_some_and(|r| r.chain_models.iter().any(Option::is_some)),
-            name: up.name.as_str(),
-            token: relayed,
             route: route.and(decoded.as_ref().map(|(r, _)| *r)),
         })
     }
 }
 
-/// What the downstream role reads of the forwarded response and the request, only
-/// when a failed attempt may not have been retried for the request's size.
-pub struct Forwarded<St, Sz> {
-    /// The response's `:status`.
-    pub status: St,
-    /// The request's size (`request.size`).
-    pub size: Sz,
+/// What the downstream role makes of a `within_request` response
+/// ([`Worker::served_within`]).
+#[derive(Debug)]
+pub struct Served<'w> {
+    /// How many attempts the request took, if known.
+    pub attempts: Option<usize>,
+    /// The response header to set, if it is on.
+    pub header: Option<(&'w str, String)>,
+    /// The attempt the downstream role records: the one that answered, when the
+    /// upstream log does not record it.
+    pub record: Option<Routed>,
+    /// That attempt carried the gateway's key ([`GATEWAY_KEY_SUFFIX`], and a route
+    /// that does not pass the client's credentials through).
+    pub gateway_key: bool,
+}
+
+/// What the upstream log hands over of one failed attempt.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoggedAttempt<'a> {
+    /// The attempt's upstream (endpoint metadata).
+    pub name: &'a [u8],
+    /// The [`TICKETS_HEADER`] of its request.
+    pub tickets: Option<&'a [u8]>,
+    /// Its response status (`None` or 0: no response headers).
+    pub status: Option<u16>,
+    /// Envoy's response flags of the attempt (`response.flags`).
+    pub flags: u64,
+    /// How long the attempt took, when Envoy says (`request.duration`).
+    pub duration_ms: Option<u64>,
+}
+
+impl<S: SharedStore, M: Metrics> Worker<S, M> {
+    /// Upstream-log role: records one failed attempt on its upstream, with its
+    /// ticket from the request's tickets; `header` reads its response headers (the
+    /// rate-limit hints of a 429). Attempts the downstream role records
+    /// ([`upstream_log_records`] false) are left to it.
+    pub fn log_attempt(
+        &self,
+        a: LoggedAttempt<'_>,
+        now_ms: u64,
+        header: impl Fn(&str) -> Option<Vec<u8>>,
+    ) {
+        let status = a.status.filter(|&s| s != 0);
+        if self.config.mode == Mode::Off || !upstream_log_records(status) {
+            return;
+        }
+        let Some(plan) = self.attempt(a.name, a.tickets, now_ms, true) else {
+            return;
+        };
+        let mut routed = plan.routed;
+        routed.start_ms = now_ms.saturating_sub(a.duration_ms.unwrap_or(0));
+        let mut response = super::response::Response::default();
+        if status.is_some() {
+            response.headers(self, &routed, status, true, now_ms, header);
+        }
+        let facts = response.end(|| a.flags, || None);
+        let key = self.carries_gateway_key(routed.upstream, plan.route);
+        self.finish_with(&routed, facts, now_ms, key);
+    }
+
+    /// Whether an attempt to `upstream` on `route` carried the gateway's key (its
+    /// upstream has a credential configured and the route does not pass the
+    /// client's through): its 401 or 403 is then the operator's wrong key.
+    pub fn carries_gateway_key(&self, upstream: UpstreamId, route: Option<RouteId>) -> bool {
+        let passthrough = route
+            .and_then(|r| self.config.routes.get(r.index()))
+            .is_some_and(|r| r.pass_client_credentials);
+        !passthrough
+            && self
+                .config
+                .upstream(upstream)
+                .is_some_and(|u| u.request.credential.is_some())
+    }
 }
 
 /// A status the generator's retry policy retries (`5xx`, retriable 429).
@@ -428,60 +531,45 @@ fn retriable(status: u16) -> bool {
     status >= 500 || status == 429
 }
 
-/// Upstream role: Envoy's flags for an attempt, which the upstream filter can't read
-/// (they are the downstream stream's). An attempt that ended with no response headers
-/// failed to connect (`connect_failed`: Envoy set a transport failure reason), timed
-/// out (it lasted `elapsed_ms` ≥ the per-try timeout Envoy announced in
-/// `x-envoy-expected-rq-timeout-ms`, `per_try_ms`), or was reset; a 2xx cut before its
-/// end was reset.
-pub fn attempt_flags(
-    status: Option<u16>,
-    elapsed_ms: u64,
-    per_try_ms: Option<u64>,
-    connect_failed: impl FnOnce() -> bool,
-) -> u64 {
-    match status {
-        None if connect_failed() => flags::CONNECT_FAILURE,
-        // 5 % slack: the attempt's clock starts at the end of the request body, Envoy's
-        // per-try timer a little earlier.
-        None if per_try_ms.is_some_and(|t| elapsed_ms + t / 20 >= t) => flags::UPSTREAM_TIMEOUT,
-        None => flags::UPSTREAM_RESET,
-        Some(200..=299) => flags::UPSTREAM_RESET,
-        Some(_) => 0,
-    }
-}
-
 /// `route;u.cell.epoch[.permit],…` (a member with no ticket: `u.cell`).
 pub fn encode_tickets(route: RouteId, order: &[Attempt]) -> String {
-    let mut s = route.index().to_string();
+    let mut s = String::with_capacity(8 + 24 * order.len());
+    push_number(&mut s, route.index() as u64);
     for (i, a) in order.iter().enumerate() {
         s.push(if i == 0 { ';' } else { ',' });
-        let _ = write!(s, "{}.{}", a.upstream.index(), a.cell.index());
+        push_number(&mut s, a.upstream.index() as u64);
+        s.push('.');
+        push_number(&mut s, a.cell.index() as u64);
         if let Some(t) = a.ticket {
-            let _ = write!(s, ".{}", t.epoch);
+            s.push('.');
+            push_number(&mut s, u64::from(t.epoch));
             if let Some(p) = t.permit {
-                let _ = write!(s, ".{p}");
+                s.push('.');
+                push_number(&mut s, p);
             }
         }
     }
     s
 }
 
-/// The relay token the downstream role appends to the tickets (`;vm.seq`).
-pub fn ticket_token(bytes: &[u8]) -> Option<Token> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let (_, token) = text.rsplit_once(';')?;
-    let (vm, seq) = token.split_once('.')?;
-    if text.matches(';').count() != 2 {
-        return None;
+/// Appends `n` in decimal (without `core::fmt`: this runs on every request).
+fn push_number(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    Some(Token {
-        vm: vm.parse().ok()?,
-        seq: seq.parse().ok()?,
-    })
+    for &d in &digits[i..] {
+        s.push(char::from(d));
+    }
 }
 
-/// Reads [`encode_tickets`]'s format (and ignores a relay token after it); `None`
+/// Reads [`encode_tickets`]'s format (and ignores a `;…` field after it); `None`
 /// for anything else (the header is untrusted input). Route indexes must be below
 /// `routes`.
 pub fn decode_tickets(bytes: &[u8], routes: usize) -> Option<(RouteId, Vec<Attempt>)> {

@@ -1,6 +1,6 @@
 //! In real Envoy:
-//! - the two roles of within-request failover share breaker state only through one
-//!   `vm_id`, and a WasmPlugin's VM has none;
+//! - the downstream role and the upstream log (which records failed attempts) share
+//!   breaker state only through one `vm_id`, and a WasmPlugin's VM has none;
 //! - what `failure_policy` (Istio's `failStrategy`) does after a VM fails at runtime,
 //!   with a module that crashes on the second request (`crash_filter.rs`).
 
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// Within-request failover openai → azure in Envoy (clusters from the generator), the
 /// downstream role with `vm_id: llm_breaker` (as the harness runs it) and the upstream
-/// role with `upstream_vm_id`. The primary answers 503; returns how many of 20
+/// log with `upstream_vm_id`. The primary answers 503; returns how many of 20
 /// sequential requests it received, and how many requests failed.
 fn primary_attempts(upstream_vm_id: &str) -> (usize, usize) {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
@@ -61,12 +61,12 @@ fn primary_attempts(upstream_vm_id: &str) -> (usize, usize) {
 }
 
 /// A WasmPlugin gives its VM no `vm_id` (Istio's `buildVMConfig` sets none), while the
-/// generated EnvoyFilter's upstream role has `wasm.vm_id` (`llm_breaker`). Envoy keys
-/// shared data by `vm_id`, so different ids mean two sets of breakers: the upstream
-/// role records the primary's failures where the downstream role never looks, and
-/// every request still tries the failing primary first.
+/// generated EnvoyFilter's upstream log could have `wasm.vm_id` (`llm_breaker`). Envoy
+/// keys shared data by `vm_id`, so different ids mean two sets of breakers: the
+/// upstream log records the primary's failures where the downstream role never looks,
+/// and every request still tries the failing primary first.
 #[test]
-fn the_downstream_and_upstream_roles_share_breakers_only_with_one_vm_id() {
+fn the_downstream_role_and_the_upstream_log_share_breakers_only_with_one_vm_id() {
     let (same, same_errors) = primary_attempts("llm_breaker");
     let (split, split_errors) = primary_attempts("another_vm_id");
     eprintln!(
@@ -85,17 +85,42 @@ fn the_downstream_and_upstream_roles_share_breakers_only_with_one_vm_id() {
     );
 }
 
-/// The upstream role of failover.yaml must share the WasmPlugin's `vm_id`, which is
-/// empty: Istio's `buildVMConfig` (pilot/pkg/model/extensions.go, 1.22 to today) sets
-/// none, and `WasmPlugin` has no field for it. Fails today: the generator requires a
-/// non-empty `wasm.vm_id` (see docs/deployment.md, "Known gaps"); enable it with the fix.
+/// The upstream role and the upstream log of failover.yaml must share the WasmPlugin's
+/// `vm_id`, which is empty: Istio's `buildVMConfig` (pilot/pkg/model/extensions.go, 1.22
+/// to today) sets none, and `WasmPlugin` has no field for it.
 #[test]
-fn the_upstream_role_shares_the_wasmplugins_vm_id() {
+fn the_upstream_role_and_log_share_the_wasmplugins_vm_id() {
     let module = upstream_vm_config();
     assert_eq!(
         str_at(&module, &["vm_id"]).unwrap_or(""),
         "",
         "the upstream role's vm_id must be the WasmPlugin's (none)"
+    );
+    let failover: serde_yaml::Value = serde_yaml::from_str(&super::read(super::GEN_OUT)).unwrap();
+    let router = failover["spec"]["configPatches"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| str_at(p, &["applyTo"]) == Some("HTTP_FILTER"))
+        .expect("failover.yaml adds the upstream log to the router");
+    let log =
+        &router["patch"]["value"]["typed_config"]["upstream_log"][0]["typed_config"]["config"];
+    assert_eq!(str_at(&log["vm_config"], &["vm_id"]).unwrap_or(""), "");
+    assert_eq!(
+        str_at(&log["vm_config"], &["code", "local", "filename"]),
+        Some("/etc/llm-breaker/module/llm_breaker.wasm"),
+        "the module gateway-values.yaml mounts"
+    );
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&super::read("envoy/istio/gateway-values.yaml")).unwrap();
+    let mounted = values["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|m| str_at(m, &["mountPath"]) == Some("/etc/llm-breaker/module"));
+    assert!(
+        mounted,
+        "gateway-values.yaml mounts the upstream log's module"
     );
 }
 

@@ -1,6 +1,8 @@
 //! The Envoy clusters: one per provider (endpoint metadata naming the upstream) and one
 //! aggregate cluster per ordered subset, which carries the retry policy, the raised
-//! `max_retries` and the upstream role's wasm filter.
+//! `max_retries`, the `header_mutation` naming the member that answered and, where
+//! attempts are shaped, the upstream role's wasm filter; and the router's upstream log
+//! (the upstream-log role, for failed attempts only).
 //!
 //! Why there (measured in Envoy 1.40, docs/within-request.md): the retry state and the
 //! `max_retries` limit are the route's cluster's, i.e. the aggregate's; upstream filters in
@@ -9,8 +11,10 @@
 //! the timeouts, which stay the route's (`per_try_timeout`).
 
 use crate::credentials;
+use crate::input::FilterView;
 use crate::input::{Provider, Providers};
 use llm_breaker::config::ATTEMPT_UPSTREAM_HEADER;
+use llm_breaker::worker::within::GATEWAY_KEY_SUFFIX;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
@@ -21,8 +25,14 @@ use std::collections::BTreeMap;
 pub const METADATA_NS: &str = "llm_breaker";
 /// See [`METADATA_NS`].
 pub const METADATA_KEY: &str = "upstream";
+/// Endpoint metadata key for [`SERVED_HEADER`]'s value: the upstream's name, with
+/// [`llm_breaker::worker::within::GATEWAY_KEY_SUFFIX`] when the gateway injects its
+/// key for it (a 401/403 is then the operator's wrong key, not the client's error).
+pub const SERVED_KEY: &str = "served";
 /// Name of the upstream wasm filter (and of its ECDS resource in Istio).
 pub const UPSTREAM_FILTER: &str = "llm-breaker-upstream";
+/// Name of the router's upstream access log (the upstream-log role).
+pub const UPSTREAM_LOG: &str = "llm-breaker-upstream-log";
 
 /// Builds a mapping keeping the given key order.
 pub fn map<const N: usize>(kv: [(&str, Value); N]) -> Value {
@@ -55,6 +65,10 @@ fn is_ip(address: &str) -> bool {
 
 /// One provider's cluster.
 pub fn provider_cluster(p: &Provider) -> Value {
+    let served = match p.credential {
+        Some(_) => format!("{}{GATEWAY_KEY_SUFFIX}", p.name),
+        None => p.name.clone(),
+    };
     let mut ep = Mapping::new();
     ep.insert(
         s("address"),
@@ -76,7 +90,10 @@ pub fn provider_cluster(p: &Provider) -> Value {
             "metadata",
             map([(
                 "filter_metadata",
-                map([(METADATA_NS, map([(METADATA_KEY, s(&p.name))]))]),
+                map([(
+                    METADATA_NS,
+                    map([(METADATA_KEY, s(&p.name)), (SERVED_KEY, s(&served))]),
+                )]),
             )]),
         ),
     ]);
@@ -150,58 +167,109 @@ pub enum FilterSource<'a> {
 /// The upstream role's wasm filter config (`envoy.extensions.filters.http.wasm.v3.Wasm`),
 /// with `code` given.
 pub fn wasm_config(p: &Providers, upstream_config: &str, code: Value) -> Value {
-    map([
+    plugin(
+        "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        UPSTREAM_FILTER,
+        p,
+        upstream_config,
+        code,
+    )
+}
+
+/// A wasm plugin config of type `type_url` named `name` (same VM as every other role:
+/// same `vm_id`, runtime and code, so the same shared data and VM per worker), with
+/// `config` (the filter's JSON plus its `role`).
+fn plugin(type_url: &str, name: &str, p: &Providers, config: &str, code: Value) -> Value {
+    let mut c = Mapping::new();
+    c.insert(s("name"), s(name));
+    c.insert(s("root_id"), s("llm_breaker"));
+    if name == UPSTREAM_FILTER {
+        // Hold the request headers until the body is in, so the per-attempt model
+        // rewrite can fix content-length.
+        c.insert(s("allow_on_headers_stop_iteration"), Value::from(true));
+    }
+    // A VM that fails at run time lets attempts through unshaped and unrecorded, rather
+    // than failing every request through an aggregate.
+    c.insert(s("failure_policy"), s("FAIL_OPEN"));
+    c.insert(
+        s("vm_config"),
+        map([
+            ("vm_id", s(&p.wasm.vm_id)),
+            ("runtime", s("envoy.wasm.runtime.v8")),
+            ("code", code),
+        ]),
+    );
+    c.insert(
+        s("configuration"),
+        map([
+            (
+                "@type",
+                s("type.googleapis.com/google.protobuf.StringValue"),
+            ),
+            ("value", s(config)),
+        ]),
+    );
+    map([("@type", s(type_url)), ("config", Value::Mapping(c))])
+}
+
+/// The router's `upstream_log`: the upstream-log role as a wasm access logger, called
+/// only for attempts that got a 5xx or 429 or no response (the statuses
+/// `llm_breaker::worker::within::upstream_log_records` names), with `code` given.
+pub fn upstream_log(p: &Providers, filter: &FilterView, code: Value) -> Value {
+    let status = |op: &str, v: u64, key: &str| {
+        map([(
+            "status_code_filter",
+            map([(
+                "comparison",
+                map([
+                    ("op", s(op)),
+                    (
+                        "value",
+                        map([("default_value", Value::from(v)), ("runtime_key", s(key))]),
+                    ),
+                ]),
+            )]),
+        )])
+    };
+    seq(vec![map([
+        ("name", s(UPSTREAM_LOG)),
         (
-            "@type",
-            s("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"),
+            "filter",
+            map([(
+                "or_filter",
+                map([(
+                    "filters",
+                    seq(vec![
+                        status("GE", 500, "llm_breaker.upstream_log.ge"),
+                        status("EQ", 429, "llm_breaker.upstream_log.rate_limited"),
+                        status("EQ", 0, "llm_breaker.upstream_log.no_response"),
+                    ]),
+                )]),
+            )]),
         ),
         (
-            "config",
-            map([
-                ("name", s(UPSTREAM_FILTER)),
-                ("root_id", s("llm_breaker")),
-                // Hold the request headers until the body is in, so the per-attempt model
-                // rewrite can fix content-length.
-                ("allow_on_headers_stop_iteration", Value::from(true)),
-                // A VM that fails at run time lets attempts through unrecorded, rather
-                // than failing every request through an aggregate.
-                ("failure_policy", s("FAIL_OPEN")),
-                (
-                    "vm_config",
-                    map([
-                        ("vm_id", s(&p.wasm.vm_id)),
-                        ("runtime", s("envoy.wasm.runtime.v8")),
-                        ("code", code),
-                    ]),
-                ),
-                (
-                    "configuration",
-                    map([
-                        (
-                            "@type",
-                            s("type.googleapis.com/google.protobuf.StringValue"),
-                        ),
-                        // The filter's JSON plus `"role": "upstream"` (issue 10's filter side).
-                        ("value", s(upstream_config)),
-                    ]),
-                ),
-            ]),
+            "typed_config",
+            plugin(
+                "type.googleapis.com/envoy.extensions.access_loggers.wasm.v3.WasmAccessLog",
+                UPSTREAM_LOG,
+                p,
+                &filter.upstream_log_config(),
+                code,
+            ),
         ),
-    ])
+    ])])
+}
+
+/// The local module (`wasm.filename`).
+pub fn local_code(p: &Providers) -> Value {
+    map([("local", map([("filename", s(&p.wasm.filename))]))])
 }
 
 fn upstream_filter(source: &FilterSource) -> Value {
     match source {
         FilterSource::Local(p, config) => map([
             ("name", s(UPSTREAM_FILTER)),
-            (
-                "typed_config",
-                wasm_config(
-                    p,
-                    config,
-                    map([("local", map([("filename", s(&p.wasm.filename))]))]),
-                ),
-            ),
+            ("typed_config", wasm_config(p, config, local_code(p))),
         ]),
         FilterSource::Discovery => map([
             ("name", s(UPSTREAM_FILTER)),
@@ -227,12 +295,12 @@ fn upstream_filter(source: &FilterSource) -> Value {
     }
 }
 
-/// The `header_mutation` ahead of the upstream role: the attempt's endpoint metadata
-/// into [`ATTEMPT_UPSTREAM_HEADER`] (a client's value removed first), which the role
-/// reads with the request headers it reads anyway instead of reading the metadata
-/// (measured: 14k fewer Envoy instructions per attempt, this filter costs 7k).
+/// Where attempts are shaped, the aggregate's `header_mutation` ahead of the upstream
+/// role: the attempt's endpoint metadata into [`ATTEMPT_UPSTREAM_HEADER`] (a client's
+/// value removed first), which the role reads with the request headers it reads anyway
+/// instead of reading the metadata (measured: 14k fewer Envoy instructions per attempt;
+/// this filter costs about 7k).
 fn attempt_upstream() -> Value {
-    let metadata = format!("%UPSTREAM_METADATA([\"{METADATA_NS}\",\"{METADATA_KEY}\"])%");
     map([
         ("name", s("llm-breaker-attempt-upstream")),
         (
@@ -248,19 +316,7 @@ fn attempt_upstream() -> Value {
                         "request_mutations",
                         seq(vec![
                             map([("remove", s(ATTEMPT_UPSTREAM_HEADER))]),
-                            map([(
-                                "append",
-                                map([
-                                    (
-                                        "header",
-                                        map([
-                                            ("key", s(ATTEMPT_UPSTREAM_HEADER)),
-                                            ("value", s(&metadata)),
-                                        ]),
-                                    ),
-                                    ("append_action", s("OVERWRITE_IF_EXISTS_OR_ADD")),
-                                ]),
-                            )]),
+                            overwrite(ATTEMPT_UPSTREAM_HEADER, METADATA_KEY),
                         ]),
                     )]),
                 ),
@@ -269,18 +325,56 @@ fn attempt_upstream() -> Value {
     ])
 }
 
-/// An aggregate's upstream filters: the members' credential injectors, the
-/// attempt's upstream name, the upstream role, the staging-header removal, the
-/// codec (see [`crate::credentials`]).
-fn http_filters(members: &[String], p: &Providers, source: &FilterSource) -> Vec<Value> {
-    let mut out: Vec<Value> = members
-        .iter()
-        .filter_map(|m| p.providers.iter().find(|x| &x.name == m))
-        .filter_map(credentials::injector)
-        .collect();
-    out.push(attempt_upstream());
-    out.push(upstream_filter(source));
-    out.push(credentials::strip_staging(p));
+/// A `HeaderValueOption` overwriting `header` with the endpoint metadata's `key`.
+fn overwrite(header: &str, key: &str) -> Value {
+    let metadata = format!("%UPSTREAM_METADATA([\"{METADATA_NS}\",\"{key}\"])%");
+    map([(
+        "append",
+        map([
+            ("header", map([("key", s(header)), ("value", s(&metadata))])),
+            ("append_action", s("OVERWRITE_IF_EXISTS_OR_ADD")),
+        ]),
+    )])
+}
+
+/// The route's `response_headers_to_add`: the answering upstream's endpoint metadata
+/// ([`SERVED_KEY`]) into `filter.served_header` (the filter's `response_header`, which
+/// the downstream role overwrites with its summary, else `x-llm-breaker-attempt`), over
+/// anything the provider sent. Envoy's router adds it to the response it forwards, once
+/// per request (a router's own reply after a failed last attempt names that attempt's
+/// upstream); the downstream role reads it with the response headers it reads anyway.
+pub fn response_headers_to_add(filter: &FilterView) -> Value {
+    let Value::Mapping(m) = overwrite(&filter.served_header, SERVED_KEY) else {
+        return seq(Vec::new());
+    };
+    // A route's HeaderValueOption: `header` and `append_action` at the top.
+    seq(m.get("append").cloned().into_iter().collect())
+}
+
+/// An aggregate's upstream filters: where attempts are shaped (`shaped`), the members'
+/// credential injectors, the `header_mutation` naming the attempt's upstream, the
+/// upstream role and the staging-header removal (see [`crate::credentials`]); the codec
+/// last.
+fn http_filters(
+    members: &[String],
+    p: &Providers,
+    source: &FilterSource,
+    shaped: bool,
+) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    if shaped {
+        out.extend(
+            members
+                .iter()
+                .filter_map(|m| p.providers.iter().find(|x| &x.name == m))
+                .filter_map(credentials::injector),
+        );
+    }
+    if shaped {
+        out.push(attempt_upstream());
+        out.push(upstream_filter(source));
+        out.push(credentials::strip_staging(p));
+    }
     out.push(map([
         ("name", s("envoy.filters.http.upstream_codec")),
         (
@@ -300,6 +394,7 @@ pub fn aggregate_cluster(
     members: &[String],
     p: &Providers,
     source: &FilterSource,
+    shaped: bool,
 ) -> Value {
     let retries = members.len().saturating_sub(1) as u64;
     let mut retry_on = String::from("5xx,reset,connect-failure");
@@ -363,7 +458,7 @@ pub fn aggregate_cluster(
                     ("@type", s("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions")),
                     ("explicit_http_config", map([("http_protocol_options", map([]))])),
                     ("retry_policy", Value::Mapping(policy)),
-                    ("http_filters", seq(http_filters(members, p, source))),
+                    ("http_filters", seq(http_filters(members, p, source, shaped))),
                 ]),
             )]),
         ),
@@ -384,19 +479,28 @@ pub fn aggregate_cluster(
 }
 
 /// Every cluster: the providers used by some route (sorted by name), then the aggregates
-/// (sorted by name).
+/// (sorted by name). An aggregate gets the upstream role when some member's requests
+/// are shaped or some chain entry gives it a model, and every aggregate does when some
+/// route passes the client's credentials through.
 pub fn clusters(
     p: &Providers,
     aggregates: &BTreeMap<String, Vec<String>>,
     source: &FilterSource,
+    filter: &FilterView,
 ) -> Vec<Value> {
+    let shaped = |members: &[String]| {
+        filter.passthrough
+            || members.iter().any(|m| {
+                filter.models.contains(m) || p.providers.iter().any(|x| &x.name == m && x.shaped())
+            })
+    };
     let mut providers: Vec<&Provider> = p.providers.iter().collect();
     providers.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out: Vec<Value> = providers.into_iter().map(provider_cluster).collect();
     out.extend(
         aggregates
             .iter()
-            .map(|(name, members)| aggregate_cluster(name, members, p, source)),
+            .map(|(name, members)| aggregate_cluster(name, members, p, source, shaped(members))),
     );
     out
 }

@@ -48,7 +48,7 @@ impl std::error::Error for InputError {}
 pub struct Providers {
     /// One entry per upstream name used in the filter's routes.
     pub providers: Vec<Provider>,
-    /// The upstream role's wasm module.
+    /// The module of the upstream log and the upstream role.
     #[serde(default)]
     pub wasm: Wasm,
     /// Retry settings of the generated aggregate clusters.
@@ -105,7 +105,8 @@ fn default_connect_timeout_ms() -> u32 {
     5000
 }
 
-/// The upstream role's wasm module: same `vm_id` as the downstream filter.
+/// The module of the upstream log and the upstream role: same `vm_id` as the
+/// downstream filter.
 #[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Wasm {
@@ -175,6 +176,10 @@ pub struct Istio {
     pub selector: std::collections::BTreeMap<String, String>,
     /// Name of the VirtualService http route that becomes the `cluster_header` route.
     pub route_name: String,
+    /// Where the gateway pod has the module for the router's upstream log (a wasm
+    /// access logger, which Istio can't deliver by ECDS as it does filters): mounted
+    /// there, e.g. from a ConfigMap (envoy/istio/gateway-values.yaml).
+    pub upstream_log_module: String,
 }
 
 impl Default for Istio {
@@ -185,6 +190,7 @@ impl Default for Istio {
                 .into_iter()
                 .collect(),
             route_name: "llm-breaker".into(),
+            upstream_log_module: "/etc/llm-breaker/module/llm_breaker.wasm".into(),
         }
     }
 }
@@ -200,13 +206,41 @@ pub struct FilterView {
     /// (compact, keys sorted), so both roles always run the same breakers; with the
     /// providers' request blocks once [`with_shaping`] ran.
     pub upstream_config: String,
+    /// Upstreams some chain entry gives a model (their attempts' bodies are rewritten
+    /// by the upstream role).
+    pub models: std::collections::BTreeSet<String>,
+    /// Some route passes the client's credentials through (the upstream role puts them
+    /// back on every attempt, whatever the provider).
+    pub passthrough: bool,
+    /// The response header the aggregates' `header_mutation` names the answering
+    /// upstream in: the filter's `response_header`, which the downstream role then
+    /// overwrites with its summary (no extra host call), or
+    /// [`llm_breaker::worker::within::SERVED_HEADER`] when that is off.
+    pub served_header: String,
+}
+
+impl FilterView {
+    /// The upstream log's configuration: the upstream role's with `"role":
+    /// "upstream_log"` (and no `attempt_upstream_header`).
+    pub fn upstream_log_config(&self) -> String {
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&self.upstream_config).unwrap_or_default();
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("role".into(), serde_json::Value::from("upstream_log"));
+            obj.remove("attempt_upstream_header");
+        }
+        doc.to_string()
+    }
 }
 
 /// Validates `json` with the filter's own parser, then reads the route chains from the raw
 /// JSON (the parsed `Config`'s internals are not relied on).
 pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
-    llm_breaker::config::Config::parse(json)
+    let config = llm_breaker::config::Config::parse(json)
         .map_err(|e| InputError::FilterConfig(e.to_string()))?;
+    let served_header = config
+        .response_header
+        .unwrap_or_else(|| llm_breaker::worker::within::SERVED_HEADER.to_string());
     let mut doc: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| InputError::FilterConfig(e.to_string()))?;
     let route_header = doc
@@ -215,12 +249,18 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
         .unwrap_or("x-llm-breaker-upstream")
         .to_string();
     let mut chains = Vec::new();
+    let mut models = std::collections::BTreeSet::new();
+    let mut passthrough = false;
     for route in doc
         .get("routes")
         .and_then(|r| r.as_array())
         .into_iter()
         .flatten()
     {
+        passthrough |= route
+            .get("pass_client_credentials")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
         let name = route
             .get("name")
             .and_then(|n| n.as_str())
@@ -233,10 +273,13 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
             .flatten()
             .filter_map(|entry| match entry {
                 serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Object(o) => o
-                    .get("upstream")
-                    .and_then(|u| u.as_str())
-                    .map(str::to_string),
+                serde_json::Value::Object(o) => {
+                    let up = o.get("upstream").and_then(|u| u.as_str())?;
+                    if o.get("model").is_some() {
+                        models.insert(up.to_string());
+                    }
+                    Some(up.to_string())
+                }
                 _ => None,
             })
             .collect();
@@ -259,6 +302,9 @@ pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
         route_header,
         chains,
         upstream_config,
+        models,
+        passthrough,
+        served_header,
     })
 }
 
@@ -352,6 +398,22 @@ pub fn read_providers(text: &str, filter: &FilterView) -> Result<Providers, Inpu
             message:
                 "backoff_base_ms, per_try_timeout_ms and per_try_idle_timeout_ms must be above 0"
                     .into(),
+        });
+    }
+    // The upstream log is called for 5xx, 429 and no response only (its access-log
+    // filter and the downstream role agree on that set): a status retried outside it
+    // would fail attempts nobody records.
+    if let Some(c) = p
+        .retry
+        .retriable_status_codes
+        .iter()
+        .find(|&&c| c != 429 && !(500..=599).contains(&c))
+    {
+        return Err(InputError::Field {
+            field: "retry.retriable_status_codes".into(),
+            message: format!(
+                "only 429 and 5xx statuses (the upstream log records those failed attempts), got {c}"
+            ),
         });
     }
     for (route, chain) in &filter.chains {

@@ -1,8 +1,11 @@
 //! The Istio output: one `EnvoyFilter` that adds the same clusters as the Envoy output
 //! (cluster `ADD`), turns the VirtualService route named `istio.route_name` into a
-//! `cluster_header` route with the per-try timeout (`HTTP_ROUTE` `MERGE`), and delivers the
+//! `cluster_header` route with the per-try timeout (`HTTP_ROUTE` `MERGE`), delivers the
 //! upstream role's wasm module through ECDS (`EXTENSION_CONFIG`), which the aggregate
-//! clusters' `http_filters` reference. Istio-owned clusters and the router are not patched.
+//! clusters' `http_filters` reference, and adds the upstream log to the gateway's router
+//! (`HTTP_FILTER` `MERGE`; its module is a file mounted into the pod at
+//! `istio.upstream_log_module`: access loggers have no ECDS). Istio-owned clusters are not
+//! patched.
 //!
 //! Credentials: the aggregates carry the same `credential_injector` filters as in
 //! plain Envoy, reading file-based SDS secrets; in Istio those files are mounted into
@@ -69,7 +72,7 @@ pub fn envoy_filter(
             ]),
         ),
     ]));
-    for cluster in envoy::clusters(p, aggregates, &FilterSource::Discovery) {
+    for cluster in envoy::clusters(p, aggregates, &FilterSource::Discovery, filter) {
         patches.push(map([
             ("applyTo", s("CLUSTER")),
             ("match", map([("context", s(context))])),
@@ -77,8 +80,7 @@ pub fn envoy_filter(
         ]));
     }
     // Envoy's attempt count on responses: how the downstream role counts the attempts
-    // of a request no upstream answered when the roles can't hand over in memory
-    // (Istio may give the WasmPlugin's VM another configuration than this one's).
+    // of a request no upstream answered.
     patches.push(map([
         ("applyTo", s("VIRTUAL_HOST")),
         ("match", map([("context", s(context))])),
@@ -89,6 +91,52 @@ pub fn envoy_filter(
                 (
                     "value",
                     map([("include_attempt_count_in_response", Value::Bool(true))]),
+                ),
+            ]),
+        ),
+    ]));
+    // The router's upstream log: failed attempts recorded on their provider.
+    let log_code = map([(
+        "local",
+        map([("filename", s(&p.istio.upstream_log_module))]),
+    )]);
+    patches.push(map([
+        ("applyTo", s("HTTP_FILTER")),
+        (
+            "match",
+            map([
+                ("context", s(context)),
+                (
+                    "listener",
+                    map([(
+                        "filterChain",
+                        map([(
+                            "filter",
+                            map([
+                                ("name", s("envoy.filters.network.http_connection_manager")),
+                                ("subFilter", map([("name", s("envoy.filters.http.router"))])),
+                            ]),
+                        )]),
+                    )]),
+                ),
+            ]),
+        ),
+        (
+            "patch",
+            map([
+                ("operation", s("MERGE")),
+                (
+                    "value",
+                    map([(
+                        "typed_config",
+                        map([
+                            (
+                                "@type",
+                                s("type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"),
+                            ),
+                            ("upstream_log", envoy::upstream_log(p, filter, log_code)),
+                        ]),
+                    )]),
                 ),
             ]),
         ),
@@ -121,6 +169,11 @@ pub fn envoy_filter(
                         (
                             "request_headers_to_remove",
                             credentials::request_headers_to_remove(),
+                        ),
+                        // The answering provider's name for the downstream role.
+                        (
+                            "response_headers_to_add",
+                            envoy::response_headers_to_add(filter),
                         ),
                     ]),
                 ),

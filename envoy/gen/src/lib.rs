@@ -28,6 +28,14 @@ pub enum Format {
 /// Placeholder line a template holds where the generated clusters go.
 pub const CLUSTERS_PLACEHOLDER: &str = "# llm-breaker-gen: clusters";
 
+/// Placeholder line a template holds where the router's `upstream_log` list goes
+/// (the upstream-log role), under the router's `typed_config`.
+pub const UPSTREAM_LOG_PLACEHOLDER: &str = "# llm-breaker-gen: upstream_log";
+
+/// Placeholder line a template holds where the failover route's
+/// `response_headers_to_add` goes (beside its `route:`).
+pub const RESPONSE_HEADERS_PLACEHOLDER: &str = "# llm-breaker-gen: response_headers_to_add";
+
 /// Placeholder line a template holds where the filter's JSON goes (inside a
 /// `value: |` block of the downstream filter's `configuration`).
 pub const FILTER_PLACEHOLDER: &str = "# llm-breaker-gen: filter";
@@ -54,7 +62,12 @@ pub fn generate(
                     &providers,
                     &aggregates,
                     &envoy::FilterSource::Local(&providers, &filter.upstream_config),
+                    &filter,
                 )),
+            ),
+            (
+                "upstream_log",
+                envoy::upstream_log(&providers, &filter, envoy::local_code(&providers)),
             ),
             (
                 "route",
@@ -63,6 +76,10 @@ pub fn generate(
             (
                 "request_headers_to_remove",
                 credentials::request_headers_to_remove(),
+            ),
+            (
+                "response_headers_to_add",
+                envoy::response_headers_to_add(&filter),
             ),
         ]),
         Format::Istio => istio::envoy_filter(&providers, &filter, &aggregates),
@@ -88,17 +105,38 @@ pub fn fill_template(
         &providers,
         &aggregates,
         &envoy::FilterSource::Local(&providers, &filter.upstream_config),
+        &filter,
     );
     let yaml = serde_yaml::to_string(&serde_yaml::Value::Sequence(clusters))
         .map_err(|e| InputError::ProviderFile(e.to_string()))?;
+    let log = envoy::upstream_log(&providers, &filter, envoy::local_code(&providers));
+    let log = format!(
+        "upstream_log:\n{}",
+        serde_yaml::to_string(&log).map_err(|e| InputError::ProviderFile(e.to_string()))?
+    );
+    let added = format!(
+        "response_headers_to_add:\n{}",
+        serde_yaml::to_string(&envoy::response_headers_to_add(&filter))
+            .map_err(|e| InputError::ProviderFile(e.to_string()))?
+    );
     let json = String::from_utf8_lossy(filter_json);
     let mut out = String::from(HEADER);
     let mut found = false;
+    let mut found_log = false;
+    let mut found_added = false;
     for line in template.lines() {
         let block = match line.trim() {
             CLUSTERS_PLACEHOLDER => {
                 found = true;
                 yaml.as_str()
+            }
+            UPSTREAM_LOG_PLACEHOLDER => {
+                found_log = true;
+                log.as_str()
+            }
+            RESPONSE_HEADERS_PLACEHOLDER => {
+                found_added = true;
+                added.as_str()
             }
             FILTER_PLACEHOLDER => json.trim_end(),
             _ => {
@@ -114,10 +152,15 @@ pub fn fill_template(
             out.push('\n');
         }
     }
-    if !found {
+    let missing = [
+        (found, CLUSTERS_PLACEHOLDER),
+        (found_log, UPSTREAM_LOG_PLACEHOLDER),
+        (found_added, RESPONSE_HEADERS_PLACEHOLDER),
+    ];
+    if let Some((_, line)) = missing.iter().find(|(seen, _)| !seen) {
         return Err(InputError::Field {
             field: "template".into(),
-            message: format!("no line `{CLUSTERS_PLACEHOLDER}`"),
+            message: format!("no line `{line}`"),
         });
     }
     Ok(out)

@@ -100,9 +100,108 @@ fn aggregates_list_their_members_in_chain_order_and_retry_one_less_than_them() {
 }
 
 #[test]
+fn an_aggregate_without_shaping_runs_no_filter_and_the_route_names_the_answer() {
+    let doc = envoy_doc();
+    // openai and vllm: no credential, path, headers or model.
+    let filters = options(cluster(&doc, "llmb|openai|vllm"))["http_filters"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(filters.len(), 1, "the codec alone: {filters:?}");
+    assert_eq!(filters[0]["name"], "envoy.filters.http.upstream_codec");
+    // The route names the answering member, once per request, into the response
+    // header the downstream role overwrites with its summary.
+    let added = &doc["response_headers_to_add"][0];
+    assert_eq!(added["header"]["key"], "x-llm-breaker");
+    assert_eq!(
+        added["header"]["value"],
+        r#"%UPSTREAM_METADATA(["llm_breaker","served"])%"#
+    );
+    assert_eq!(added["append_action"], "OVERWRITE_IF_EXISTS_OR_ADD");
+    // With `response_header` off, the name goes into its own header.
+    let quiet = FILTER.replacen('{', r#"{"response_header":"","#, 1);
+    let doc: Value =
+        serde_yaml::from_str(&generate(quiet.as_bytes(), PROVIDERS, Format::Envoy).unwrap())
+            .unwrap();
+    assert_eq!(
+        doc["response_headers_to_add"][0]["header"]["key"],
+        "x-llm-breaker-attempt"
+    );
+}
+
+#[test]
+fn a_passthrough_route_puts_the_upstream_role_on_every_aggregate() {
+    let filter = r#"{"failover":"within_request","routes":[{"name":"chat","match":{"path_prefix":"/v1/"},
+      "pass_client_credentials":true,"upstreams":["openai","vllm"]}]}"#;
+    let doc: Value =
+        serde_yaml::from_str(&generate(filter.as_bytes(), PROVIDERS, Format::Envoy).unwrap())
+            .unwrap();
+    for name in ["llmb|openai", "llmb|openai|vllm", "llmb|vllm"] {
+        let filters = options(cluster(&doc, name))["http_filters"]
+            .as_sequence()
+            .unwrap();
+        assert!(
+            filters.iter().any(|f| f["name"] == "llm-breaker-upstream"),
+            "{name}: the client's key goes back on every attempt"
+        );
+    }
+}
+
+#[test]
+fn the_upstream_log_shares_the_vm_and_is_called_for_failed_attempts_only() {
+    let doc = envoy_doc();
+    let log = doc["upstream_log"].as_sequence().unwrap();
+    assert_eq!(log.len(), 1);
+    let filters = serde_json::to_string(&log[0]["filter"]).unwrap();
+    for (op, v) in [("GE", 500), ("EQ", 429), ("EQ", 0)] {
+        assert!(
+            filters.contains(&format!(r#""op":"{op}","value":{{"default_value":{v}"#)),
+            "{op} {v}: {filters}"
+        );
+    }
+    // The rule the downstream role follows: exactly those are left to the log.
+    use llm_breaker::worker::within::upstream_log_records;
+    for (status, logged) in [
+        (None, true),
+        (Some(0), true),
+        (Some(429), true),
+        (Some(500), true),
+        (Some(503), true),
+        (Some(200), false),
+        (Some(401), false),
+        (Some(499), false),
+    ] {
+        assert_eq!(upstream_log_records(status), logged, "{status:?}");
+    }
+    let c = &log[0]["typed_config"];
+    assert_eq!(
+        c["@type"],
+        "type.googleapis.com/envoy.extensions.access_loggers.wasm.v3.WasmAccessLog"
+    );
+    assert_eq!(c["config"]["vm_config"]["vm_id"], "llm_breaker");
+    let json: serde_json::Value =
+        serde_json::from_str(c["config"]["configuration"]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(json["role"], "upstream_log");
+    assert!(json.get("attempt_upstream_header").is_none());
+    assert_eq!(json["routes"][0]["name"], "chat");
+}
+
+#[test]
+fn a_retried_status_the_upstream_log_would_not_see_is_refused() {
+    let p = format!("{PROVIDERS}retry: {{retriable_status_codes: [429, 408]}}\n");
+    let e = generate(FILTER.as_bytes(), &p, Format::Envoy).unwrap_err();
+    assert!(
+        e.to_string().contains("retry.retriable_status_codes"),
+        "{e}"
+    );
+    let p = format!("{PROVIDERS}retry: {{retriable_status_codes: [429, 529]}}\n");
+    assert!(generate(FILTER.as_bytes(), &p, Format::Envoy).is_ok());
+}
+
+#[test]
 fn the_upstream_filter_shares_the_vm_id_and_comes_before_the_codec() {
     let doc = envoy_doc();
-    let filters = options(cluster(&doc, "llmb|openai|vllm"))["http_filters"]
+    // azure-openai's chain entry gives a model: its aggregates shape attempts.
+    let filters = options(cluster(&doc, "llmb|openai|azure-openai"))["http_filters"]
         .as_sequence()
         .unwrap();
     assert_eq!(
@@ -150,6 +249,11 @@ fn provider_clusters_name_their_upstream_in_endpoint_metadata_and_originate_tls(
     let ep = &openai["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
     assert_eq!(
         ep["metadata"]["filter_metadata"]["llm_breaker"]["upstream"],
+        "openai"
+    );
+    // No key of the gateway's for it: the served name is the plain one.
+    assert_eq!(
+        ep["metadata"]["filter_metadata"]["llm_breaker"]["served"],
         "openai"
     );
     assert_eq!(openai["type"], "LOGICAL_DNS");
@@ -293,7 +397,7 @@ fn istio_output_adds_clusters_merges_the_route_and_delivers_the_module_by_ecds()
     );
     let agg = patches
         .iter()
-        .find(|p| p["patch"]["value"]["name"] == "llmb|openai|vllm")
+        .find(|p| p["patch"]["value"]["name"] == "llmb|openai|azure-openai")
         .unwrap();
     let f = &options(&agg["patch"]["value"])["http_filters"][1];
     assert_eq!(f["name"], "llm-breaker-upstream");
@@ -311,7 +415,7 @@ fn istio_output_adds_clusters_merges_the_route_and_delivers_the_module_by_ecds()
 
 #[test]
 fn a_template_gets_the_clusters_at_the_placeholder_indent() {
-    let t = "v: |\n  # llm-breaker-gen: filter\nstatic_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
+    let t = "v: |\n  # llm-breaker-gen: filter\nrouter:\n  # llm-breaker-gen: upstream_log\nroute:\n  # llm-breaker-gen: response_headers_to_add\nstatic_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
     let out = fill_template(t, FILTER.as_bytes(), PROVIDERS).unwrap();
     let doc: Value = serde_yaml::from_str(&out).unwrap();
     assert_eq!(
@@ -322,7 +426,14 @@ fn a_template_gets_the_clusters_at_the_placeholder_indent() {
         10
     );
     assert_eq!(doc["v"].as_str().unwrap().trim_end(), FILTER);
+    assert_eq!(
+        doc["router"]["upstream_log"][0]["name"],
+        "llm-breaker-upstream-log"
+    );
     assert!(fill_template("x: 1\n", FILTER.as_bytes(), PROVIDERS).is_err());
+    let no_log = "r:\n  # llm-breaker-gen: response_headers_to_add\nstatic_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
+    let e = fill_template(no_log, FILTER.as_bytes(), PROVIDERS).unwrap_err();
+    assert!(e.to_string().contains("upstream_log"), "{e}");
 }
 
 /// `make gen` output is checked in; this fails when it is out of date.

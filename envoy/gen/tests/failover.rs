@@ -170,7 +170,30 @@ impl Drop for Envoy {
 
 impl Envoy {
     fn start(tag: &str, clusters: Vec<Value>, route: Value) -> Envoy {
+        Envoy::start_with(tag, clusters, route, Value::Null, Value::Null)
+    }
+
+    /// [`Envoy::start`] with the route's `response_headers_to_add` (`added`) and the
+    /// router's `upstream_log` (`log`), each left out when null.
+    fn start_with(
+        tag: &str,
+        clusters: Vec<Value>,
+        route: Value,
+        added: Value,
+        log: Value,
+    ) -> Envoy {
         let (port, admin) = (free_port(), free_port());
+        let added = match added {
+            Value::Null => String::new(),
+            v => format!(
+                "\n                response_headers_to_add: {}",
+                serde_json::to_string(&v).unwrap()
+            ),
+        };
+        let log = match log {
+            Value::Null => String::new(),
+            v => format!(", upstream_log: {}", serde_json::to_string(&v).unwrap()),
+        };
         let bootstrap = serde_yaml::to_string(&serde_yaml::from_str::<Value>(&format!(
             r#"
 node: {{ id: llmb-gen-test, cluster: llmb-gen-test }}
@@ -191,10 +214,10 @@ static_resources:
               domains: ["*"]
               routes:
               - match: {{ prefix: "/" }}
-                route: {route}
+                route: {route}{added}
           http_filters:
           - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router{log} }}
   clusters: {clusters}
 "#,
             route = serde_json::to_string(&route).unwrap(),
@@ -303,8 +326,9 @@ const FILTER: &str = r#"{"failover":"within_request","routes":[
   {"name":"chat","match":{"path_prefix":"/v1/"},"upstreams":["openai","azure-openai","vllm"]},
   {"name":"refused","match":{"path_prefix":"/r/"},"upstreams":["down","vllm"]}]}"#;
 
-/// The generated clusters and route, for these mocks; the upstream wasm filter taken out
-/// (this test is about Envoy alone) and the route reading the test's header.
+/// The generated clusters and route, for these mocks (nothing is shaped, so no aggregate
+/// carries a wasm filter: this test is about Envoy alone), the route reading the test's
+/// header.
 fn generated(mocks: &[(&str, u16)], max_retries: u32) -> (Vec<Value>, Value) {
     let mut providers = String::from("providers:\n");
     for (name, port) in mocks {
@@ -326,8 +350,10 @@ fn generated(mocks: &[(&str, u16)], max_retries: u32) -> (Vec<Value>, Value) {
             .and_then(|o| o.get_mut("http_filters"))
             .and_then(Value::as_sequence_mut);
         if let Some(filters) = filters {
-            assert_eq!(filters[1]["name"], "llm-breaker-upstream");
-            filters.remove(1);
+            assert!(
+                filters.iter().all(|f| f["name"] != "llm-breaker-upstream"),
+                "no upstream role without shaping"
+            );
         }
     }
     let mut route = doc["route"].clone();
@@ -502,8 +528,9 @@ fn with_the_default_retry_limit_concurrent_retries_overflow() {
     assert!(ok <= 10 && overflow >= 20, "ok {ok}, overflow {overflow}");
 }
 
-/// The whole generated example (upstream wasm filter included) loads in Envoy's validate
-/// mode, `"role": "upstream"` included; needs `make build`.
+/// The whole generated example (upstream wasm filter and upstream log included) loads in
+/// Envoy's validate mode, `"role": "upstream"` and `"upstream_log"` included; needs
+/// `make build`.
 #[test]
 fn the_generated_example_validates_in_envoy() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -515,7 +542,7 @@ fn the_generated_example_validates_in_envoy() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/example");
     let filter = std::fs::read_to_string(format!("{dir}/filter.json")).unwrap();
     let providers = std::fs::read_to_string(format!("{dir}/providers.yaml")).unwrap();
-    let template = "node: { id: gen, cluster: gen }\nstatic_resources:\n  clusters:\n  # llm-breaker-gen: clusters\n";
+    let template = "node: { id: gen, cluster: gen }\nstatic_resources:\n  listeners:\n  - address: { socket_address: { address: 127.0.0.1, port_value: 0 } }\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n          stat_prefix: v\n          route_config:\n            virtual_hosts:\n            - name: v\n              domains: [\"*\"]\n              routes:\n              - match: { prefix: \"/\" }\n                route: { cluster_header: x-llm-breaker-upstream }\n                # llm-breaker-gen: response_headers_to_add\n          http_filters:\n          - name: envoy.filters.http.router\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n              # llm-breaker-gen: upstream_log\n  clusters:\n  # llm-breaker-gen: clusters\n";
     let full = llm_breaker_gen::fill_template(template, filter.as_bytes(), &providers).unwrap();
     let full = full.replace("filename: target/", &format!("filename: {root}/target/"));
     // The example's SDS secret files are the demo's (envoy/credentials/, relative to the
@@ -552,7 +579,8 @@ fn built_wasm() -> String {
 /// Envoy running the Istio output's patch values for `filter` and `providers`: its
 /// CLUSTER ADD values as the clusters, its EXTENSION_CONFIG value served by file-based
 /// ECDS from `dir` (istio-agent turns `code.remote` into a local file; here it is the
-/// built module), its HTTP_ROUTE MERGE value as the route (reading [`HEADER`]).
+/// built module), its HTTP_ROUTE MERGE value as the route (reading [`HEADER`]), its
+/// HTTP_FILTER MERGE of the router as the router's upstream log (the built module).
 fn istio_patch_envoy(tag: &str, filter: &str, providers: &str, dir: &std::path::Path) -> Envoy {
     let wasm = built_wasm();
     let doc: Value =
@@ -560,6 +588,7 @@ fn istio_patch_envoy(tag: &str, filter: &str, providers: &str, dir: &std::path::
             .unwrap();
     let ecds = dir.join("ecds.yaml");
     let (mut clusters, mut route) = (Vec::new(), Value::Null);
+    let (mut added, mut log) = (Value::Null, Value::Null);
     for patch in doc["spec"]["configPatches"].as_sequence().unwrap() {
         let value = patch["patch"]["value"].clone();
         match patch["applyTo"].as_str().unwrap() {
@@ -587,7 +616,26 @@ fn istio_patch_envoy(tag: &str, filter: &str, providers: &str, dir: &std::path::
                 std::fs::write(&ecds, file).unwrap();
             }
             "CLUSTER" => clusters.push(value),
-            "HTTP_ROUTE" => route = value["route"].clone(),
+            "HTTP_ROUTE" => {
+                route = value["route"].clone();
+                added = value["response_headers_to_add"].clone();
+            }
+            // The router's upstream log, its module a file in the pod: the built one.
+            "HTTP_FILTER" => {
+                assert_eq!(
+                    patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+                    "envoy.filters.http.router"
+                );
+                log = value["typed_config"]["upstream_log"].clone();
+                let config = &mut log[0]["typed_config"]["config"];
+                assert_eq!(config["vm_config"]["vm_id"], "");
+                config["vm_config"]["code"] =
+                    serde_yaml::from_str(&format!("{{local: {{filename: {wasm}}}}}")).unwrap();
+                let json: serde_json::Value =
+                    serde_json::from_str(config["configuration"]["value"].as_str().unwrap())
+                        .unwrap();
+                assert_eq!(json["role"], "upstream_log");
+            }
             // A standard virtual host field; the test's virtual host goes without it.
             "VIRTUAL_HOST" => assert_eq!(value["include_attempt_count_in_response"], true),
             other => panic!("unexpected patch {other}"),
@@ -612,7 +660,12 @@ fn istio_patch_envoy(tag: &str, filter: &str, providers: &str, dir: &std::path::
     }
     assert_eq!(route["cluster_header"], "x-llm-breaker-upstream");
     route["cluster_header"] = Value::from(HEADER);
-    Envoy::start(tag, clusters, route)
+    assert!(
+        added.is_sequence(),
+        "the route names the answering provider"
+    );
+    assert!(log.is_sequence(), "the router gets the upstream log");
+    Envoy::start_with(tag, clusters, route, added, log)
 }
 
 /// The Istio EnvoyFilter's patch values are valid Envoy config and fail over: its CLUSTER ADD

@@ -6,6 +6,7 @@ use crate::ids::{RouteId, UpstreamId};
 use crate::store::{MemoryStore, SharedStore, StoreError};
 use crate::worker::metrics::{Metric, Metrics, UpstreamMetric};
 use crate::worker::request::{Routed, Routing};
+use crate::worker::within::{LoggedAttempt, Plan, Served};
 use crate::worker::Worker;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -231,14 +232,49 @@ pub fn stored(w: &TestWorker, now: u64) -> crate::breaker::Breaker {
     w.states(now).swap_remove(0)
 }
 
-/// [`no_read`]'s type.
-pub type NoRead = crate::worker::within::Forwarded<fn() -> Option<u16>, fn() -> Option<u64>>;
-
-/// What the downstream role would read of the forwarded response and the request,
-/// when neither matters.
-pub fn no_read() -> NoRead {
-    crate::worker::within::Forwarded {
-        status: || None,
-        size: || None,
+/// The downstream role at the response headers of a within-request `plan`, as the
+/// host calls it: the served header says `served` (a name, with
+/// [`crate::worker::within::GATEWAY_KEY_SUFFIX`] if the gateway injected its key)
+/// answered with `status` (Envoy's attempt count not read, the request's size
+/// unknown). When the answer is the downstream role's to record, records it as
+/// complete at once, with the gateway's key as the header says.
+pub fn answer_within<'w>(
+    w: &'w TestWorker,
+    plan: &Plan,
+    served: &str,
+    status: u16,
+    now: u64,
+) -> Served<'w> {
+    let s = w.served_within(
+        plan,
+        Some(served.as_bytes()),
+        None,
+        Some(status),
+        || None,
+        now,
+    );
+    if let Some(r) = &s.record {
+        w.finish_with(r, &answered(status), now, s.gateway_key);
     }
+    s
+}
+
+/// The upstream log at the end of one failed attempt to `name` with its request's
+/// `tickets`: `status` (`None`: no response) and Envoy's response `flags`, at once.
+pub fn log_failed(
+    w: &TestWorker,
+    name: &str,
+    tickets: &str,
+    status: Option<u16>,
+    flags: u64,
+    now: u64,
+) {
+    let a = LoggedAttempt {
+        name: name.as_bytes(),
+        tickets: Some(tickets.as_bytes()),
+        status,
+        flags,
+        duration_ms: Some(0),
+    };
+    w.log_attempt(a, now, |_| None);
 }

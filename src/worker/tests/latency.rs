@@ -1,13 +1,13 @@
 //! The latency histograms: time to first byte (the first event of a stream) and
 //! duration, recorded once per finished request (`next_request`) or per attempt
-//! (the upstream role of `within_request`), never by the downstream role there.
+//! (`within_request`: a failed one by the upstream log, the answer by the
+//! downstream role).
 
 use super::fakes::*;
 use crate::ids::RouteId;
-use crate::worker::attempt::Attempt;
 use crate::worker::metrics::UpstreamMetric::{DurationMs, TtfbMs};
 use crate::worker::response::Response;
-use crate::worker::within::WithinRouting;
+use crate::worker::within::{LoggedAttempt, WithinRouting};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -70,40 +70,56 @@ fn no_response_headers_means_a_duration_but_no_first_byte() {
 }
 
 #[test]
-fn within_request_records_each_attempt_once_on_its_upstream_and_the_downstream_role_none() {
+fn within_request_records_each_attempt_once_on_its_upstream() {
     let store = Store::default();
     let json = two(r#","failover":"within_request""#);
     let down = worker(&json, &store, T0);
-    let up = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
-    let Some(WithinRouting::Send { plan, tickets, .. }) =
-        down.route_within(RouteId::new(0), None, T0)
-    else {
-        panic!("not sent");
+    let log = worker(
+        &json.replacen('{', r#"{"role":"upstream_log","#, 1),
+        &store,
+        T0,
+    );
+    let send = |now| match down.route_within(RouteId::new(0), None, now) {
+        Some(WithinRouting::Send { plan, tickets, .. }) => (plan, tickets),
+        _ => panic!("not sent"),
     };
-    // Attempt 1 on openai: 503 after 20 ms; attempt 2 on azure: 200 after 30 ms.
-    for (name, status, start, ttfb) in [("openai", 503, T0, 20), ("azure", 200, T0 + 20, 30)] {
-        let mut a = Attempt::default();
-        a.start(
-            &up,
-            name.as_bytes(),
-            Some(tickets.as_bytes()),
-            None,
-            true,
-            start,
-        );
-        a.response_headers(&up, Some(status), true, start + ttfb, |_| None);
-        a.done(&up, start + ttfb, || false);
-    }
-    let (used, _) = down.served_within(&plan, Some(b"azure"), || None, no_read());
-    down.release_unused(&plan, used, T0 + 50);
-    assert_eq!(up.metrics().recorded(0, TtfbMs), [20]);
-    assert_eq!(up.metrics().recorded(0, DurationMs), [20]);
-    assert_eq!(up.metrics().recorded(1, TtfbMs), [30]);
-    assert_eq!(up.metrics().recorded(1, DurationMs), [30]);
-    for u in 0..2 {
-        assert!(down.metrics().recorded(u, TtfbMs).is_empty());
-        assert!(down.metrics().recorded(u, DurationMs).is_empty());
-    }
+    // Attempt 1 on openai: 503 after 20 ms, as the upstream log says; attempt 2 on
+    // azure: 200, its headers at T0 + 50, its body's end at T0 + 80.
+    let (plan, tickets) = send(T0);
+    let failed = LoggedAttempt {
+        name: b"openai",
+        tickets: Some(tickets.as_bytes()),
+        status: Some(503),
+        flags: 0,
+        duration_ms: Some(20),
+    };
+    log.log_attempt(failed, T0 + 20, |_| None);
+    let s = down.served_within(&plan, Some(b"azure"), None, Some(200), || None, T0 + 50);
+    let routed = s.record.unwrap();
+    let mut resp = Response::default();
+    resp.headers(&down, &routed, Some(200), false, T0 + 50, |_| None);
+    resp.body(&routed, 10, true, || T0 + 80, |_, _| Vec::new());
+    down.finish(&routed, resp.end(|| 0, || None), T0 + 80);
+    down.release_unused(&plan, s.attempts, T0 + 80);
+    assert_eq!(log.metrics().recorded(0, TtfbMs), [20]);
+    assert_eq!(log.metrics().recorded(0, DurationMs), [20]);
+    // When azure's attempt started is not known: its first byte counts from its
+    // headers (as fast), its duration from there.
+    assert_eq!(down.metrics().recorded(1, TtfbMs), [0]);
+    assert_eq!(down.metrics().recorded(1, DurationMs), [30]);
+    // The first attempt answers: it counts from the end of the request.
+    let (plan, _) = send(T0 + 100);
+    let s = down.served_within(&plan, Some(b"openai"), None, Some(200), || None, T0 + 140);
+    let routed = s.record.unwrap();
+    let mut resp = Response::default();
+    resp.headers(&down, &routed, Some(200), true, T0 + 140, |_| None);
+    down.finish(&routed, resp.end(|| 0, || None), T0 + 150);
+    assert_eq!(down.metrics().recorded(0, TtfbMs), [40]);
+    assert_eq!(down.metrics().recorded(0, DurationMs), [50]);
+    // Each once: neither role recorded the other's.
+    assert_eq!(log.metrics().recorded(0, TtfbMs), [20]);
+    assert!(log.metrics().recorded(1, TtfbMs).is_empty());
+    assert!(log.metrics().recorded(1, DurationMs).is_empty());
 }
 
 #[test]

@@ -163,7 +163,11 @@ fn shadow_within_request_sends_the_primary_alone() {
         r#","failover":"within_request","mode":"shadow""#,
     );
     let down = worker(&json, &store, T0);
-    let up = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
+    let log = worker(
+        &json.replacen('{', r#"{"role":"upstream_log","#, 1),
+        &store,
+        T0,
+    );
     let send_within = |now| match down.route_within(RouteId::new(0), None, now).unwrap() {
         WithinRouting::Send {
             plan,
@@ -174,22 +178,22 @@ fn shadow_within_request_sends_the_primary_alone() {
     };
     let (plan, cluster, tickets) = send_within(T0);
     assert_eq!(cluster, "llmb|openai");
-    // The attempt on openai fails and is recorded on openai: it trips.
-    let a = up.attempt(b"openai", Some(tickets.as_bytes()), T0).unwrap();
-    assert_eq!(a.rewrite, None);
-    up.finish(&a.routed, &answered(503), T0);
-    assert_eq!(stored(&up, T0).kind(), PhaseKind::Open);
-    let (_, h) = down.served_within(&plan, Some(b"openai"), || None, no_read());
+    // The attempt on openai fails and the upstream log records it on openai: it trips.
+    log_failed(&log, "openai", &tickets, Some(503), 0, T0);
+    assert_eq!(stored(&log, T0).kind(), PhaseKind::Open);
+    let s = answer_within(&down, &plan, "openai", 503, T0);
+    assert!(s.record.is_none(), "the upstream log recorded it");
     assert_eq!(
-        h.unwrap().1,
+        s.header.unwrap().1,
         "upstream=openai; reason=shadow; would=openai; would_reason=primary"
     );
     let (plan, cluster, tickets) = send_within(T0 + 10);
     assert_eq!(cluster, "llmb|openai", "no narrowing to azure");
     assert_eq!(tickets, "0;0.0", "the open primary goes untracked");
-    let (_, h) = down.served_within(&plan, Some(b"openai"), || None, no_read());
+    let s = answer_within(&down, &plan, "openai", 200, T0 + 10);
+    assert_eq!(s.record.unwrap().ticket, None);
     assert_eq!(
-        h.unwrap().1,
+        s.header.unwrap().1,
         "upstream=openai; reason=shadow; would=azure; would_reason=failover; skipped=openai"
     );
     assert_eq!(down.metrics().up(0, WouldFailOver), 1);
@@ -225,6 +229,24 @@ fn off_names_the_primary_and_touches_nothing() {
     );
     let w = worker(&within, &store, T0);
     assert_eq!(w.route_off(RouteId::new(0)).as_deref(), Some("llmb|openai"));
+    // Nor does the upstream log record a failed attempt.
+    let log = worker(
+        &within.replacen('{', r#"{"role":"upstream_log","#, 1),
+        &store,
+        T0,
+    );
+    let (reads, writes) = (store.reads(), store.writes());
+    log_failed(&log, "openai", "0;0.0.0", Some(503), 0, T0);
+    log_failed(
+        &log,
+        "openai",
+        "",
+        None,
+        crate::classify::flags::CONNECT_FAILURE,
+        T0,
+    );
+    assert_eq!((store.reads(), store.writes()), (reads, writes));
+    assert!(log.metrics().take().is_empty());
 }
 
 #[test]

@@ -4,10 +4,10 @@
 //! the gateway's key counted as `credential_rejected`, never as a failure.
 
 use super::fakes::*;
-use crate::ids::RouteId;
+use crate::ids::{RouteId, UpstreamId};
 use crate::worker::metrics::UpstreamMetric;
 use crate::worker::shape::{Edit, ORIGINAL_PATH_HEADER};
-use crate::worker::within::{decode_tickets, WithinRouting};
+use crate::worker::within::{decode_tickets, WithinRouting, GATEWAY_KEY_SUFFIX};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 #[cfg(target_arch = "wasm32")]
@@ -255,22 +255,26 @@ fn nothing_is_shaped_when_no_upstream_has_a_request_block() {
 
 #[test]
 fn a_401_to_the_gateways_key_is_credential_rejected_not_a_failure() {
-    let store = Store::default();
-    let (down, up) = (
-        worker(&json("downstream"), &store, T0),
-        worker(&json("upstream"), &store, T0),
-    );
-    let t = tickets(&down, 0);
+    let down = worker(&json("downstream"), &Store::default(), T0);
+    let plan = |route| match down.route_within(RouteId::new(route), None, T0).unwrap() {
+        WithinRouting::Send { plan, .. } => plan,
+        WithinRouting::Reject(_) => panic!("rejected"),
+    };
+    // openai answers 401 or 403 on `chat` to the key the gateway injected (the served
+    // header says so): the downstream role records it, as the operator's wrong key.
+    let chat = plan(0);
+    let keyed = format!("openai{GATEWAY_KEY_SUFFIX}");
     for (i, status) in [401u16, 403, 401, 401, 401].into_iter().enumerate() {
-        let a = up.attempt(b"openai", Some(t.as_bytes()), T0).unwrap();
-        up.finish_with(&a.routed, &answered(status), T0 + i as u64, true);
+        let s = answer_within(&down, &chat, &keyed, status, T0 + i as u64);
+        assert!(s.record.is_some() && s.gateway_key);
+        assert_eq!(s.attempts, Some(1), "the suffix still names openai");
     }
-    let m = up.metrics();
+    let m = down.metrics();
     assert_eq!(m.up(0, UpstreamMetric::IgnoredCredentialRejected), 5);
     assert_eq!(m.up(0, UpstreamMetric::Ignored), 5);
     assert_eq!(m.up(0, UpstreamMetric::ClientErrors), 0);
     assert_eq!(
-        stored(&up, T0 + 10).kind(),
+        stored(&down, T0 + 10).kind(),
         crate::breaker::PhaseKind::Closed
     );
     let lines: Vec<String> = logs()
@@ -282,8 +286,18 @@ fn a_401_to_the_gateways_key_is_credential_rejected_not_a_failure() {
         lines[0].contains("upstream=openai answered 401"),
         "{lines:?}"
     );
-    // Without the gateway's key (passthrough) a 401 is the client's.
-    let a = up.attempt(b"openai", Some(t.as_bytes()), T0).unwrap();
-    up.finish_with(&a.routed, &answered(401), T0 + 20, false);
-    assert_eq!(up.metrics().up(0, UpstreamMetric::ClientErrors), 1);
+    // Without the gateway's key (none injected, or a passthrough route, whatever the
+    // header says) a 401 is the client's.
+    let s = answer_within(&down, &chat, "openai", 401, T0 + 20);
+    assert!(!s.gateway_key);
+    let s = answer_within(&down, &plan(1), &keyed, 401, T0 + 21);
+    assert!(!s.gateway_key);
+    assert_eq!(down.metrics().up(0, UpstreamMetric::ClientErrors), 2);
+    // The upstream log's attempts carry it as the configuration says (a 401 is not
+    // one it records, but a 5xx's key is looked up the same way).
+    let (openai, vllm) = (UpstreamId::new(0), UpstreamId::new(3));
+    assert!(down.carries_gateway_key(openai, Some(RouteId::new(0))));
+    assert!(down.carries_gateway_key(openai, None));
+    assert!(!down.carries_gateway_key(vllm, Some(RouteId::new(0))));
+    assert!(!down.carries_gateway_key(openai, Some(RouteId::new(1))));
 }

@@ -1,25 +1,35 @@
 //! Within-request failover through the core: the downstream role's attempt order,
-//! aggregate name and tickets; the upstream role recording each attempt on its own
-//! upstream; the attempt summary; half-open permits given back; untrusted tickets.
+//! aggregate name and tickets; the upstream log recording each failed attempt on its
+//! own upstream and the downstream role the answer, each outcome once; the attempt
+//! summary; half-open permits given back; untrusted tickets; the upstream role,
+//! which shapes attempts and records nothing.
 
 use super::fakes::*;
 use crate::breaker::PhaseKind;
+use crate::classify::{flags, FailureClass, ResponseFacts};
 use crate::ids::{RouteId, UpstreamId};
+use crate::routing::Why;
 use crate::worker::metrics::UpstreamMetric;
-use crate::worker::within::{self, attempt_flags, Plan, WithinRouting};
+use crate::worker::within::{self, LoggedAttempt, Plan, WithinRouting};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 const T0: u64 = 1_000_000;
 const WITHIN: &str = r#","failover":"within_request""#;
 
-fn pair(chain: &[&str], n: u32) -> (TestWorker, TestWorker, Store) {
+/// `json` for another role.
+fn as_role(json: &str, role: &str) -> String {
+    json.replacen('{', &format!(r#"{{"role":"{role}","#), 1)
+}
+
+/// The downstream role and the upstream log over one store, on `chain` with a
+/// breaker that `n` consecutive failures open for 1 s.
+fn roles(chain: &[&str], n: u32) -> (TestWorker, TestWorker, Store) {
     let store = Store::default();
     let json = config(chain, &consecutive(n, 1000), WITHIN);
     let down = worker(&json, &store, T0);
-    let up_json = json.replacen('{', r#"{"role":"upstream","#, 1);
-    let up = worker(&up_json, &store, T0);
-    (down, up, store)
+    let log = worker(&as_role(&json, "upstream_log"), &store, T0);
+    (down, log, store)
 }
 
 fn plan(w: &TestWorker, now: u64) -> (Plan, String, String) {
@@ -33,57 +43,54 @@ fn plan(w: &TestWorker, now: u64) -> (Plan, String, String) {
     }
 }
 
-/// One attempt on `name` answered `status`, recorded by the upstream role.
-fn attempt(up: &TestWorker, name: &str, tickets: &str, status: Option<u16>, now: u64) {
-    let a = up
-        .attempt(name.as_bytes(), Some(tickets.as_bytes()), now)
-        .unwrap();
-    let mut facts = match status {
-        Some(s) => answered(s),
-        None => crate::classify::ResponseFacts::default(),
-    };
-    if crate::classify::needs_flags(facts.status, facts.completed) {
-        facts.flags = attempt_flags(facts.status, 0, None, || false);
-    }
-    up.finish(&a.routed, &facts, now);
+fn failures(w: &TestWorker, u: usize, class: FailureClass) -> usize {
+    w.metrics().up(u, UpstreamMetric::Failures(class))
 }
 
 #[test]
 fn the_order_is_every_admitting_upstream_and_names_its_aggregate() {
-    let (down, up, _) = pair(&["openai", "azure", "vllm"], 2);
+    let (down, log, _) = roles(&["openai", "azure", "vllm"], 2);
     let (p, cluster, tickets) = plan(&down, T0);
     assert_eq!(cluster, "llmb|openai|azure|vllm");
     assert_eq!(p.order.len(), 3);
-    // Two failed attempts trip openai; the downstream role recorded nothing.
+    // Twice openai fails (the upstream log records it) and azure answers (the
+    // downstream role records it): openai trips.
     for i in 0..2 {
-        attempt(&up, "openai", &tickets, Some(503), T0 + i);
-        attempt(&up, "azure", &tickets, Some(200), T0 + i);
+        log_failed(&log, "openai", &tickets, Some(503), 0, T0 + i);
+        let s = answer_within(&down, &p, "azure", 200, T0 + i);
+        assert_eq!(s.attempts, Some(2));
     }
+    let status = FailureClass::Status;
+    assert_eq!(failures(&log, 0, status), 2);
     assert_eq!(
-        down.metrics().up(
-            0,
-            UpstreamMetric::Failures(crate::classify::FailureClass::Status)
-        ),
-        0
+        failures(&down, 0, status),
+        0,
+        "not again by the downstream role"
     );
-    assert_eq!(up.metrics().up(0, UpstreamMetric::Attempts), 2);
-    assert_eq!(up.metrics().up(1, UpstreamMetric::Successes), 2);
+    assert_eq!(down.metrics().up(1, UpstreamMetric::Successes), 2);
+    assert_eq!(log.metrics().up(1, UpstreamMetric::Successes), 0);
+    // The downstream role counts the attempts, the upstream log none.
+    assert_eq!(down.metrics().up(0, UpstreamMetric::Attempts), 2);
+    assert_eq!(down.metrics().up(1, UpstreamMetric::Attempts), 2);
+    assert_eq!(down.metrics().up(2, UpstreamMetric::Attempts), 0);
+    assert_eq!(log.metrics().up(0, UpstreamMetric::Attempts), 0);
     let (p, cluster, _) = plan(&down, T0 + 10);
     assert_eq!(cluster, "llmb|azure|vllm", "open openai is skipped");
     assert_eq!(p.skipped, [UpstreamId::new(0)]);
     // A single admitting upstream still goes through its one-member aggregate.
-    let (down, _, _) = pair(&["openai"], 2);
+    let (down, _, _) = roles(&["openai"], 2);
     assert_eq!(plan(&down, T0).1, "llmb|openai");
 }
 
 #[test]
 fn the_summary_names_the_failed_attempts_and_counts_the_retried_ones() {
-    let (down, _, _) = pair(&["openai", "azure", "vllm"], 5);
+    let (down, _, _) = roles(&["openai", "azure", "vllm"], 5);
     let (p, _, _) = plan(&down, T0);
-    let (n, h) = down.served_within(&p, Some(b"azure"), || None, no_read());
-    assert_eq!(n, Some(2));
+    // The member that answered says how many attempts; Envoy's count is not needed.
+    let s = down.served_within(&p, Some(b"azure"), Some(b"7"), Some(200), || None, T0);
+    assert_eq!(s.attempts, Some(2));
     assert_eq!(
-        h.unwrap(),
+        s.header.unwrap(),
         (
             "x-llm-breaker",
             "upstream=azure; reason=failover; attempts=2; failed=openai".to_string()
@@ -93,16 +100,16 @@ fn the_summary_names_the_failed_attempts_and_counts_the_retried_ones() {
         down.metrics().up(0, UpstreamMetric::AttemptsFailedRetried),
         1
     );
-    let (n, h) = down.served_within(&p, Some(b"openai"), || None, no_read());
+    let s = down.served_within(&p, Some(b"openai"), None, Some(200), || None, T0);
     assert_eq!(
-        (n, h.unwrap().1.as_str()),
+        (s.attempts, s.header.unwrap().1.as_str()),
         (Some(1), "upstream=openai; reason=primary; attempts=1")
     );
-    // Nobody answered: Envoy's count says how many failed.
-    let (n, h) = down.served_within(&p, None, || Some(b"3".to_vec()), no_read());
-    assert_eq!(n, Some(3));
+    // Nobody answered: Envoy's count says how many failed (at most the order).
+    let s = down.served_within(&p, None, Some(b"3"), Some(503), || None, T0);
+    assert_eq!(s.attempts, Some(3));
     assert_eq!(
-        h.unwrap().1,
+        s.header.unwrap().1,
         "upstream=none; reason=all_failed; attempts=3; failed=openai,azure,vllm"
     );
     assert_eq!(
@@ -113,13 +120,21 @@ fn the_summary_names_the_failed_attempts_and_counts_the_retried_ones() {
         down.metrics().up(2, UpstreamMetric::AttemptsFailedRetried),
         0
     );
+    let s = down.served_within(&p, None, Some(b" 9 "), Some(503), || None, T0);
+    assert_eq!(s.attempts, Some(3));
+    // Neither: nothing known, no attempt counted.
+    let s = down.served_within(&p, None, Some(b"x"), Some(503), || None, T0);
+    assert_eq!(s.attempts, None);
+    assert_eq!(s.header.unwrap().1, "upstream=none; reason=all_failed");
+    let attempts = |u| down.metrics().up(u, UpstreamMetric::Attempts);
+    assert_eq!((attempts(0), attempts(1), attempts(2)), (4, 3, 2));
 }
 
 #[test]
 fn a_half_open_member_takes_its_permit_and_unused_permits_are_given_back() {
-    let (down, up, store) = pair(&["openai", "azure"], 1);
+    let (down, log, _) = roles(&["openai", "azure"], 1);
     let (_, _, t) = plan(&down, T0);
-    attempt(&up, "openai", &t, Some(503), T0);
+    log_failed(&log, "openai", &t, Some(503), 0, T0);
     // Open 1 s; then half-open with one permit: the probe stays first in the order.
     let (p, cluster, t) = plan(&down, T0 + 1000);
     assert_eq!(cluster, "llmb|openai|azure");
@@ -127,13 +142,12 @@ fn a_half_open_member_takes_its_permit_and_unused_permits_are_given_back() {
     // A second request meanwhile has no permit left: openai is skipped.
     assert_eq!(plan(&down, T0 + 1001).1, "llmb|azure");
     // The failed probe re-opens openai, the client got azure.
-    attempt(&up, "openai", &t, Some(503), T0 + 1002);
+    log_failed(&log, "openai", &t, Some(503), 0, T0 + 1002);
     assert_eq!(stored(&down, T0 + 1002).kind(), PhaseKind::Open);
-    let _ = store;
     // A probe member after the one that answered never ran: its permit comes back.
-    let (down, up, _) = pair(&["openai", "azure"], 1);
+    let (down, log, _) = roles(&["openai", "azure"], 1);
     let (_, _, t) = plan(&down, T0);
-    attempt(&up, "azure", &t, Some(503), T0);
+    log_failed(&log, "azure", &t, Some(503), 0, T0);
     let (p, cluster, _) = plan(&down, T0 + 1000);
     assert_eq!(cluster, "llmb|openai|azure");
     assert!(p.order[1].ticket.unwrap().permit.is_some());
@@ -151,41 +165,137 @@ fn a_half_open_member_takes_its_permit_and_unused_permits_are_given_back() {
 }
 
 #[test]
-fn an_attempt_without_headers_is_a_connect_failure_a_timeout_or_a_reset() {
-    use crate::classify::flags;
-    assert_eq!(
-        attempt_flags(None, 5, None, || true),
-        flags::CONNECT_FAILURE
-    );
-    assert_eq!(
-        attempt_flags(None, 5, Some(1000), || false),
-        flags::UPSTREAM_RESET
-    );
-    assert_eq!(
-        attempt_flags(None, 1000, Some(1000), || false),
-        flags::UPSTREAM_TIMEOUT
-    );
-    assert_eq!(
-        attempt_flags(None, 1000, None, || false),
-        flags::UPSTREAM_RESET
-    );
-    assert_eq!(
-        attempt_flags(Some(200), 1, None, || true),
-        flags::UPSTREAM_RESET
-    );
-    assert_eq!(attempt_flags(Some(503), 1, None, || true), 0);
-    let (down, up, _) = pair(&["openai", "azure"], 2);
+fn a_logged_attempt_without_a_response_is_classed_by_envoys_flags() {
+    let (down, log, _) = roles(&["openai", "azure"], 9);
     let (_, _, t) = plan(&down, T0);
-    attempt(&up, "openai", &t, None, T0);
-    attempt(&up, "openai", &t, None, T0 + 1);
+    log_failed(&log, "openai", &t, None, flags::CONNECT_FAILURE, T0);
+    assert_eq!(failures(&log, 0, FailureClass::ConnectFailure), 1);
+    // Status 0 is how Envoy's access log says "no response".
+    log_failed(&log, "openai", &t, Some(0), flags::CONNECT_FAILURE, T0 + 1);
+    assert_eq!(failures(&log, 0, FailureClass::ConnectFailure), 2);
+    log_failed(&log, "openai", &t, None, flags::UPSTREAM_TIMEOUT, T0 + 2);
+    assert_eq!(failures(&log, 0, FailureClass::Timeout), 1);
+    log_failed(&log, "openai", &t, None, flags::UPSTREAM_RESET, T0 + 3);
+    log_failed(
+        &log,
+        "openai",
+        &t,
+        None,
+        flags::UPSTREAM_TERMINATION,
+        T0 + 4,
+    );
+    assert_eq!(failures(&log, 0, FailureClass::Reset), 2);
+    // Envoy's own circuit breaker overflowed: not the provider's failure.
+    log_failed(&log, "openai", &t, None, flags::UPSTREAM_OVERFLOW, T0 + 5);
+    assert_eq!(log.metrics().up(0, UpstreamMetric::Ignored), 1);
+    assert_eq!(failures(&log, 1, FailureClass::ConnectFailure), 0);
+    // Two connect failures in a row trip a breaker of two.
+    let (down, log, _) = roles(&["openai", "azure"], 2);
+    let (_, _, t) = plan(&down, T0);
+    log_failed(&log, "openai", &t, None, flags::CONNECT_FAILURE, T0);
+    log_failed(&log, "openai", &t, None, flags::CONNECT_FAILURE, T0 + 1);
     assert_eq!(plan(&down, T0 + 2).1, "llmb|azure");
-    let reset = crate::classify::FailureClass::Reset;
-    assert_eq!(up.metrics().up(0, UpstreamMetric::Failures(reset)), 2);
+}
+
+#[test]
+fn a_logged_429_with_retry_after_opens_for_that_long() {
+    let store = Store::default();
+    let breaker = r#"{"consecutive_failures":5,"failure_rate":{"minimum_calls":1000000,"window":{"seconds":60}},
+        "open":{"base_ms":60000,"max_ms":600000,"jitter":0},"half_open":{"permitted_calls":1,"success_threshold":1}}"#;
+    let json = config(&["openai", "azure"], breaker, WITHIN);
+    let down = worker(&json, &store, T0);
+    let log = worker(&as_role(&json, "upstream_log"), &store, T0);
+    let (_, _, t) = plan(&down, T0);
+    // One 429 that says "come back in 2 s" opens at once, not after 5.
+    let hint = |name: &str| (name == "retry-after").then(|| b"2".to_vec());
+    let a = LoggedAttempt {
+        name: b"openai",
+        tickets: Some(t.as_bytes()),
+        status: Some(429),
+        flags: 0,
+        duration_ms: Some(5),
+    };
+    log.log_attempt(a, T0 + 5, hint);
+    assert_eq!(failures(&log, 0, FailureClass::RateLimited), 1);
+    assert!(logs()
+        .iter()
+        .any(|l| l.ends_with("reason=rate_limit_reset open_ms=2000")));
+    // Inside the 2 s the order leaves openai out, up to their last millisecond...
+    assert_eq!(plan(&down, T0 + 6).1, "llmb|azure");
+    assert_eq!(plan(&down, T0 + 2004).1, "llmb|azure");
+    // ...and just after, openai is the probe: its answer, recorded by the downstream
+    // role with the permit, closes the breaker.
+    let (p, cluster, _) = plan(&down, T0 + 2005);
+    assert_eq!((cluster.as_str(), p.why), ("llmb|openai|azure", Why::Probe));
+    let s = answer_within(&down, &p, "openai", 200, T0 + 2006);
+    assert!(s.record.unwrap().ticket.unwrap().permit.is_some());
+    assert_eq!(stored(&down, T0 + 2007).kind(), PhaseKind::Closed);
+}
+
+#[test]
+fn an_outcome_is_recorded_once_by_the_upstream_log_or_the_downstream_role() {
+    // openai alone, opened by two failures: one 503 counted twice would open it.
+    let (down, log, store) = roles(&["openai"], 2);
+    let (p, _, t) = plan(&down, T0);
+    // A final 503: the upstream log records it; the downstream role leaves it.
+    log_failed(&log, "openai", &t, Some(503), 0, T0);
+    let s = answer_within(&down, &p, "openai", 503, T0);
+    assert_eq!((s.attempts, s.record), (Some(1), None));
+    assert_eq!(failures(&log, 0, FailureClass::Status), 1);
+    assert_eq!(failures(&down, 0, FailureClass::Status), 0);
+    assert_eq!(stored(&down, T0).kind(), PhaseKind::Closed, "counted once");
+    let _ = log.metrics().take();
+    // A final 200 or 400: the upstream log ignores it (Envoy's filter would not even
+    // call it), the downstream role records it, from the end of the request.
+    for (i, status) in [200u16, 400].into_iter().enumerate() {
+        let now = T0 + 1 + i as u64;
+        let (reads, writes) = (store.reads(), store.writes());
+        log_failed(&log, "openai", &t, Some(status), 0, now);
+        assert_eq!((store.reads(), store.writes()), (reads, writes));
+        assert!(log.metrics().take().is_empty(), "{status}");
+        let s = answer_within(&down, &p, "openai", status, now);
+        let r = s.record.expect("the downstream role records it");
+        assert_eq!(
+            (r.upstream, r.ticket, r.why, r.start_ms),
+            (UpstreamId::new(0), p.order[0].ticket, Why::Primary, T0)
+        );
+    }
+    assert_eq!(down.metrics().up(0, UpstreamMetric::Successes), 1);
+    assert_eq!(down.metrics().up(0, UpstreamMetric::ClientErrors), 1);
+    // Retried, then a 503 from the last member: each attempt once, on its upstream,
+    // by the upstream log.
+    let (down, log, _) = roles(&["openai", "azure"], 2);
+    let (p, _, t) = plan(&down, T0);
+    log_failed(&log, "openai", &t, Some(503), 0, T0);
+    log_failed(&log, "azure", &t, Some(502), 0, T0 + 1);
+    let s = answer_within(&down, &p, "azure", 502, T0 + 1);
+    assert_eq!((s.attempts, s.record), (Some(2), None));
+    let status = FailureClass::Status;
+    assert_eq!(
+        (failures(&log, 0, status), failures(&log, 1, status)),
+        (1, 1)
+    );
+    assert_eq!(
+        (failures(&down, 0, status), failures(&down, 1, status)),
+        (0, 0)
+    );
+    // Retried, then answered: the answer is the downstream role's, on its member,
+    // timed from its headers (when that attempt started is not known).
+    log_failed(&log, "openai", &t, None, flags::UPSTREAM_RESET, T0 + 2);
+    let s = answer_within(&down, &p, "azure", 200, T0 + 3);
+    let r = s.record.unwrap();
+    assert_eq!(
+        (r.upstream, r.ticket, r.why, r.start_ms),
+        (UpstreamId::new(1), p.order[1].ticket, Why::Failover, T0 + 3)
+    );
+    assert_eq!(down.metrics().up(1, UpstreamMetric::Successes), 1);
+    assert_eq!(log.metrics().up(1, UpstreamMetric::Successes), 0);
+    assert_eq!(failures(&log, 0, FailureClass::Reset), 1);
 }
 
 #[test]
 fn tickets_round_trip_and_untrusted_ones_are_refused() {
-    let (down, up, _) = pair(&["openai", "azure"], 2);
+    let (down, log, store) = roles(&["openai", "azure"], 2);
     let (p, _, t) = plan(&down, T0);
     let (r, order) = within::decode_tickets(t.as_bytes(), 1).unwrap();
     assert_eq!((r, order), (RouteId::new(0), p.order));
@@ -199,17 +309,24 @@ fn tickets_round_trip_and_untrusted_ones_are_refused() {
     ] {
         assert!(within::decode_tickets(bad.as_bytes(), 1).is_none(), "{bad}");
     }
-    // A forged cell of another upstream is not used: the attempt asks itself.
-    let a = up.attempt(b"azure", Some(b"0;1.0.0"), T0).unwrap();
+    // A forged cell of another upstream is not used: the upstream log asks the
+    // breaker itself...
+    let a = log.attempt(b"azure", Some(b"0;1.0.0"), T0, true).unwrap();
     assert_eq!(a.routed.cell.index(), 1);
-    assert!(up.attempt(b"nobody", None, T0).is_none());
+    assert!(a.routed.ticket.is_some());
+    // ...the upstream role, which records nothing, does not ask.
+    let reads = store.reads();
+    let a = log.attempt(b"azure", Some(b"0;1.0.0"), T0, false).unwrap();
+    assert_eq!((a.routed.cell.index(), a.routed.ticket), (1, None));
+    assert_eq!(store.reads(), reads);
+    assert!(log.attempt(b"nobody", None, T0, true).is_none());
 }
 
 #[test]
 fn every_member_open_answers_as_when_all_open_says() {
-    let (down, up, _) = pair(&["openai"], 1);
+    let (down, log, _) = roles(&["openai"], 1);
     let (_, _, t) = plan(&down, T0);
-    attempt(&up, "openai", &t, Some(503), T0);
+    log_failed(&log, "openai", &t, Some(503), 0, T0);
     assert!(matches!(
         down.route_within(RouteId::new(0), None, T0 + 500),
         Some(WithinRouting::Reject(_))
@@ -222,11 +339,16 @@ fn the_upstream_role_carries_the_chain_entrys_model() {
     let json = r#"{"failover":"within_request","routes":[{"name":"chat",
         "upstreams":["openai",{"upstream":"azure","model":"gpt-4o-az"}]}]}"#;
     let down = worker(json, &store, T0);
-    let up = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
+    let up = worker(&as_role(json, "upstream"), &store, T0);
     let (_, _, t) = plan(&down, T0);
-    let a = up.attempt(b"azure", Some(t.as_bytes()), T0).unwrap();
-    assert_eq!((a.rewrite, a.name), (Some("gpt-4o-az"), "azure"));
-    let a = up.attempt(b"openai", Some(t.as_bytes()), T0).unwrap();
+    let a = up.attempt(b"azure", Some(t.as_bytes()), T0, false).unwrap();
+    assert_eq!(
+        (a.rewrite, a.routed.upstream, a.route),
+        (Some("gpt-4o-az"), UpstreamId::new(1), Some(RouteId::new(0)))
+    );
+    let a = up
+        .attempt(b"openai", Some(t.as_bytes()), T0, false)
+        .unwrap();
     assert_eq!(a.rewrite, None);
 }
 
@@ -239,18 +361,23 @@ fn status_lists_the_attempt_counters_under_within_request() {
         "routes":[{"name":"chat","upstreams":["openai","azure"]}]}"#;
     let w = worker(json, &store, T0);
     let (p, _, _) = plan(&w, T0);
-    let _ = w.served_within(&p, Some(b"azure"), || None, no_read());
+    let _ = w.served_within(&p, Some(b"azure"), None, Some(200), || None, T0);
     let Reply::Json { body, .. } = w.answer(Ok(Endpoint::Status), || None, T0) else {
         panic!("status is JSON");
     };
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["failover"]["mode"], "within_request");
     assert_eq!(doc["failover"]["upstreams"][0]["upstream"], "openai");
+    assert_eq!(doc["failover"]["upstreams"][0]["attempts"], 1);
     assert_eq!(
         doc["failover"]["upstreams"][0]["attempts_failed_retried"],
         1
     );
-    assert_eq!(doc["failover"]["upstreams"][1]["attempts"], 0);
+    assert_eq!(doc["failover"]["upstreams"][1]["attempts"], 1);
+    assert_eq!(
+        doc["failover"]["upstreams"][1]["attempts_failed_retried"],
+        0
+    );
     // next_request keeps the document as it was.
     let w = worker(ADMIN_NEXT, &Store::default(), T0);
     let Reply::Json { body, .. } = w.answer(Ok(Endpoint::Status), || None, T0) else {
@@ -263,162 +390,81 @@ const ADMIN_NEXT: &str =
     r#"{"admin":{"enabled":true},"routes":[{"name":"chat","upstreams":["a"]}]}"#;
 
 #[test]
-fn an_attempt_holds_its_body_rewrites_or_fixes_the_length_and_records_once() {
+fn an_attempt_holds_its_body_to_rewrite_or_fix_the_length_and_records_nothing() {
     use crate::worker::attempt::{Attempt, BodyStep};
     let store = Store::default();
     let json = r#"{"failover":"within_request","routes":[{"name":"chat",
         "upstreams":["openai",{"upstream":"azure","model":"gpt-4o-az"}]}],
         "breaker":{"consecutive_failures":1}}"#;
     let down = worker(json, &store, T0);
-    let up = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
+    let up = worker(&as_role(json, "upstream"), &store, T0);
     let (_, _, t) = plan(&down, T0);
+    let (reads, writes) = (store.reads(), store.writes());
     // openai: no model of its own, but a later member rewrites: hold, then fix the length.
     let mut a = Attempt::default();
-    assert!(a.start(&up, b"openai", Some(t.as_bytes()), Some(b"1000"), false, T0));
-    assert_eq!(a.request_body(false, || T0), BodyStep::Hold);
-    assert_eq!(a.request_body(true, || T0), BodyStep::FixLength);
-    assert_eq!(
-        a.response_headers(&up, Some(503), true, T0 + 5, |_| None),
-        Some("openai")
-    );
-    a.done(&up, T0 + 5, || false);
-    a.done(&up, T0 + 6, || false);
-    let status = crate::classify::FailureClass::Status;
-    assert_eq!(
-        up.metrics().up(0, UpstreamMetric::Failures(status)),
-        1,
-        "once"
-    );
+    assert!(a.start(&up, b"openai", Some(t.as_bytes()), false, T0));
+    assert_eq!(a.route(), Some(RouteId::new(0)));
+    assert_eq!(a.request_body(false), BodyStep::Hold);
+    assert_eq!(a.request_body(true), BodyStep::FixLength);
     // azure: its chain entry's model.
     let mut b = Attempt::default();
-    assert!(b.start(&up, b"azure", Some(t.as_bytes()), None, false, T0));
-    assert_eq!(
-        b.request_body(true, || T0),
-        BodyStep::Rewrite("gpt-4o-az".into())
-    );
-    // No headers, lasted the per-try timeout: a timeout.
+    assert!(b.start(&up, b"azure", Some(t.as_bytes()), false, T0));
+    assert_eq!(b.request_body(false), BodyStep::Hold);
+    assert_eq!(b.request_body(true), BodyStep::Rewrite("gpt-4o-az".into()));
+    // No body: nothing to hold.
     let mut c = Attempt::default();
-    assert!(!c.start(&up, b"azure", Some(t.as_bytes()), Some(b"1000"), true, T0));
-    c.done(&up, T0 + 1000, || false);
-    let timeout = crate::classify::FailureClass::Timeout;
-    assert_eq!(up.metrics().up(1, UpstreamMetric::Failures(timeout)), 1);
-    // An unknown upstream is not tracked.
+    assert!(!c.start(&up, b"azure", Some(t.as_bytes()), true, T0));
+    // Without tickets (another configuration's request): no route, nothing to
+    // rewrite for.
     let mut d = Attempt::default();
-    assert!(!d.start(&up, b"nobody", None, None, false, T0));
-    assert_eq!(d.request_body(true, || T0), BodyStep::Continue);
-    assert_eq!(d.response_headers(&up, Some(200), true, T0, |_| None), None);
+    assert!(!d.start(&up, b"azure", None, false, T0));
+    assert_eq!(d.route(), None);
+    assert_eq!(d.request_body(false), BodyStep::Continue);
+    assert_eq!(d.request_body(true), BodyStep::Continue);
+    // An unknown upstream is not shaped.
+    let mut e = Attempt::default();
+    assert!(!e.start(&up, b"nobody", Some(t.as_bytes()), false, T0));
+    assert_eq!(e.request_body(true), BodyStep::Continue);
+    // The upstream role neither read nor wrote the breakers, nor counted anything.
+    assert_eq!((store.reads(), store.writes()), (reads, writes));
+    assert!(up.metrics().take().is_empty());
 }
 
 #[test]
-fn the_upstream_role_reads_shared_data_for_a_success_once_per_freshness_period() {
+fn the_downstream_role_reads_shared_data_for_an_answer_once_per_freshness_period() {
     use crate::worker::cache::SEEN_FRESH_MS;
-    let (down, up, store) = pair(&["openai", "azure"], 3);
-    let (_, _, tickets) = plan(&down, T0);
-    attempt(&up, "openai", &tickets, Some(200), T0);
+    let (down, _, store) = roles(&["openai", "azure"], 3);
+    // The plan read the breakers: answers within the period are held on that read.
+    let (p, _, _) = plan(&down, T0);
     let before = store.reads();
-    // Successes within the period are held on the first one's read.
-    for i in 1..=SEEN_FRESH_MS {
-        attempt(&up, "openai", &tickets, Some(200), T0 + i);
+    for i in 0..=SEEN_FRESH_MS {
+        answer_within(&down, &p, "openai", 200, T0 + i);
     }
     assert_eq!(store.reads(), before);
-    attempt(
-        &up,
-        "openai",
-        &tickets,
-        Some(200),
-        T0 + 2 * SEEN_FRESH_MS + 1,
-    );
+    answer_within(&down, &p, "openai", 200, T0 + SEEN_FRESH_MS + 1);
     assert_eq!(store.reads(), before + 1);
-    // A failure still goes to shared data at once, and ends the quiet read.
+    // A failure it records (a 200 cut short) still goes to shared data at once,
+    // and ends the quiet read.
     let writes = store.writes();
-    attempt(
-        &up,
-        "openai",
-        &tickets,
-        Some(503),
-        T0 + 2 * SEEN_FRESH_MS + 2,
-    );
+    let now = T0 + SEEN_FRESH_MS + 2;
+    let s = down.served_within(&p, Some(b"openai"), None, Some(200), || None, now);
+    let cut = ResponseFacts {
+        status: Some(200),
+        completed: false,
+        ttfb_ms: Some(1),
+        flags: flags::UPSTREAM_RESET,
+        ..ResponseFacts::default()
+    };
+    down.finish(&s.record.unwrap(), &cut, now);
     assert!(store.writes() > writes);
+    assert_eq!(failures(&down, 0, FailureClass::Reset), 1);
     let before = store.reads();
-    attempt(
-        &up,
-        "openai",
-        &tickets,
-        Some(200),
-        T0 + 2 * SEEN_FRESH_MS + 3,
-    );
+    answer_within(&down, &p, "openai", 200, now + 1);
     assert!(store.reads() > before, "a streak is not quiet");
 }
 
 #[test]
-fn roles_sharing_a_vm_hand_over_the_attempts_without_headers() {
-    use crate::worker::attempt::Attempt;
-    let store = Store::default();
-    let json = config(&["openai", "azure"], &consecutive(3, 1000), WITHIN);
-    let down = worker(&json, &store, T0);
-    let mut up = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
-    up.share_relay(down.relay().clone());
-    let (p, _, t) = plan(&down, T0);
-    assert!(within::ticket_token(t.as_bytes()).is_some());
-    // openai answers 503 (retried), azure 200: no served-by header on either.
-    let mut a = Attempt::default();
-    a.start(&up, b"openai", Some(t.as_bytes()), None, true, T0);
-    assert_eq!(a.response_headers(&up, Some(503), true, T0, |_| None), None);
-    a.done(&up, T0, || false);
-    let mut b = Attempt::default();
-    b.start(&up, b"azure", Some(t.as_bytes()), None, true, T0);
-    assert_eq!(b.response_headers(&up, Some(200), true, T0, |_| None), None);
-    b.done(&up, T0, || false);
-    let handed_over = |p: &Plan| {
-        let relayed = down.relay().close(p.token.unwrap()).unwrap();
-        let (n, h) = down.served_relayed(p, relayed, || None);
-        (n, h.unwrap().1)
-    };
-    assert_eq!(
-        handed_over(&p),
-        (
-            Some(2),
-            "upstream=azure; reason=failover; attempts=2; failed=openai".into()
-        )
-    );
-    assert_eq!(
-        down.metrics().up(0, UpstreamMetric::AttemptsFailedRetried),
-        1
-    );
-    // Both attempts failed, the last without headers: Envoy answers, nobody served.
-    let (p, _, t) = plan(&down, T0 + 1);
-    for name in ["openai", "azure"] {
-        let mut a = Attempt::default();
-        a.start(&up, name.as_bytes(), Some(t.as_bytes()), None, true, T0 + 1);
-        if name == "openai" {
-            a.response_headers(&up, Some(503), true, T0 + 1, |_| None);
-        }
-        a.done(&up, T0 + 1, || true);
-    }
-    assert_eq!(
-        handed_over(&p),
-        (
-            Some(2),
-            "upstream=none; reason=all_failed; attempts=2; failed=openai,azure".into()
-        )
-    );
-    // An upstream role in another VM (its own relay) says it in the header.
-    let other = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
-    let (_, _, t) = plan(&down, T0 + 2);
-    let mut c = Attempt::default();
-    c.start(&other, b"openai", Some(t.as_bytes()), None, true, T0 + 2);
-    assert_eq!(
-        c.response_headers(&other, Some(200), true, T0 + 2, |_| None),
-        Some("openai")
-    );
-    assert!(logs()
-        .iter()
-        .any(|l| l.contains("relay slot in another VM")));
-}
-
-#[test]
 fn a_failed_attempt_not_retried_for_the_requests_size_is_counted() {
-    use crate::worker::relay::Relayed;
     let json = config(&["openai", "azure"], &consecutive(3, 1000), WITHIN).replacen(
         '{',
         r#"{"retry_buffer_limit_bytes":100,"#,
@@ -426,43 +472,34 @@ fn a_failed_attempt_not_retried_for_the_requests_size_is_counted() {
     );
     let down = worker(&json, &Store::default(), T0);
     let over = || UpstreamMetric::NotRetriedOverBufferLimit;
-    let one = |served, status| Relayed {
-        attempts: 1,
-        served,
-        status,
-    };
-    let openai = Some(UpstreamId::new(0));
     // openai's 503 went to the client after one attempt, the body being 1 KB.
     let (p, _, _) = plan(&down, T0);
-    let _ = down.served_relayed(&p, one(openai, Some(503)), || Some(1000));
+    let served = |name: Option<&[u8]>, status, size: u64| {
+        let _ = down.served_within(&p, name, Some(b"1"), Some(status), || Some(size), T0);
+    };
+    served(Some(b"openai"), 503, 1000);
     assert_eq!(down.metrics().up(0, over()), 1);
     // Not counted: a small body (retries were off for another reason), a 400 (not
     // retried anyway), a retry that happened, the last member.
-    let _ = down.served_relayed(&p, one(openai, Some(503)), || Some(99));
-    let _ = down.served_relayed(&p, one(openai, Some(400)), || Some(1000));
-    let two = Relayed {
-        attempts: 2,
-        served: Some(UpstreamId::new(1)),
-        status: Some(503),
-    };
-    let _ = down.served_relayed(&p, two, || Some(1000));
+    served(Some(b"openai"), 503, 99);
+    served(Some(b"openai"), 400, 1000);
+    served(Some(b"azure"), 503, 1000);
     assert_eq!(down.metrics().up(0, over()), 1);
     assert_eq!(down.metrics().up(1, over()), 0);
-    // Without headers (Envoy answered for a reset attempt), and through the header
-    // fallback, which reads the status.
-    let _ = down.served_relayed(&p, one(None, None), || Some(1000));
-    let fwd = within::Forwarded {
-        status: || Some(502),
-        size: || Some(1000),
-    };
-    let _ = down.served_within(&p, Some(b"openai"), || None, fwd);
+    // Without the member that answered (Envoy answered for a reset attempt, after
+    // one attempt by its count), and another 5xx.
+    served(None, 503, 1000);
+    served(Some(b"openai"), 502, 1000);
     assert_eq!(down.metrics().up(0, over()), 3);
-    // With no member left untried, neither the status nor the size is read.
-    let unread = within::Forwarded {
-        status: || -> Option<u16> { panic!("status read") },
-        size: || -> Option<u64> { panic!("size read") },
-    };
-    let _ = down.served_within(&p, Some(b"azure"), || None, unread);
+    // With no member left untried, the size is not read.
+    let _ = down.served_within(
+        &p,
+        Some(b"azure"),
+        None,
+        Some(502),
+        || -> Option<u64> { panic!("size read") },
+        T0,
+    );
     // The field is checked.
     let bad = config(
         &["a"],
@@ -502,7 +539,7 @@ fn the_attempt_upstream_header_names_the_upstream_only_when_it_says_something() 
         .count();
     assert_eq!(said, 1, "once per worker");
     // Not configured: the header is not even looked at.
-    let plain = worker(&json.replacen('{', r#"{"role":"upstream","#, 1), &store, T0);
+    let plain = worker(&as_role(&json, "upstream"), &store, T0);
     assert_eq!(
         plain.attempt_upstream(|_| -> Option<&[u8]> { panic!("read") }),
         None

@@ -172,9 +172,9 @@ pub struct Options {
 
 /// The Envoy side of `failover: "within_request"`, built from `llm-breaker-gen`'s
 /// output: its clusters (provider clusters with endpoint metadata, the aggregates with
-/// their retry policies and the upstream role) replace [`Options::clusters`] in the
-/// bootstrap; the `/v1/` route gets the per-try timeout, and the virtual host reports
-/// `x-envoy-attempt-count`.
+/// their retry policies and, where attempts are shaped, the upstream role) replace
+/// [`Options::clusters`] in the bootstrap; the router gets the upstream log, the `/v1/`
+/// route the per-try timeout, and the virtual host reports `x-envoy-attempt-count`.
 #[derive(Debug, Clone)]
 pub struct Within {
     /// Each cluster as one line of flow YAML (JSON works).
@@ -186,6 +186,11 @@ pub struct Within {
     pub remove_headers: Vec<String>,
     /// The `/v1/` route's `per_request_buffer_limit_bytes` (Envoy's default: none).
     pub buffer_limit: Option<u32>,
+    /// The router's `upstream_log` list (the upstream-log role), as flow YAML (JSON).
+    pub upstream_log: String,
+    /// The `/v1/` route's `response_headers_to_add` (the answering upstream's name for
+    /// the downstream role), as flow YAML (JSON); empty: none.
+    pub response_headers: String,
 }
 
 impl Within {
@@ -221,11 +226,15 @@ impl Within {
             per_try_timeout,
             remove_headers: strings(&doc["request_headers_to_remove"], false),
             buffer_limit: None,
+            upstream_log: serde_json::to_string(&doc["upstream_log"])
+                .unwrap_or_else(|e| panic!("generator output's upstream_log: {e}")),
+            response_headers: serde_json::to_string(&doc["response_headers_to_add"])
+                .unwrap_or_else(|e| panic!("generator output's response_headers_to_add: {e}")),
         }
     }
 
     /// [`Within::from_provider_file`] for providers on these addresses (connect timeout
-    /// 500 ms), the upstream role's module being [`filter_wasm`].
+    /// 500 ms), the upstream role's and upstream log's module being [`filter_wasm`].
     pub fn generated(
         filter: &str,
         providers: &[(&str, SocketAddr)],
@@ -323,6 +332,7 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
     };
     let mut clusters = String::new();
     let mut vhost = String::new();
+    let mut router = String::new();
     // File-based SDS secrets (the generator's credential_injectors) need a node id.
     let mut node = String::new();
     if let Some(w) = &opts.within {
@@ -338,6 +348,7 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
             clusters.push_str(&format!("  - {c}\n"));
         }
         vhost = "\n              include_attempt_count_in_response: true".into();
+        router = format!("\n              upstream_log: {}", w.upstream_log);
         node = "node: { id: llm-breaker-test, cluster: llm-breaker-test }\n".into();
     }
     for c in &opts.extra_clusters {
@@ -395,7 +406,7 @@ static_resources:
 {timeouts}          http_filters:
 {before}{filter}          - name: envoy.filters.http.router
             typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router{router}
   clusters:
 {clusters}"#,
         timeouts = route_timeouts(opts),
@@ -404,18 +415,26 @@ static_resources:
     )
 }
 
-/// The `/v1/` route's `request_headers_to_remove` line, if any.
+/// The `/v1/` route's `request_headers_to_remove` and `response_headers_to_add` lines,
+/// if any.
 fn remove_headers(opts: &Options) -> String {
-    match &opts.within {
-        Some(w) if !w.remove_headers.is_empty() => {
+    let mut lines = String::new();
+    if let Some(w) = &opts.within {
+        if !w.remove_headers.is_empty() {
             let names: Vec<String> = w.remove_headers.iter().map(|h| yaml_quote(h)).collect();
-            format!(
+            lines.push_str(&format!(
                 "                request_headers_to_remove: [{}]\n",
                 names.join(", ")
-            )
+            ));
         }
-        _ => String::new(),
+        if !w.response_headers.is_empty() {
+            lines.push_str(&format!(
+                "                response_headers_to_add: {}\n",
+                w.response_headers
+            ));
+        }
     }
+    lines
 }
 
 /// The timeout lines of a route (as in `envoy/envoy.yaml`).
@@ -620,6 +639,12 @@ impl Envoy {
         let ticks = f.iter().sum::<u64>();
         // USER_HZ is 100 on Linux.
         Duration::from_millis(ticks * 10)
+    }
+
+    /// Envoy's admin `/config_dump`, as text.
+    pub fn config_dump(&self) -> String {
+        let r = client::get(self.admin, "/config_dump").expect("admin config_dump");
+        String::from_utf8_lossy(&r.body).into_owned()
     }
 
     /// Envoy's log so far.

@@ -27,8 +27,44 @@ fn env(name: &str, default: u64) -> u64 {
 const PATH: &str = "/v1/chat/completions";
 const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 const WITHIN: &str = "within_request, closed path";
-const WITHIN_NOOP: &str = "within, no-op upstream filter";
+const WITHIN_SHAPED: &str = "within_request, shaped";
 const FLEET: &str = "closed path, fleet on (etcd)";
+const NEXT_AGG: &str = "next_request over aggregates";
+
+/// Envoy's side of `within_request` under the `next_request` filter: the generator's
+/// clusters with the two-member aggregate renamed `openai` (and the one-member one
+/// `azure`), the providers `p-…`, so the `next_request` filter's cluster name reaches
+/// the aggregate, its retry policy, its `header_mutation` and the upstream log.
+fn next_over_aggregates(w: &Within) -> Within {
+    let mut out = w.clone();
+    out.clusters = w
+        .clusters
+        .iter()
+        .filter_map(|c| {
+            let mut v: serde_json::Value = serde_json::from_str(c).ok()?;
+            let name = v["name"].as_str()?.to_string();
+            match name.strip_prefix("llmb|") {
+                Some(members @ ("openai|azure" | "azure")) => {
+                    v["name"] = members.split('|').next()?.into();
+                    let subs = &mut v["cluster_type"]["typed_config"]["clusters"];
+                    let renamed: Vec<serde_json::Value> = subs
+                        .as_array()?
+                        .iter()
+                        .filter_map(|s| Some(format!("p-{}", s.as_str()?).into()))
+                        .collect();
+                    *subs = renamed.into();
+                }
+                Some(_) => return None,
+                None => {
+                    v["name"] = format!("p-{name}").into();
+                    v["load_assignment"]["cluster_name"] = format!("p-{name}").into();
+                }
+            }
+            Some(v.to_string())
+        })
+        .collect();
+    out
+}
 
 /// A one-member etcd on loopback for the `fleet` variant (`etcd` on PATH, or
 /// `ETCD_BIN`), killed when dropped; `None` (the variant is left out) without one.
@@ -286,9 +322,21 @@ fn main() {
     let within_config = r#"{"failover":"within_request","routes":[{"name":"chat","match":{"path_prefix":"/v1/"},"upstreams":["openai","azure"]}],
         "breaker":{"consecutive_failures":1,"open":{"base_ms":86400000,"max_ms":86400000}}}"#;
     let within = within_clusters(within_config, &clusters[..2], &filter_wasm());
-    // The same Envoy side with the no-op module as the upstream filter: what Envoy's
-    // aggregate + upstream-filter machinery costs, apart from the upstream role.
-    let within_noop = within_clusters(within_config, &clusters[..2], &noop);
+    // The same with openai's requests shaped (an extra header): its aggregates run the
+    // upstream role on every attempt.
+    let within_shaped = {
+        let named: Vec<(&str, SocketAddr)> = clusters[..2]
+            .iter()
+            .map(|(n, a)| (n.as_str(), *a))
+            .collect();
+        let wasm = format!("{{filename: {}}}", filter_wasm().display());
+        let file = loopback_providers(&named, &wasm).replacen(
+            "connect_timeout_ms: 500}",
+            "connect_timeout_ms: 500, headers: {x-shaped: '1'}}",
+            1,
+        );
+        Within::from_provider_file(within_config, &file, Duration::from_secs(5))
+    };
     let variants: Vec<(&str, Filter)> = vec![
         (
             "no filter",
@@ -308,8 +356,9 @@ fn main() {
         // The primary's cluster refuses connections: the first request trips it,
         // every later one skips it and goes to the fallback.
         ("llm-breaker, failed over", breaker(r#""down","azure""#)),
-        // Both roles: the downstream filter picks the aggregate, the upstream role
-        // records the attempt (generator's clusters, as in envoy/envoy.yaml).
+        // The downstream filter picks the aggregate and records the answer; the
+        // upstream log would record a failed attempt (generator's clusters and router
+        // upstream log, as in envoy/envoy.yaml).
         (
             WITHIN,
             Filter::Breaker {
@@ -317,13 +366,16 @@ fn main() {
                 wasm: None,
             },
         ),
+        // Plus the upstream role, shaping every attempt to openai.
         (
-            WITHIN_NOOP,
+            WITHIN_SHAPED,
             Filter::Breaker {
                 config: within_config.to_string(),
                 wasm: None,
             },
         ),
+        // Envoy's side of within_request alone, under the next_request filter.
+        (NEXT_AGG, breaker(r#""openai","azure""#)),
         // The closed path with fleet-wide breakers on: etcd is on the timer only.
         (FLEET, breaker_fleet(r#""openai","azure""#)),
     ];
@@ -402,7 +454,8 @@ fn main() {
                 env: Vec::new(),
                 within: match variants[i].0 {
                     WITHIN => Some(within.clone()),
-                    WITHIN_NOOP => Some(within_noop.clone()),
+                    WITHIN_SHAPED => Some(within_shaped.clone()),
+                    NEXT_AGG => Some(next_over_aggregates(&within)),
                     label => extra_within
                         .iter()
                         .find(|(l, _, _)| l == label)
@@ -527,7 +580,7 @@ fn main() {
             );
         }
     }
-    for label in [WITHIN, WITHIN_NOOP, FLEET] {
+    for label in [WITHIN, WITHIN_SHAPED, NEXT_AGG, FLEET] {
         let at = (0..variants.len()).find(|&i| variants[i].0 == label);
         if let Some(w) = at.filter(|w| chosen.contains(w) && chosen.contains(&CLOSED)) {
             println!(
