@@ -437,9 +437,15 @@ fn main() {
     // All Envoys start first and stay up; the rounds then alternate between them in
     // short slices, so a slow spell of the machine hits every variant alike, and
     // each round yields paired ratios.
+    // BENCH_REPLICAS=n starts n Envoys per variant: one Envoy process can run a few
+    // percent faster or slower than another with the same config for its whole life,
+    // so ratios between single processes carry that bias; with replicas every pair of
+    // them is compared.
+    let replicas = env("BENCH_REPLICAS", 1).max(1) as usize;
     let envoys: Vec<(usize, Envoy)> = chosen
         .iter()
-        .map(|&i| {
+        .flat_map(|&i| std::iter::repeat_n(i, replicas))
+        .map(|i| {
             let opts = Options {
                 filter: variants[i].1.clone(),
                 clusters: clusters.clone(),
@@ -522,9 +528,19 @@ fn main() {
     };
     // Median over rounds of this variant's value divided by the reference's in the
     // same round.
+    // Each round holds `replicas` slices per variant: every replica of one against
+    // every replica of the other, in the same round.
     let paired = |i: usize, reference: usize, f: &dyn Fn(&load::LoadResult) -> f64| {
         let (a, b) = (&results[i], &results[reference]);
-        median(a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect())
+        let mut ratios = Vec::new();
+        for (ra, rb) in a.chunks(replicas).zip(b.chunks(replicas)) {
+            for x in ra {
+                for y in rb {
+                    ratios.push(f(x) / f(y));
+                }
+            }
+        }
+        median(ratios)
     };
     let rps = |r: &load::LoadResult| r.rps();
     let cpu = |r: &load::LoadResult| r.cpu_per_request_us();
