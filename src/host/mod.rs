@@ -171,7 +171,7 @@ impl RootContext for Root {
         let Some(core) = self
             .core
             .as_ref()
-            .filter(|c| c.config().role == Role::UpstreamLog)
+            .filter(|c| c.config().role == Role::UpstreamLog && c.config().mode != Mode::Off)
         else {
             return;
         };

@@ -47,8 +47,9 @@ pub const TICKETS_HEADER: &str = "x-llm-breaker-tickets";
 pub const SERVED_HEADER: &str = "x-llm-breaker-attempt";
 
 /// Ends a [`SERVED_HEADER`] value when the gateway injected its own key for that
-/// upstream (`openai+key`): the answer's 401 or 403 is then the operator's wrong key.
-pub const GATEWAY_KEY_SUFFIX: &str = "+key";
+/// upstream (`openai;key`): the answer's 401 or 403 is then the operator's wrong key.
+/// Upstream names can't hold `;`, so the suffix never cuts a real name.
+pub const GATEWAY_KEY_SUFFIX: &str = ";key";
 
 /// Whether the router's upstream log records an attempt that ended with `status`
 /// (`None`: no response headers: a connect failure, reset or timeout): the statuses
@@ -335,7 +336,6 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             // The common answer, its string built once: the primary, at once.
             let first = plan.order.first().filter(|_| {
                 at == Some(0)
-                    && attempts == Some(1)
                     && plan.why == Why::Primary
                     && plan.skipped.is_empty()
                     && plan.shadow.is_none()
