@@ -108,9 +108,8 @@ fn a_503_outage_costs_no_client_error_and_the_primary_exactly_n_attempts() {
     assert_eq!(status["failover"]["upstreams"][0]["upstream"], "openai");
     assert_eq!(status["failover"]["upstreams"][0]["attempts"], N);
     assert_eq!(status["failover"]["upstreams"][1]["attempts"], 50);
-    // The answer named its provider to the downstream role in a response header the
-    // aggregate's header_mutation wrote; the client never sees that header.
-    assert_eq!(r.header("x-llm-breaker-attempt"), None);
+    // The answer named its provider to the downstream role in the response header the
+    // route adds (`x-llm-breaker` here, overwritten by the summary above).
     // Nothing here is shaped: the aggregates run no wasm filter per attempt, and the
     // upstream log is the only other role.
     let cfg = e.config_dump();
@@ -125,6 +124,27 @@ fn a_503_outage_costs_no_client_error_and_the_primary_exactly_n_attempts() {
         Some("upstream=azure; reason=failover; attempts=1; skipped=openai")
     );
     assert!(!e.log().contains("critical"));
+}
+
+/// With `response_header` off, the route names the answer in `x-llm-breaker-attempt`:
+/// the downstream role reads it (and records the answer), and removes it.
+#[test]
+fn with_the_response_header_off_the_served_name_is_read_and_removed() {
+    let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
+    let filter = config(60_000, r#""azure""#).replacen('{', r#"{"response_header":"","#, 1);
+    let e = start_mocks(&filter, &a, &b);
+    a.set(Behaviour::Status(503));
+    let r = post(&e, BODY);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-llm-breaker-attempt"), None, "removed");
+    assert_eq!(r.header("x-llm-breaker"), None, "off");
+    assert_eq!(
+        e.wait_upstream_stat("azure", "successes", 1),
+        1,
+        "answer recorded"
+    );
+    assert_eq!(e.wait_upstream_stat("openai", "failures.status", 1), 1);
+    assert_eq!(e.upstream_stat("openai", "attempts_failed_retried"), 1);
 }
 
 #[test]
