@@ -328,7 +328,7 @@ impl HttpContext for Stream {
             }
             let envoy = headers.get("x-envoy-attempt-count");
             let size = || abi::property_u64(&["request", "size"]);
-            let s = core.served_within(plan, served, envoy, status, size, now);
+            let s = core.served_within(plan, served, envoy, status, size);
             *used = s.attempts;
             self.gateway_key = s.gateway_key;
             if let Some((h, value)) = s.header {

@@ -78,20 +78,19 @@ pub fn outcome<M: Metrics + ?Sized>(m: &M, upstream: UpstreamId, verdict: &Verdi
 }
 
 /// Records the latency of a request (or attempt) to `upstream`: its time to first
-/// byte, if its response headers came, and its duration, in ms.
+/// byte, if its response headers came, and its duration, in ms, each if known.
 pub fn latency<M: Metrics + ?Sized>(
     m: &M,
     upstream: UpstreamId,
     ttfb_ms: Option<u64>,
-    duration_ms: u64,
+    duration_ms: Option<u64>,
 ) {
     if let Some(t) = ttfb_ms {
         m.record(Metric::Upstream(upstream, UpstreamMetric::TtfbMs), t);
     }
-    m.record(
-        Metric::Upstream(upstream, UpstreamMetric::DurationMs),
-        duration_ms,
-    );
+    if let Some(d) = duration_ms {
+        m.record(Metric::Upstream(upstream, UpstreamMetric::DurationMs), d);
+    }
 }
 
 /// Counts a phase change and sets the state (and isolated) gauges.

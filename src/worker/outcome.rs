@@ -66,7 +66,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             }
             _ => {}
         }
-        let duration = now_ms.saturating_sub(routed.start_ms);
+        let duration = routed.since_start(now_ms);
         accounting::latency(&self.metrics, routed.upstream, facts.ttfb_ms, duration);
         accounting::outcome(&self.metrics, routed.upstream, &verdict);
     }

@@ -25,12 +25,25 @@ pub struct Routed {
     /// Upstreams tried first that did not admit.
     pub skipped: Vec<UpstreamId>,
     /// When the request was complete (headers, end of body, or trailers): the
-    /// provider's time to first byte counts from here, not from a slow upload.
+    /// provider's time to first byte counts from here, not from a slow upload
+    /// ([`START_UNKNOWN`]: not known).
     pub start_ms: u64,
     /// Shadow mode: the response header's value, when enforcement would have done
     /// something else than send it to the primary with its breaker closed (that
     /// common value is built once).
     pub shadow: Option<String>,
+}
+
+/// [`Routed::start_ms`] of an attempt whose start the filter doesn't know (a later
+/// member's answer under `within_request`: Envoy doesn't say when that attempt
+/// started): it has no time to first byte and no duration.
+pub const START_UNKNOWN: u64 = u64::MAX;
+
+impl Routed {
+    /// Time since the request was complete, if its start is known.
+    pub fn since_start(&self, now_ms: u64) -> Option<u64> {
+        (self.start_ms != START_UNKNOWN).then(|| now_ms.saturating_sub(self.start_ms))
+    }
 }
 
 /// What the host does with a routed request.

@@ -45,7 +45,7 @@ impl Response {
         now_ms: u64,
         header: impl Fn(&str) -> Option<Vec<u8>>,
     ) {
-        self.facts.ttfb_ms = Some(now_ms.saturating_sub(routed.start_ms));
+        self.facts.ttfb_ms = routed.since_start(now_ms);
         self.facts.status = status;
         self.facts.completed = eos;
         match worker.watch(routed, status, eos) {
@@ -74,7 +74,7 @@ impl Response {
     ) {
         if self.awaiting_first_event && size > 0 {
             self.awaiting_first_event = false;
-            self.facts.ttfb_ms = Some(now().saturating_sub(routed.start_ms));
+            self.facts.ttfb_ms = routed.since_start(now());
         }
         if let Some(scan) = &mut self.scan {
             let (offset, len) = scan.wants(size);

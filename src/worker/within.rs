@@ -22,7 +22,7 @@
 //! attempts must be shaped per provider (credential, path, headers, model): it shapes
 //! and records nothing.
 
-use super::request::{entry_cell, rewrite_on, Rejection, Routed};
+use super::request::{entry_cell, rewrite_on, Rejection, Routed, START_UNKNOWN};
 use super::shadow::Would;
 use super::{accounting, Metrics, Worker};
 use crate::aggregate::aggregate_name;
@@ -240,7 +240,6 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         envoy_attempts: Option<&[u8]>,
         status: Option<u16>,
         size: impl FnOnce() -> Option<u64>,
-        now_ms: u64,
     ) -> Served<'_> {
         let keyed = served.and_then(|v| v.strip_suffix(GATEWAY_KEY_SUFFIX.as_bytes()));
         let at = keyed.or(served).and_then(|name| {
@@ -273,9 +272,9 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 ticket: a.ticket,
                 why: if p == 0 { plan.why } else { Why::Failover },
                 skipped: Vec::new(),
-                // A later attempt's time to first byte is not known here (Envoy does
-                // not say when it started): it counts from now, as fast.
-                start_ms: if p == 0 { plan.start_ms } else { now_ms },
+                // A later attempt's start is not known here (Envoy does not say
+                // when it started): no time to first byte, no duration.
+                start_ms: if p == 0 { plan.start_ms } else { START_UNKNOWN },
                 shadow: None,
             });
         let (attempts, header) = self.summarize(plan, at, attempts);

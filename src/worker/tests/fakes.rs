@@ -251,7 +251,6 @@ pub fn answer_within<'w>(
         None,
         Some(status),
         || None,
-        now,
     );
     if let Some(r) = &s.record {
         w.finish_with(r, &answered(status), now, s.gateway_key);

@@ -11,6 +11,7 @@ use crate::ids::{RouteId, UpstreamId};
 use crate::routing::Why;
 use crate::worker::metrics::UpstreamMetric;
 use crate::worker::within::{self, LoggedAttempt, Plan, WithinRouting};
+use crate::worker::request::START_UNKNOWN;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -87,7 +88,7 @@ fn the_summary_names_the_failed_attempts_and_counts_the_retried_ones() {
     let (down, _, _) = roles(&["openai", "azure", "vllm"], 5);
     let (p, _, _) = plan(&down, T0);
     // The member that answered says how many attempts; Envoy's count is not needed.
-    let s = down.served_within(&p, Some(b"azure"), Some(b"7"), Some(200), || None, T0);
+    let s = down.served_within(&p, Some(b"azure"), Some(b"7"), Some(200), || None);
     assert_eq!(s.attempts, Some(2));
     assert_eq!(
         s.header.unwrap(),
@@ -100,13 +101,13 @@ fn the_summary_names_the_failed_attempts_and_counts_the_retried_ones() {
         down.metrics().up(0, UpstreamMetric::AttemptsFailedRetried),
         1
     );
-    let s = down.served_within(&p, Some(b"openai"), None, Some(200), || None, T0);
+    let s = down.served_within(&p, Some(b"openai"), None, Some(200), || None);
     assert_eq!(
         (s.attempts, s.header.unwrap().1.as_str()),
         (Some(1), "upstream=openai; reason=primary; attempts=1")
     );
     // Nobody answered: Envoy's count says how many failed (at most the order).
-    let s = down.served_within(&p, None, Some(b"3"), Some(503), || None, T0);
+    let s = down.served_within(&p, None, Some(b"3"), Some(503), || None);
     assert_eq!(s.attempts, Some(3));
     assert_eq!(
         s.header.unwrap().1,
@@ -120,10 +121,10 @@ fn the_summary_names_the_failed_attempts_and_counts_the_retried_ones() {
         down.metrics().up(2, UpstreamMetric::AttemptsFailedRetried),
         0
     );
-    let s = down.served_within(&p, None, Some(b" 9 "), Some(503), || None, T0);
+    let s = down.served_within(&p, None, Some(b" 9 "), Some(503), || None);
     assert_eq!(s.attempts, Some(3));
     // Neither: nothing known, no attempt counted.
-    let s = down.served_within(&p, None, Some(b"x"), Some(503), || None, T0);
+    let s = down.served_within(&p, None, Some(b"x"), Some(503), || None);
     assert_eq!(s.attempts, None);
     assert_eq!(s.header.unwrap().1, "upstream=none; reason=all_failed");
     let attempts = |u| down.metrics().up(u, UpstreamMetric::Attempts);
@@ -280,13 +281,13 @@ fn an_outcome_is_recorded_once_by_the_upstream_log_or_the_downstream_role() {
         (0, 0)
     );
     // Retried, then answered: the answer is the downstream role's, on its member,
-    // timed from its headers (when that attempt started is not known).
+    // untimed (when that attempt started is not known).
     log_failed(&log, "openai", &t, None, flags::UPSTREAM_RESET, T0 + 2);
     let s = answer_within(&down, &p, "azure", 200, T0 + 3);
     let r = s.record.unwrap();
     assert_eq!(
         (r.upstream, r.ticket, r.why, r.start_ms),
-        (UpstreamId::new(1), p.order[1].ticket, Why::Failover, T0 + 3)
+        (UpstreamId::new(1), p.order[1].ticket, Why::Failover, START_UNKNOWN)
     );
     assert_eq!(down.metrics().up(1, UpstreamMetric::Successes), 1);
     assert_eq!(log.metrics().up(1, UpstreamMetric::Successes), 0);
@@ -361,7 +362,7 @@ fn status_lists_the_attempt_counters_under_within_request() {
         "routes":[{"name":"chat","upstreams":["openai","azure"]}]}"#;
     let w = worker(json, &store, T0);
     let (p, _, _) = plan(&w, T0);
-    let _ = w.served_within(&p, Some(b"azure"), None, Some(200), || None, T0);
+    let _ = w.served_within(&p, Some(b"azure"), None, Some(200), || None);
     let Reply::Json { body, .. } = w.answer(Ok(Endpoint::Status), || None, T0) else {
         panic!("status is JSON");
     };
@@ -447,7 +448,7 @@ fn the_downstream_role_reads_shared_data_for_an_answer_once_per_freshness_period
     // and ends the quiet read.
     let writes = store.writes();
     let now = T0 + SEEN_FRESH_MS + 2;
-    let s = down.served_within(&p, Some(b"openai"), None, Some(200), || None, now);
+    let s = down.served_within(&p, Some(b"openai"), None, Some(200), || None);
     let cut = ResponseFacts {
         status: Some(200),
         completed: false,
@@ -475,7 +476,7 @@ fn a_failed_attempt_not_retried_for_the_requests_size_is_counted() {
     // openai's 503 went to the client after one attempt, the body being 1 KB.
     let (p, _, _) = plan(&down, T0);
     let served = |name: Option<&[u8]>, status, size: u64| {
-        let _ = down.served_within(&p, name, Some(b"1"), Some(status), || Some(size), T0);
+        let _ = down.served_within(&p, name, Some(b"1"), Some(status), || Some(size));
     };
     served(Some(b"openai"), 503, 1000);
     assert_eq!(down.metrics().up(0, over()), 1);
@@ -498,7 +499,6 @@ fn a_failed_attempt_not_retried_for_the_requests_size_is_counted() {
         None,
         Some(502),
         || -> Option<u64> { panic!("size read") },
-        T0,
     );
     // The field is checked.
     let bad = config(

@@ -531,6 +531,34 @@ fn wasm_filter(
     )
 }
 
+/// The bootstrap filtered through the command in `ENVOY_BOOTSTRAP_EDIT` (stdin to
+/// stdout), if set: `make bench`'s `BENCH_EXTRA_EDIT` experiments (what a piece of
+/// Envoy config costs) set it around one Envoy's start; tests never do.
+fn edited(yaml: String) -> Result<String, String> {
+    let Ok(cmd) = std::env::var("ENVOY_BOOTSTRAP_EDIT") else {
+        return Ok(yaml);
+    };
+    let mut child = Command::new("sh")
+        .args(["-c", &cmd])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("ENVOY_BOOTSTRAP_EDIT {cmd}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin
+            .write_all(yaml.as_bytes())
+            .map_err(|e| format!("ENVOY_BOOTSTRAP_EDIT {cmd}: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("ENVOY_BOOTSTRAP_EDIT {cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ENVOY_BOOTSTRAP_EDIT {cmd}: {}", out.status));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("ENVOY_BOOTSTRAP_EDIT {cmd}: {e}"))
+}
+
 /// A single-quoted YAML scalar.
 fn yaml_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -576,7 +604,7 @@ impl Envoy {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let (listen_port, admin_port) = (free_port(), free_port());
         let cfg = dir.join("envoy.yaml");
-        std::fs::write(&cfg, bootstrap(opts, listen_port, admin_port))
+        std::fs::write(&cfg, edited(bootstrap(opts, listen_port, admin_port))?)
             .map_err(|e| e.to_string())?;
         let log = dir.join("envoy.log");
         let child = Command::new(envoy_bin())

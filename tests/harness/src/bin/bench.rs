@@ -410,11 +410,33 @@ fn main() {
             (format!("within, {label}"), filter, w)
         })
         .collect();
+    // BENCH_EXTRA_EDIT=label=n:command,... adds variant n (an index into the table)
+    // again, with its Envoy bootstrap filtered through `command` (stdin to stdout,
+    // e.g. a sed script): what one piece of Envoy config costs.
+    let extra_edit: Vec<(String, usize, String)> = std::env::var("BENCH_EXTRA_EDIT")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(label, rest)| {
+            let (n, cmd) = rest.split_once(':')?;
+            Some((format!("{label} (edit of {n})"), n.trim().parse().ok()?, cmd.to_string()))
+        })
+        .collect();
+    let base = variants.len();
+    let edit_of = |i: usize| {
+        let k = i.checked_sub(base + extra.len() + extra_within.len())?;
+        extra_edit.get(k)
+    };
     let variants: Vec<(&str, Filter)> = variants
         .into_iter()
         .chain(extra.iter().map(|(l, f)| (l.as_str(), f.clone())))
         .chain(extra_within.iter().map(|(l, f, _)| (l.as_str(), f.clone())))
         .collect();
+    let edited: Vec<(&str, Filter)> = extra_edit
+        .iter()
+        .map(|(l, n, _)| (l.as_str(), variants[*n].1.clone()))
+        .collect();
+    let variants: Vec<(&str, Filter)> = variants.into_iter().chain(edited).collect();
     println!(
         "{} payload, Envoy --concurrency {workers}{}, {conns} keep-alive connections, {secs} s slices x {rounds} rounds, variants alternating, {cores} cores",
         if llm_payload { "LLM-sized (4 KB request, 2 KB response)" } else { "Tiny (60 B request, 80 B response)" },
@@ -446,6 +468,11 @@ fn main() {
         .iter()
         .flat_map(|&i| std::iter::repeat_n(i, replicas))
         .map(|i| {
+            // An edited variant runs its base variant's options.
+            let (i, edit) = match edit_of(i) {
+                Some((_, n, cmd)) => (*n, Some((i, cmd))),
+                None => (i, None),
+            };
             let opts = Options {
                 filter: variants[i].1.clone(),
                 clusters: clusters.clone(),
@@ -473,7 +500,12 @@ fn main() {
                     _ => Vec::new(),
                 },
             };
+            if let Some((_, cmd)) = edit {
+                std::env::set_var("ENVOY_BOOTSTRAP_EDIT", cmd);
+            }
             let e = Envoy::start(&opts);
+            std::env::remove_var("ENVOY_BOOTSTRAP_EDIT");
+            let i = edit.map_or(i, |(own, _)| own);
             if pin {
                 // Envoy on CPU 0, the load generator and upstreams on the others.
                 let _ = std::process::Command::new("taskset")
