@@ -68,6 +68,8 @@ pub struct Worker<S, M> {
     warned: Vec<std::cell::Cell<u64>>,
     /// An attempt came without `attempt_upstream_header` (logged once per worker).
     attempt_header_missed: std::cell::Cell<bool>,
+    /// A `within_request` answer named no member of its plan (logged once per worker).
+    served_header_missed: std::cell::Cell<bool>,
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
@@ -109,6 +111,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             store,
             metrics,
             attempt_header_missed: std::cell::Cell::new(false),
+            served_header_missed: std::cell::Cell::new(false),
         }
     }
 

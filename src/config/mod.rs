@@ -345,6 +345,14 @@ impl Config {
             })
     }
 
+    /// Whether `route` (if known) passes the client's credentials through: then no
+    /// gateway key is injected on it.
+    pub fn passes_client_credentials(&self, route: Option<RouteId>) -> bool {
+        route
+            .and_then(|r| self.routes.get(r.index()))
+            .is_some_and(|r| r.pass_client_credentials)
+    }
+
     /// Whether the upstream role shapes requests: some upstream has a request block
     /// (credential, path or headers), or some route passes client credentials (the
     /// generated Envoy route removes them; the two roles carry them across).

@@ -213,7 +213,7 @@ pub fn dispatch_http_call(
 }
 
 /// Wall-clock time in unix nanoseconds (0 if the host refuses).
-pub fn now_ns() -> u64 {
+fn now_ns() -> u64 {
     let mut ns = 0u64;
     unsafe {
         proxy_get_current_time_nanoseconds(&mut ns);

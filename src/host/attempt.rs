@@ -18,19 +18,18 @@ use crate::worker::attempt::{Attempt as State, BodyStep};
 use crate::worker::hold::BodyCallbacks;
 use crate::worker::intake::RequestBody;
 use crate::worker::shape::Edit;
-use crate::worker::within::TICKETS_HEADER;
+use crate::worker::within::{METADATA_NS, METADATA_UPSTREAM, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
 
-/// Endpoint metadata naming the real upstream (the generator's `METADATA_NS` /
-/// `METADATA_KEY`).
+/// Endpoint metadata naming the real upstream (the generator writes it).
 pub(super) const UPSTREAM_NAME: [&str; 5] = [
     "xds",
     "upstream_host_metadata",
     "filter_metadata",
-    "llm_breaker",
-    "upstream",
+    METADATA_NS,
+    METADATA_UPSTREAM,
 ];
 
 /// One attempt.

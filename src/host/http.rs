@@ -16,7 +16,7 @@ use crate::worker::intake::{Intake, RequestBody};
 use crate::worker::request::{Rejection, Routed, Routing};
 use crate::worker::response::Response;
 use crate::worker::shape::ORIGINAL_PATH_HEADER;
-use crate::worker::within::{Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
+use crate::worker::within::{served_header, Plan, WithinRouting, SERVED_HEADER, TICKETS_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -322,7 +322,7 @@ impl HttpContext for Stream {
             // The generated route names the answering upstream in the response header
             // this role overwrites anyway (when it is off, in [`SERVED_HEADER`], removed).
             let summary = core.config().response_header.as_deref();
-            let served = headers.get(summary.unwrap_or(SERVED_HEADER));
+            let served = headers.get(served_header(summary));
             if served.is_some() && summary.is_none() {
                 let _ = abi::remove_header(Map::Response, SERVED_HEADER);
             }
@@ -348,7 +348,7 @@ impl HttpContext for Stream {
                 // route added for the downstream role.
                 if core.config().failover == Failover::WithinRequest {
                     let summary = core.config().response_header.as_deref();
-                    let _ = abi::remove_header(Map::Response, summary.unwrap_or(SERVED_HEADER));
+                    let _ = abi::remove_header(Map::Response, served_header(summary));
                 }
             }
             return Action::Continue;

@@ -189,11 +189,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         if !self.shapes {
             return Vec::new();
         }
-        let passthrough = self
-            .config
-            .routes
-            .get(route.index())
-            .is_some_and(|r| r.pass_client_credentials);
+        let passthrough = self.config.passes_client_credentials(Some(route));
         // The upstream role keeps the path it rewrites from there: never the client's.
         let mut edits = vec![Edit::Remove(ORIGINAL_PATH_HEADER.into())];
         for name in CLIENT_CREDENTIAL_HEADERS {
@@ -229,9 +225,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             .config
             .upstream_ids()
             .find(|(_, u)| u.name.as_bytes() == name)?;
-        let passthrough = route
-            .and_then(|r| self.config.routes.get(r.index()))
-            .is_some_and(|r| r.pass_client_credentials);
+        let passthrough = self.config.passes_client_credentials(route);
         let shaped = shape(&self.config, upstream, passthrough, header);
         if shaped.missing_credential {
             self.warn_credential(upstream, now_ms, || {

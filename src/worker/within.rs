@@ -46,6 +46,21 @@ pub const TICKETS_HEADER: &str = "x-llm-breaker-tickets";
 /// header, which the downstream role overwrites with its summary anyway.
 pub const SERVED_HEADER: &str = "x-llm-breaker-attempt";
 
+/// The response header the generated route names the answering upstream in: the
+/// filter's `response_header` (overwritten with the summary), else [`SERVED_HEADER`].
+pub fn served_header(response_header: Option<&str>) -> &str {
+    response_header.unwrap_or(SERVED_HEADER)
+}
+
+/// Endpoint metadata namespace of the generator's provider clusters.
+pub const METADATA_NS: &str = "llm_breaker";
+/// Endpoint metadata key naming the upstream (read by the upstream role and the
+/// upstream log).
+pub const METADATA_UPSTREAM: &str = "upstream";
+/// Endpoint metadata key of the [`served_header`]'s value: the upstream's name, with
+/// [`GATEWAY_KEY_SUFFIX`] when the gateway injects its key for it.
+pub const METADATA_SERVED: &str = "served";
+
 /// Ends a [`SERVED_HEADER`] value when the gateway injected its own key for that
 /// upstream (`openai;key`): the answer's 401 or 403 is then the operator's wrong key.
 /// Upstream names can't hold `;`, so the suffix never cuts a real name.
@@ -257,6 +272,16 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 .ok()?;
             Some(plan.order.len().min(n))
         });
+        if at.is_none() && !upstream_log_records(status) && !self.served_header_missed.replace(true)
+        {
+            // Neither role records such an answer: say why, once.
+            log::warn!(
+                "llm-breaker: a within_request answer named no member of its plan in `{}`: \
+                 does the route have the generator's response_headers_to_add (and the \
+                 provider clusters their endpoint metadata)? Such answers are not recorded",
+                served_header(self.config.response_header.as_deref())
+            );
+        }
         for a in plan.order.iter().take(attempts.unwrap_or(0)) {
             let m = Metric::Upstream(a.upstream, UpstreamMetric::Attempts);
             self.metrics.increment(m);
@@ -278,16 +303,12 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 shadow: None,
             });
         let (attempts, header) = self.summarize(plan, at, attempts);
-        let passthrough = self
-            .config
-            .routes
-            .get(plan.route.index())
-            .is_some_and(|r| r.pass_client_credentials);
         Served {
             attempts,
             header,
             record,
-            gateway_key: keyed.is_some() && !passthrough,
+            gateway_key: keyed.is_some()
+                && !self.config.passes_client_credentials(Some(plan.route)),
         }
     }
 
@@ -467,7 +488,7 @@ pub struct Served<'w> {
 }
 
 /// What the upstream log hands over of one failed attempt.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct LoggedAttempt<'a> {
     /// The attempt's upstream (endpoint metadata).
     pub name: &'a [u8],
@@ -506,22 +527,9 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             response.headers(self, &routed, status, true, now_ms, header);
         }
         let facts = response.end(|| a.flags, || None);
-        let key = self.carries_gateway_key(routed.upstream, plan.route);
-        self.finish_with(&routed, facts, now_ms, key);
-    }
-
-    /// Whether an attempt to `upstream` on `route` carried the gateway's key (its
-    /// upstream has a credential configured and the route does not pass the
-    /// client's through): its 401 or 403 is then the operator's wrong key.
-    pub fn carries_gateway_key(&self, upstream: UpstreamId, route: Option<RouteId>) -> bool {
-        let passthrough = route
-            .and_then(|r| self.config.routes.get(r.index()))
-            .is_some_and(|r| r.pass_client_credentials);
-        !passthrough
-            && self
-                .config
-                .upstream(upstream)
-                .is_some_and(|u| u.request.credential.is_some())
+        // Whose key the attempt carried matters only for a 401 or 403, which the
+        // upstream log never records.
+        self.finish_with(&routed, facts, now_ms, false);
     }
 }
 

@@ -18,17 +18,14 @@ use llm_breaker::worker::within::GATEWAY_KEY_SUFFIX;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
-/// Endpoint metadata namespace and key naming the upstream: copied per attempt into
-/// `x-llm-breaker-attempt-upstream` by `%UPSTREAM_METADATA(["llm_breaker","upstream"])%`
-/// (the `llm-breaker-attempt-upstream` filter), read as the property
-/// `xds.upstream_host_metadata.filter_metadata.llm_breaker.upstream` without it.
-pub const METADATA_NS: &str = "llm_breaker";
-/// See [`METADATA_NS`].
-pub const METADATA_KEY: &str = "upstream";
-/// Endpoint metadata key for [`SERVED_HEADER`]'s value: the upstream's name, with
-/// [`llm_breaker::worker::within::GATEWAY_KEY_SUFFIX`] when the gateway injects its
-/// key for it (a 401/403 is then the operator's wrong key, not the client's error).
-pub const SERVED_KEY: &str = "served";
+/// Endpoint metadata namespace and key naming the upstream: copied per shaped
+/// attempt into `x-llm-breaker-attempt-upstream` by
+/// `%UPSTREAM_METADATA(["llm_breaker","upstream"])%` (the
+/// `llm-breaker-attempt-upstream` filter), read by the upstream log as the property
+/// `xds.upstream_host_metadata.filter_metadata.llm_breaker.upstream`.
+pub use llm_breaker::worker::within::{
+    METADATA_NS, METADATA_SERVED as SERVED_KEY, METADATA_UPSTREAM as METADATA_KEY,
+};
 /// Name of the upstream wasm filter (and of its ECDS resource in Istio).
 pub const UPSTREAM_FILTER: &str = "llm-breaker-upstream";
 /// Name of the router's upstream access log (the upstream-log role).
@@ -173,17 +170,27 @@ pub fn wasm_config(p: &Providers, upstream_config: &str, code: Value) -> Value {
         p,
         upstream_config,
         code,
+        true,
     )
 }
 
 /// A wasm plugin config of type `type_url` named `name` (same VM as every other role:
 /// same `vm_id`, runtime and code, so the same shared data and VM per worker), with
 /// `config` (the filter's JSON plus its `role`).
-fn plugin(type_url: &str, name: &str, p: &Providers, config: &str, code: Value) -> Value {
+/// `holds_headers`: the upstream role, which holds an attempt's headers until its
+/// body is in.
+fn plugin(
+    type_url: &str,
+    name: &str,
+    p: &Providers,
+    config: &str,
+    code: Value,
+    holds_headers: bool,
+) -> Value {
     let mut c = Mapping::new();
     c.insert(s("name"), s(name));
     c.insert(s("root_id"), s("llm_breaker"));
-    if name == UPSTREAM_FILTER {
+    if holds_headers {
         // Hold the request headers until the body is in, so the per-attempt model
         // rewrite can fix content-length.
         c.insert(s("allow_on_headers_stop_iteration"), Value::from(true));
@@ -255,6 +262,7 @@ pub fn upstream_log(p: &Providers, filter: &FilterView, code: Value) -> Value {
                 p,
                 &filter.upstream_log_config(),
                 code,
+                false,
             ),
         ),
     ])])
@@ -316,7 +324,7 @@ fn attempt_upstream() -> Value {
                         "request_mutations",
                         seq(vec![
                             map([("remove", s(ATTEMPT_UPSTREAM_HEADER))]),
-                            overwrite(ATTEMPT_UPSTREAM_HEADER, METADATA_KEY),
+                            map([("append", overwrite(ATTEMPT_UPSTREAM_HEADER, METADATA_KEY))]),
                         ]),
                     )]),
                 ),
@@ -328,13 +336,10 @@ fn attempt_upstream() -> Value {
 /// A `HeaderValueOption` overwriting `header` with the endpoint metadata's `key`.
 fn overwrite(header: &str, key: &str) -> Value {
     let metadata = format!("%UPSTREAM_METADATA([\"{METADATA_NS}\",\"{key}\"])%");
-    map([(
-        "append",
-        map([
-            ("header", map([("key", s(header)), ("value", s(&metadata))])),
-            ("append_action", s("OVERWRITE_IF_EXISTS_OR_ADD")),
-        ]),
-    )])
+    map([
+        ("header", map([("key", s(header)), ("value", s(&metadata))])),
+        ("append_action", s("OVERWRITE_IF_EXISTS_OR_ADD")),
+    ])
 }
 
 /// The route's `response_headers_to_add`: the answering upstream's endpoint metadata
@@ -344,11 +349,7 @@ fn overwrite(header: &str, key: &str) -> Value {
 /// per request (a router's own reply after a failed last attempt names that attempt's
 /// upstream); the downstream role reads it with the response headers it reads anyway.
 pub fn response_headers_to_add(filter: &FilterView) -> Value {
-    let Value::Mapping(m) = overwrite(&filter.served_header, SERVED_KEY) else {
-        return seq(Vec::new());
-    };
-    // A route's HeaderValueOption: `header` and `append_action` at the top.
-    seq(m.get("append").cloned().into_iter().collect())
+    seq(vec![overwrite(&filter.served_header, SERVED_KEY)])
 }
 
 /// An aggregate's upstream filters: where attempts are shaped (`shaped`), the members'
@@ -369,8 +370,6 @@ fn http_filters(
                 .filter_map(|m| p.providers.iter().find(|x| &x.name == m))
                 .filter_map(credentials::injector),
         );
-    }
-    if shaped {
         out.push(attempt_upstream());
         out.push(upstream_filter(source));
         out.push(credentials::strip_staging(p));

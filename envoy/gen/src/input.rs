@@ -212,7 +212,7 @@ pub struct FilterView {
     /// Some route passes the client's credentials through (the upstream role puts them
     /// back on every attempt, whatever the provider).
     pub passthrough: bool,
-    /// The response header the aggregates' `header_mutation` names the answering
+    /// The response header the route's `response_headers_to_add` names the answering
     /// upstream in: the filter's `response_header`, which the downstream role then
     /// overwrites with its summary (no extra host call), or
     /// [`llm_breaker::worker::within::SERVED_HEADER`] when that is off.
@@ -238,9 +238,8 @@ impl FilterView {
 pub fn read_filter(json: &[u8]) -> Result<FilterView, InputError> {
     let config = llm_breaker::config::Config::parse(json)
         .map_err(|e| InputError::FilterConfig(e.to_string()))?;
-    let served_header = config
-        .response_header
-        .unwrap_or_else(|| llm_breaker::worker::within::SERVED_HEADER.to_string());
+    let served_header =
+        llm_breaker::worker::within::served_header(config.response_header.as_deref()).to_string();
     let mut doc: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| InputError::FilterConfig(e.to_string()))?;
     let route_header = doc

@@ -245,13 +245,7 @@ pub fn answer_within<'w>(
     status: u16,
     now: u64,
 ) -> Served<'w> {
-    let s = w.served_within(
-        plan,
-        Some(served.as_bytes()),
-        None,
-        Some(status),
-        || None,
-    );
+    let s = w.served_within(plan, Some(served.as_bytes()), None, Some(status), || None);
     if let Some(r) = &s.record {
         w.finish_with(r, &answered(status), now, s.gateway_key);
     }

@@ -10,8 +10,8 @@ use crate::classify::{flags, FailureClass, ResponseFacts};
 use crate::ids::{RouteId, UpstreamId};
 use crate::routing::Why;
 use crate::worker::metrics::UpstreamMetric;
-use crate::worker::within::{self, LoggedAttempt, Plan, WithinRouting};
 use crate::worker::request::START_UNKNOWN;
+use crate::worker::within::{self, LoggedAttempt, Plan, WithinRouting};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -287,7 +287,12 @@ fn an_outcome_is_recorded_once_by_the_upstream_log_or_the_downstream_role() {
     let r = s.record.unwrap();
     assert_eq!(
         (r.upstream, r.ticket, r.why, r.start_ms),
-        (UpstreamId::new(1), p.order[1].ticket, Why::Failover, START_UNKNOWN)
+        (
+            UpstreamId::new(1),
+            p.order[1].ticket,
+            Why::Failover,
+            START_UNKNOWN
+        )
     );
     assert_eq!(down.metrics().up(1, UpstreamMetric::Successes), 1);
     assert_eq!(log.metrics().up(1, UpstreamMetric::Successes), 0);
@@ -493,13 +498,9 @@ fn a_failed_attempt_not_retried_for_the_requests_size_is_counted() {
     served(Some(b"openai"), 502, 1000);
     assert_eq!(down.metrics().up(0, over()), 3);
     // With no member left untried, the size is not read.
-    let _ = down.served_within(
-        &p,
-        Some(b"azure"),
-        None,
-        Some(502),
-        || -> Option<u64> { panic!("size read") },
-    );
+    let _ = down.served_within(&p, Some(b"azure"), None, Some(502), || -> Option<u64> {
+        panic!("size read")
+    });
     // The field is checked.
     let bad = config(
         &["a"],

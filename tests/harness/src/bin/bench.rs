@@ -419,7 +419,11 @@ fn main() {
         .filter_map(|kv| kv.split_once('='))
         .filter_map(|(label, rest)| {
             let (n, cmd) = rest.split_once(':')?;
-            Some((format!("{label} (edit of {n})"), n.trim().parse().ok()?, cmd.to_string()))
+            Some((
+                format!("{label} (edit of {n})"),
+                n.trim().parse().ok()?,
+                cmd.to_string(),
+            ))
         })
         .collect();
     let base = variants.len();
