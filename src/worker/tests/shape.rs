@@ -4,7 +4,7 @@
 //! the gateway's key counted as `credential_rejected`, never as a failure.
 
 use super::fakes::*;
-use crate::ids::{RouteId, UpstreamId};
+use crate::ids::RouteId;
 use crate::worker::metrics::UpstreamMetric;
 use crate::worker::shape::{Edit, ORIGINAL_PATH_HEADER};
 use crate::worker::within::{decode_tickets, WithinRouting, GATEWAY_KEY_SUFFIX};
