@@ -355,6 +355,46 @@ fn every_upstream_failing_answers_promptly_with_at_most_one_attempt_each() {
 }
 
 #[test]
+fn every_upstream_refusing_connections_answers_and_records_each_attempt() {
+    // The last attempt ends with no response at all: Envoy's own 503 (UF) reaches the
+    // client, and the upstream log records each attempt's connect failure.
+    let (dead_a, dead_b) = (free_port(), free_port());
+    let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
+    let e = start(
+        &config(60_000, r#""azure""#),
+        &[("openai", addr(dead_a)), ("azure", addr(dead_b))],
+    );
+    for i in 0..N as usize {
+        let r = post(&e, BODY);
+        assert_eq!(
+            r.status, 503,
+            "request {i}: Envoy's reply to the last attempt"
+        );
+        assert_eq!(
+            r.header("x-llm-breaker"),
+            Some("upstream=azure; reason=failover; attempts=2; failed=openai"),
+            "request {i}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for u in ["openai", "azure"] {
+        assert_eq!(
+            e.wait_upstream_stat(u, "failures.connect_failure", u64::from(N)),
+            u64::from(N),
+            "{u}"
+        );
+        assert_eq!(e.upstream_stat(u, "attempts"), u64::from(N), "{u}");
+    }
+    // Both open: the filter's own 503, at once.
+    let r = post(&e, BODY);
+    assert_eq!(r.status, 503);
+    assert!(r
+        .header("x-llm-breaker")
+        .unwrap()
+        .starts_with("upstream=none; reason=all_open"));
+}
+
+#[test]
 fn a_body_over_the_buffer_limit_is_sent_once_and_counted() {
     let (a, b) = (MockUpstream::start("openai"), MockUpstream::start("azure"));
     let filter =
