@@ -79,22 +79,6 @@ pub fn envoy_filter(
             ("patch", map([("operation", s("ADD")), ("value", cluster)])),
         ]));
     }
-    // Envoy's attempt count on responses: how the downstream role counts the attempts
-    // of a request no upstream answered.
-    patches.push(map([
-        ("applyTo", s("VIRTUAL_HOST")),
-        ("match", map([("context", s(context))])),
-        (
-            "patch",
-            map([
-                ("operation", s("MERGE")),
-                (
-                    "value",
-                    map([("include_attempt_count_in_response", Value::Bool(true))]),
-                ),
-            ]),
-        ),
-    ]));
     // The router's upstream log: failed attempts recorded on their provider.
     let log_code = map([(
         "local",

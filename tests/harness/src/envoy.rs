@@ -174,7 +174,7 @@ pub struct Options {
 /// output: its clusters (provider clusters with endpoint metadata, the aggregates with
 /// their retry policies and, where attempts are shaped, the upstream role) replace
 /// [`Options::clusters`] in the bootstrap; the router gets the upstream log, the `/v1/`
-/// route the per-try timeout, and the virtual host reports `x-envoy-attempt-count`.
+/// route the per-try timeout and the served name's `response_headers_to_add`.
 #[derive(Debug, Clone)]
 pub struct Within {
     /// Each cluster as one line of flow YAML (JSON works).
@@ -331,7 +331,6 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
         ),
     };
     let mut clusters = String::new();
-    let mut vhost = String::new();
     let mut router = String::new();
     // File-based SDS secrets (the generator's credential_injectors) need a node id.
     let mut node = String::new();
@@ -347,7 +346,6 @@ pub fn bootstrap(opts: &Options, listen_port: u16, admin_port: u16) -> String {
             };
             clusters.push_str(&format!("  - {c}\n"));
         }
-        vhost = "\n              include_attempt_count_in_response: true".into();
         router = format!("\n              upstream_log: {}", w.upstream_log);
         node = "node: { id: llm-breaker-test, cluster: llm-breaker-test }\n".into();
     }
@@ -395,7 +393,7 @@ static_resources:
           route_config:
             virtual_hosts:
             - name: all
-              domains: ["*"]{vhost}
+              domains: ["*"]
               routes:
               - match: {{ prefix: "/v1/" }}
                 route:
