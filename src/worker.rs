@@ -68,6 +68,9 @@ pub struct Worker<S, M> {
     warned: Vec<std::cell::Cell<u64>>,
     /// An attempt came without `attempt_upstream_header` (logged once per worker).
     attempt_header_missed: std::cell::Cell<bool>,
+    /// Per route: the aggregate cluster of its whole chain (`within_request`'s
+    /// common case, every entry admitting).
+    chain_clusters: Vec<String>,
     /// A `within_request` answer named no member of its plan (logged once per worker).
     served_header_missed: std::cell::Cell<bool>,
 }
@@ -94,7 +97,19 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 .collect(),
             _ => Vec::new(),
         };
+        let chain_clusters = config
+            .routes
+            .iter()
+            .map(|r| {
+                crate::aggregate::aggregate_name(
+                    r.chain
+                        .iter()
+                        .filter_map(|&u| config.upstream(u).map(|x| x.name.as_str())),
+                )
+            })
+            .collect();
         Worker {
+            chain_clusters,
             shadow_header,
             cells: CellRecord::all(&config),
             uses_models: config.uses_models(),

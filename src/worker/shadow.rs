@@ -174,7 +174,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         let name = self.config.upstream(primary)?.name.as_str();
         let order = vec![attempt];
         Some(WithinRouting::Send {
-            cluster: aggregate_name([name]),
+            cluster: aggregate_name([name]).into(),
             tickets: encode_tickets(route, &order),
             plan: Plan {
                 order,

@@ -32,6 +32,7 @@ use crate::ids::{CellId, RouteId, UpstreamId};
 use crate::routing::{Decision, Why};
 use crate::store::{self, SharedStore};
 use crate::worker::metrics::{Metric, UpstreamMetric};
+use std::borrow::Cow;
 
 /// Request header carrying the plan's tickets from the downstream role to the
 /// attempts (removed by the downstream role from client requests). The upstream role
@@ -121,7 +122,7 @@ pub enum WithinRouting<'w> {
         /// Kept until the request ends.
         plan: Plan,
         /// The aggregate cluster.
-        cluster: String,
+        cluster: Cow<'w, str>,
         /// The [`TICKETS_HEADER`] value.
         tickets: String,
     },
@@ -186,10 +187,16 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             }
             Decision::Send { why, .. } => why,
         };
-        let names = order
-            .iter()
-            .filter_map(|a| self.config.upstream(a.upstream).map(|u| u.name.as_str()));
-        let cluster = aggregate_name(names);
+        // The common case, every chain entry admitting: its name is built once.
+        let whole = order.len() == r.chain.len();
+        let cluster = match self.chain_clusters.get(route.index()).filter(|_| whole) {
+            Some(c) => Cow::Borrowed(c.as_str()),
+            None => {
+                Cow::Owned(aggregate_name(order.iter().filter_map(|a| {
+                    self.config.upstream(a.upstream).map(|u| u.name.as_str())
+                })))
+            }
+        };
         let tickets = encode_tickets(route, &order);
         Some(WithinRouting::Send {
             plan: Plan {

@@ -173,7 +173,7 @@ fn shadow_within_request_sends_the_primary_alone() {
             plan,
             cluster,
             tickets,
-        } => (plan, cluster, tickets),
+        } => (plan, cluster.into_owned(), tickets),
         WithinRouting::Reject(_) => panic!("rejected"),
     };
     let (plan, cluster, tickets) = send_within(T0);

@@ -39,7 +39,7 @@ fn plan(w: &TestWorker, now: u64) -> (Plan, String, String) {
             plan,
             cluster,
             tickets,
-        } => (plan, cluster, tickets),
+        } => (plan, cluster.into_owned(), tickets),
         WithinRouting::Reject(r) => panic!("rejected, retry after {}", r.retry_after),
     }
 }
