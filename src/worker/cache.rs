@@ -53,7 +53,16 @@ impl Seen {
     /// Answers an admission from this read if it was made at most `ttl_ms` ago:
     /// admitted if it was quiet, denied if it denied until a time still ahead.
     pub fn admit(&self, ttl_ms: u64, now_ms: u64) -> Option<Admission> {
-        if ttl_ms == 0 || self.at_ms.saturating_add(ttl_ms) < now_ms {
+        self.admit_for(ttl_ms, ttl_ms, now_ms)
+    }
+
+    /// [`Seen::admit`], a quiet read answering for `quiet_ttl_ms` instead (at least
+    /// `ttl_ms`; 0 keeps it off).
+    pub fn admit_for(&self, ttl_ms: u64, quiet_ttl_ms: u64, now_ms: u64) -> Option<Admission> {
+        let fresh = |ttl: u64| ttl != 0 && self.at_ms.saturating_add(ttl) >= now_ms;
+        if !fresh(ttl_ms)
+            && !(ttl_ms != 0 && matches!(self.read, Read::Quiet { .. }) && fresh(quiet_ttl_ms))
+        {
             return None;
         }
         match self.read {

@@ -109,10 +109,17 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     /// it can answer ([`super::cache::Seen::admit`]), else from shared data.
     /// `None`: the state could not be read (the request goes untracked).
     pub fn admit(&self, cell: CellId, now_ms: u64) -> Option<Admission> {
+        let ttl = self.config.admission_cache_ms.get();
+        self.admit_cached(cell, now_ms, ttl)
+    }
+
+    /// [`Worker::admit`], with a last read saying closed and quiet answering for up to
+    /// `quiet_ttl` ms (at least `admission_cache_ms`; a denial answers for that).
+    pub fn admit_cached(&self, cell: CellId, now_ms: u64, quiet_ttl: u64) -> Option<Admission> {
         let (_, up) = self.upstream_of(cell)?;
         let rec = self.cell(cell)?;
         let ttl = self.config.admission_cache_ms.get();
-        if let Some(a) = rec.seen().and_then(|s| s.admit(ttl, now_ms)) {
+        if let Some(a) = rec.seen().and_then(|s| s.admit_for(ttl, quiet_ttl, now_ms)) {
             return Some(a);
         }
         match store::admit(&self.store, &rec.key, &up.breaker, now_ms) {

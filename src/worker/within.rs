@@ -22,6 +22,7 @@
 //! attempts must be shaped per provider (credential, path, headers, model): it shapes
 //! and records nothing.
 
+use super::cache::SEEN_FRESH_MS;
 use super::request::{entry_cell, rewrite_on, Rejection, Routed, START_UNKNOWN};
 use super::shadow::Would;
 use super::{accounting, Metrics, Worker};
@@ -222,9 +223,16 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             before_first: 0,
             earliest: u64::MAX,
         };
+        // Members after the first admitting one get an attempt only when it fails:
+        // a last read saying closed and quiet answers for longer for them (a trip is
+        // seen up to `SEEN_FRESH_MS` late there; a half-open one is always read, for
+        // its permit, and a denial answers no longer than for the first).
+        let ttl = self.config.admission_cache_ms.get();
+        let later_ttl = ttl.max(SEEN_FRESH_MS);
         for &upstream in &r.chain {
             let cell = entry_cell(&self.config, r, upstream, model);
-            match self.admit(cell, now_ms) {
+            let ttl = if o.order.is_empty() { ttl } else { later_ttl };
+            match self.admit_cached(cell, now_ms, ttl) {
                 Some(Admission::Denied { retry_at_ms }) => {
                     o.earliest = o.earliest.min(retry_at_ms);
                     o.skipped.push(upstream);

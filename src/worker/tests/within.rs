@@ -546,3 +546,34 @@ fn the_attempt_upstream_header_names_the_upstream_only_when_it_says_something() 
         None
     );
 }
+
+#[test]
+fn a_later_members_quiet_read_answers_for_longer_than_the_firsts() {
+    let (down, _, store) = roles(&["openai", "azure"], 3);
+    let _ = plan(&down, T0);
+    let before = store.reads();
+    // openai's read (1 ms) is read again; azure's, a later member's, still answers.
+    let _ = plan(&down, T0 + 5);
+    assert_eq!(store.reads() - before, 1);
+    // Past `SEEN_FRESH_MS` both are read.
+    let _ = plan(&down, T0 + 30);
+    assert_eq!(store.reads() - before, 3);
+}
+
+#[test]
+fn an_answer_naming_no_member_is_warned_about_once() {
+    let (down, _, _) = roles(&["openai", "azure"], 3);
+    let (p, _, _) = plan(&down, T0);
+    let _ = logs();
+    let _ = down.served_within(&p, None, None, Some(200), || None);
+    let _ = down.served_within(&p, Some(b"elsewhere"), None, Some(200), || None);
+    let warned = logs();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("named no member"), "{warned:?}");
+    // A failed attempt's answer is the upstream log's: no warning for it.
+    let (down, _, _) = roles(&["openai", "azure"], 3);
+    let (p, _, _) = plan(&down, T0);
+    let _ = logs();
+    let _ = down.served_within(&p, None, None, Some(503), || None);
+    assert!(logs().is_empty());
+}
