@@ -60,9 +60,9 @@ impl Seen {
     /// `ttl_ms`; 0 keeps it off).
     pub fn admit_for(&self, ttl_ms: u64, quiet_ttl_ms: u64, now_ms: u64) -> Option<Admission> {
         let fresh = |ttl: u64| ttl != 0 && self.at_ms.saturating_add(ttl) >= now_ms;
-        if !fresh(ttl_ms)
-            && !(ttl_ms != 0 && matches!(self.read, Read::Quiet { .. }) && fresh(quiet_ttl_ms))
-        {
+        let quiet = matches!(self.read, Read::Quiet { .. });
+        let answers = fresh(ttl_ms) || (ttl_ms != 0 && quiet && fresh(quiet_ttl_ms));
+        if !answers {
             return None;
         }
         match self.read {
