@@ -221,6 +221,20 @@ pub fn quiet_now<S: SharedStore + ?Sized>(store: &S, key: &str, epoch: u32) -> b
     )
 }
 
+/// The epoch of the upstream's breaker if it is closed now (streak or not). One
+/// read, no decode.
+pub fn closed_epoch<S: SharedStore + ?Sized>(store: &S, key: &str) -> Option<u32> {
+    match store
+        .get(key)
+        .ok()
+        .flatten()
+        .and_then(|(b, _)| codec::peek(&b))
+    {
+        Some(Head::Closed { epoch, .. }) => Some(epoch),
+        _ => None,
+    }
+}
+
 /// Reads the upstream's state without changing it (undecodable bytes read as closed).
 pub fn peek<S: SharedStore + ?Sized>(
     store: &S,

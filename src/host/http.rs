@@ -137,7 +137,13 @@ impl Stream {
                 tickets,
             }) => {
                 set_request_header(&core.config().route_header, &cluster);
-                set_request_header(TICKETS_HEADER, &tickets);
+                match tickets {
+                    Some(t) => set_request_header(TICKETS_HEADER, &t),
+                    // Clients never hand the upstream log tickets.
+                    None => {
+                        let _ = abi::remove_header(Map::Request, TICKETS_HEADER);
+                    }
+                }
                 if core.config().shapes_requests() {
                     // One read for the client's credential and staging headers.
                     let headers = abi::pairs(Map::Request);

@@ -175,7 +175,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         let order = vec![attempt];
         Some(WithinRouting::Send {
             cluster: aggregate_name([name]).into(),
-            tickets: encode_tickets(route, &order),
+            tickets: Some(encode_tickets(route, &order)),
             plan: Plan {
                 order,
                 why,

@@ -118,14 +118,16 @@ impl Plan {
 /// What the downstream role does with a request in `within_request` mode.
 #[derive(Debug)]
 pub enum WithinRouting<'w> {
-    /// Write `cluster` into the route header and `tickets` into [`TICKETS_HEADER`].
+    /// Write `cluster` into the route header and `tickets` into [`TICKETS_HEADER`]
+    /// (`None`: no ticket matters, remove a client's).
     Send {
         /// Kept until the request ends.
         plan: Plan,
         /// The aggregate cluster.
         cluster: Cow<'w, str>,
-        /// The [`TICKETS_HEADER`] value.
-        tickets: String,
+        /// The [`TICKETS_HEADER`] value, when a ticket matters
+        /// ([`Worker::needs_tickets`]).
+        tickets: Option<String>,
     },
     /// Answer with the all-open 503.
     Reject(Rejection<'w>),
@@ -198,7 +200,9 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 })))
             }
         };
-        let tickets = encode_tickets(route, &order);
+        let tickets = self
+            .needs_tickets(&order)
+            .then(|| encode_tickets(route, &order));
         Some(WithinRouting::Send {
             plan: Plan {
                 order,
@@ -211,6 +215,20 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
             cluster,
             tickets,
         })
+    }
+
+    /// Whether the attempts need the tickets: the upstream role runs (it reads the
+    /// route), the configuration has model cells or chain models, or a member holds
+    /// a half-open permit or has no ticket. Otherwise (every member closed, the
+    /// common case) the upstream log records a failed attempt only if its breaker is
+    /// closed when the attempt ends, in the epoch it has then
+    /// ([`Worker::closed_ticket`]).
+    pub fn needs_tickets(&self, order: &[Attempt]) -> bool {
+        self.shapes
+            || self.uses_models
+            || order
+                .iter()
+                .any(|a| a.ticket.map_or(true, |t| t.permit.is_some()))
     }
 
     /// The chain's admitting upstreams in order (a half-open one holds its permit),
@@ -458,11 +476,13 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         let (cell, ticket) = match entry {
             Some(a) => (a.cell, a.ticket),
             None => {
+                // No ticket: the downstream role wrote none (every member closed),
+                // or not for this attempt.
                 let cell = self.config.cell(upstream, None);
-                match admit.then(|| self.admit(cell, now_ms)).flatten() {
-                    Some(Admission::Admitted(t)) => (cell, Some(t)),
-                    _ => (cell, None),
-                }
+                (
+                    cell,
+                    admit.then(|| self.closed_ticket(cell, now_ms)).flatten(),
+                )
             }
         };
         // Shadow mode sends requests unchanged: no rewrite, so nothing to hold for.
@@ -482,6 +502,24 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 .and_then(|r| rewrite_on(r, upstream)),
             hold: enforce && route.is_some_and(|r| r.chain_models.iter().any(Option::is_some)),
             route: route.and(decoded.as_ref().map(|(r, _)| *r)),
+        })
+    }
+}
+
+impl<S: SharedStore, M: Metrics> Worker<S, M> {
+    /// The ticket of an attempt that came without one: `cell`'s breaker, if it is
+    /// closed now, in its epoch now (this worker's last read, if fresh, else shared
+    /// data). Never a half-open permit: an attempt without a ticket was no probe.
+    pub fn closed_ticket(&self, cell: CellId, now_ms: u64) -> Option<Ticket> {
+        let rec = self.cell(cell)?;
+        let ttl = self.config.admission_cache_ms.get();
+        if let Some(Admission::Admitted(t)) = rec.seen().and_then(|s| s.admit(ttl, now_ms)) {
+            return Some(t);
+        }
+        let epoch = store::closed_epoch(&self.store, &rec.key)?;
+        Some(Ticket {
+            epoch,
+            permit: None,
         })
     }
 }

@@ -80,7 +80,8 @@ fn within_request_records_each_attempt_once_on_its_upstream() {
         T0,
     );
     let send = |now| match down.route_within(RouteId::new(0), None, now) {
-        Some(WithinRouting::Send { plan, tickets, .. }) => (plan, tickets),
+        // Every member closed: no tickets (the upstream log finds the breaker closed).
+        Some(WithinRouting::Send { plan, tickets, .. }) => (plan, tickets.unwrap_or_default()),
         _ => panic!("not sent"),
     };
     // Attempt 1 on openai: 503 after 20 ms, as the upstream log says; attempt 2 on

@@ -173,7 +173,11 @@ fn shadow_within_request_sends_the_primary_alone() {
             plan,
             cluster,
             tickets,
-        } => (plan, cluster.into_owned(), tickets),
+        } => (
+            plan,
+            cluster.into_owned(),
+            tickets.expect("shadow writes tickets"),
+        ),
         WithinRouting::Reject(_) => panic!("rejected"),
     };
     let (plan, cluster, tickets) = send_within(T0);

@@ -99,7 +99,7 @@ fn pair(k: &str, v: &str) -> Vec<(String, String)> {
 
 fn tickets(down: &TestWorker, route: usize) -> String {
     match down.route_within(RouteId::new(route), None, T0).unwrap() {
-        WithinRouting::Send { tickets, .. } => tickets,
+        WithinRouting::Send { tickets, .. } => tickets.expect("shaping writes tickets"),
         WithinRouting::Reject(_) => panic!("rejected"),
     }
 }

@@ -39,7 +39,9 @@ fn plan(w: &TestWorker, now: u64) -> (Plan, String, String) {
             plan,
             cluster,
             tickets,
-        } => (plan, cluster.into_owned(), tickets),
+            // `""` when every member is closed (no tickets): the upstream log then finds
+            // the breaker closed itself.
+        } => (plan, cluster.into_owned(), tickets.unwrap_or_default()),
         WithinRouting::Reject(r) => panic!("rejected, retry after {}", r.retry_after),
     }
 }
@@ -303,6 +305,8 @@ fn an_outcome_is_recorded_once_by_the_upstream_log_or_the_downstream_role() {
 fn tickets_round_trip_and_untrusted_ones_are_refused() {
     let (down, log, store) = roles(&["openai", "azure"], 2);
     let (p, _, t) = plan(&down, T0);
+    assert_eq!(t, "", "every member closed: no tickets");
+    let t = within::encode_tickets(RouteId::new(0), &p.order);
     let (r, order) = within::decode_tickets(t.as_bytes(), 1).unwrap();
     assert_eq!((r, order), (RouteId::new(0), p.order));
     for bad in [
@@ -576,4 +580,50 @@ fn an_answer_naming_no_member_is_warned_about_once() {
     let _ = logs();
     let _ = down.served_within(&p, None, None, Some(503), || None);
     assert!(logs().is_empty());
+}
+
+#[test]
+fn tickets_are_written_only_when_one_matters() {
+    let send = |w: &TestWorker, now| match w.route_within(RouteId::new(0), None, now).unwrap() {
+        WithinRouting::Send { tickets, .. } => tickets,
+        WithinRouting::Reject(_) => panic!("rejected"),
+    };
+    // Every member closed: none (the host removes a client's).
+    let (down, log, _) = roles(&["openai", "azure"], 1);
+    assert_eq!(send(&down, T0), None);
+    // A half-open member holds a permit: the tickets carry it.
+    log_failed(&log, "openai", "", Some(503), 0, T0);
+    let t = send(&down, T0 + 1000).expect("a permit matters");
+    assert_eq!(within::decode_tickets(t.as_bytes(), 1).unwrap().1.len(), 2);
+    // Model cells, chain models and shaping always write them.
+    let store = Store::default();
+    let json = r#"{"failover":"within_request","routes":[{"name":"chat",
+        "upstreams":["openai",{"upstream":"azure","model":"gpt-4o-mini"}]}]}"#;
+    assert!(send(&worker(json, &store, T0), T0).is_some());
+    let json = r#"{"failover":"within_request","routes":[{"name":"chat","upstreams":["openai","azure"]}],
+        "upstreams":{"openai":{"request":{"headers":{"x-a":"1"}}}}}"#;
+    assert!(send(&worker(json, &Store::default(), T0), T0).is_some());
+}
+
+#[test]
+fn an_attempt_without_tickets_counts_only_on_a_closed_breaker() {
+    // Closed: recorded, in the epoch it has now.
+    let (down, log, _) = roles(&["openai", "azure"], 2);
+    log_failed(&log, "openai", "", Some(503), 0, T0);
+    assert_eq!(failures(&log, 0, FailureClass::Status), 1);
+    log_failed(&log, "openai", "", Some(503), 0, T0 + 1);
+    assert_eq!(stored(&log, T0 + 1).kind(), PhaseKind::Open);
+    // Open: the breaker is left as it is (nor does a forged ticket of the old epoch
+    // change it; the failures are still counted in the metrics).
+    let open = stored(&log, T0 + 1);
+    log_failed(&log, "openai", "", Some(503), 0, T0 + 2);
+    log_failed(&log, "openai", "0;0.0.0", Some(503), 0, T0 + 3);
+    assert_eq!(stored(&log, T0 + 3), open);
+    // Half-open: a ticketless attempt was no probe: it takes no permit and is not
+    // recorded; the downstream role's probe still gets the permit.
+    log_failed(&log, "openai", "", Some(503), 0, T0 + 1000);
+    assert_eq!(stored(&log, T0 + 1000), open);
+    let (p, cluster, _) = plan(&down, T0 + 1001);
+    assert_eq!(cluster, "llmb|openai|azure");
+    assert!(p.order[0].ticket.unwrap().permit.is_some());
 }
