@@ -3,7 +3,8 @@
 //! The **downstream role** asks every chain entry's breaker in order and writes the
 //! aggregate cluster of the admitting ones (`llmb|a|b`, see [`crate::aggregate`]);
 //! Envoy's retry policy on that aggregate moves attempt k to its k-th member. The
-//! breaker tickets travel to the attempts in the request header [`TICKETS_HEADER`].
+//! breaker tickets travel to the attempts in the request header [`TICKETS_HEADER`]
+//! when one matters ([`Worker::needs_tickets`]).
 //! At the response it learns from two response headers which member answered (the
 //! `response_header`, or [`SERVED_HEADER`], which the generated route's
 //! `response_headers_to_add` fills from the endpoint metadata) and how many attempts
