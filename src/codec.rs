@@ -114,12 +114,14 @@ fn encode_window(out: &mut Vec<u8>, window: &Window) {
 /// What the fixed-size head of an encoding says, read without decoding the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Head {
-    /// Closed, in this epoch, with this many consecutive failures.
+    /// Closed since `since_ms`, in this epoch, with this many consecutive failures.
     Closed {
         /// Breaker epoch.
         epoch: u32,
         /// Consecutive failures.
         consecutive: u32,
+        /// When it closed (this epoch began).
+        since_ms: u64,
     },
     /// Open since `since_ms` until `until_ms`.
     Open {
@@ -140,6 +142,7 @@ pub fn peek(bytes: &[u8]) -> Option<Head> {
         PhaseParts::Closed => Some(Head::Closed {
             epoch: parts.epoch,
             consecutive: parts.consecutive_failures,
+            since_ms: parts.since_ms,
         }),
         PhaseParts::Open { until_ms } => Some(Head::Open {
             since_ms: parts.since_ms,

@@ -174,7 +174,9 @@ pub fn admit<S: SharedStore + ?Sized>(
 ) -> Result<Admitted, UpdateError> {
     if let Ok(Some((bytes, _))) = store.get(key) {
         let admission = match codec::peek(&bytes) {
-            Some(Head::Closed { epoch, consecutive }) => Some((
+            Some(Head::Closed {
+                epoch, consecutive, ..
+            }) => Some((
                 Admission::Admitted(Ticket {
                     epoch,
                     permit: None,
@@ -217,20 +219,22 @@ pub fn admit<S: SharedStore + ?Sized>(
 pub fn quiet_now<S: SharedStore + ?Sized>(store: &S, key: &str, epoch: u32) -> bool {
     matches!(
         store.get(key).ok().flatten().and_then(|(b, _)| codec::peek(&b)),
-        Some(Head::Closed { epoch: e, consecutive: 0 }) if e == epoch
+        Some(Head::Closed { epoch: e, consecutive: 0, .. }) if e == epoch
     )
 }
 
-/// The epoch of the upstream's breaker if it is closed now (streak or not). One
-/// read, no decode.
-pub fn closed_epoch<S: SharedStore + ?Sized>(store: &S, key: &str) -> Option<u32> {
+/// The epoch of the upstream's breaker and when it closed, if it is closed now
+/// (streak or not). One read, no decode.
+pub fn closed_since<S: SharedStore + ?Sized>(store: &S, key: &str) -> Option<(u32, u64)> {
     match store
         .get(key)
         .ok()
         .flatten()
         .and_then(|(b, _)| codec::peek(&b))
     {
-        Some(Head::Closed { epoch, .. }) => Some(epoch),
+        Some(Head::Closed {
+            epoch, since_ms, ..
+        }) => Some((epoch, since_ms)),
         _ => None,
     }
 }

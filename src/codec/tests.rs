@@ -86,7 +86,8 @@ fn peek_reads_the_head_of_closed_and_open_breakers() {
         peek(&encode(&b)),
         Some(Head::Closed {
             epoch: 7,
-            consecutive: 3
+            consecutive: 3,
+            since_ms: b.since_ms,
         })
     );
     let open = sample(Phase::Open { until_ms: 99 }, WindowSpec::Calls(4));
@@ -143,8 +144,18 @@ fn peek_answers_only_for_bytes_that_decode_and_agrees_with_them() {
             if let Some(head) = peek(&b) {
                 let d = decode(&b).unwrap_or_else(|e| panic!("peek Some, decode {e}"));
                 match (head, d.phase) {
-                    (Head::Closed { epoch, consecutive }, Phase::Closed) => {
-                        assert_eq!((epoch, consecutive), (d.epoch, d.consecutive_failures))
+                    (
+                        Head::Closed {
+                            epoch,
+                            consecutive,
+                            since_ms,
+                        },
+                        Phase::Closed,
+                    ) => {
+                        assert_eq!(
+                            (epoch, consecutive, since_ms),
+                            (d.epoch, d.consecutive_failures, d.since_ms)
+                        )
                     }
                     (Head::Open { since_ms, until_ms }, Phase::Open { until_ms: u }) => {
                         assert_eq!((since_ms, until_ms), (d.since_ms, u))

@@ -13,6 +13,7 @@ use crate::config::{Failover, Mode};
 use crate::ids::RouteId;
 use crate::worker::hold::BodyCallbacks;
 use crate::worker::intake::{Intake, RequestBody};
+use crate::worker::request::START_UNKNOWN;
 use crate::worker::request::{Rejection, Routed, Routing};
 use crate::worker::response::Response;
 use crate::worker::shape::ORIGINAL_PATH_HEADER;
@@ -116,7 +117,8 @@ impl Stream {
     /// The request is complete (end of body or trailers): the provider's time to
     /// first byte counts from now.
     fn request_complete(&mut self) {
-        if let Some(r) = &mut self.routed {
+        // (A later member's answer, recorded already, keeps its unknown start.)
+        if let Some(r) = self.routed.as_mut().filter(|r| r.start_ms != START_UNKNOWN) {
             r.start_ms = abi::now_ms();
         }
         if let Some((plan, _)) = &mut self.plan {

@@ -66,7 +66,7 @@ impl Attempt {
         eos: bool,
         now_ms: u64,
     ) -> bool {
-        let Some(a) = worker.attempt(name, tickets, now_ms, false) else {
+        let Some(a) = worker.attempt(name, tickets, now_ms, None) else {
             return false;
         };
         self.rewrite = a.rewrite.map(str::to_string);

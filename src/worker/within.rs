@@ -306,8 +306,10 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 .ok()?;
             Some(plan.order.len().min(n))
         });
-        if at.is_none() && !upstream_log_records(status) && !self.served_header_missed.replace(true)
-        {
+        // (A 2xx always comes from a provider through the route; Envoy's own replies,
+        // a 408 or 413, name none and are not worth a warning.)
+        let from_provider = status.is_some_and(|s| (200..300).contains(&s));
+        if at.is_none() && from_provider && !self.served_header_missed.replace(true) {
             // Neither role records such an answer: say why, once.
             log::warn!(
                 "llm-breaker: a within_request answer named no member of its plan in `{}`: \
@@ -449,16 +451,16 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
     }
 
     /// One attempt to the upstream named `name` (endpoint metadata), with the
-    /// downstream role's `tickets`. Without a usable ticket (no header, another
-    /// config) the attempt asks the breaker itself when `admit` (the upstream log,
-    /// which records it); the upstream role only shapes. `None`: not an upstream of
-    /// this configuration.
+    /// downstream role's `tickets`. Without a usable ticket (none written, another
+    /// config) the upstream log, which records the attempt and says when it started
+    /// (`logged_start_ms`), takes [`Worker::closed_ticket`]; the upstream role
+    /// (`None`) only shapes. `None`: not an upstream of this configuration.
     pub fn attempt(
         &self,
         name: &[u8],
         tickets: Option<&[u8]>,
         now_ms: u64,
-        admit: bool,
+        logged_start_ms: Option<u64>,
     ) -> Option<AttemptPlan<'_>> {
         let (upstream, _) = self
             .config
@@ -482,7 +484,7 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
                 let cell = self.config.cell(upstream, None);
                 (
                     cell,
-                    admit.then(|| self.closed_ticket(cell, now_ms)).flatten(),
+                    logged_start_ms.and_then(|s| self.closed_ticket(cell, s)),
                 )
             }
         };
@@ -508,17 +510,16 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
 }
 
 impl<S: SharedStore, M: Metrics> Worker<S, M> {
-    /// The ticket of an attempt that came without one: `cell`'s breaker, if it is
-    /// closed now, in its epoch now (this worker's last read, if fresh, else shared
-    /// data). Never a half-open permit: an attempt without a ticket was no probe.
-    pub fn closed_ticket(&self, cell: CellId, now_ms: u64) -> Option<Ticket> {
+    /// The ticket of an attempt that came without one and started at `started_ms`:
+    /// `cell`'s breaker if it is closed now and has been since the attempt started
+    /// (one shared-data read; failed attempts are rare). Never a half-open permit (an
+    /// attempt without a ticket was no probe), never an epoch that began after the
+    /// attempt (a request that hung through a trip and a recovery is stale, as its
+    /// ticket would say).
+    pub fn closed_ticket(&self, cell: CellId, started_ms: u64) -> Option<Ticket> {
         let rec = self.cell(cell)?;
-        let ttl = self.config.admission_cache_ms.get();
-        if let Some(Admission::Admitted(t)) = rec.seen().and_then(|s| s.admit(ttl, now_ms)) {
-            return Some(t);
-        }
-        let epoch = store::closed_epoch(&self.store, &rec.key)?;
-        Some(Ticket {
+        let (epoch, since_ms) = store::closed_since(&self.store, &rec.key)?;
+        (since_ms <= started_ms).then_some(Ticket {
             epoch,
             permit: None,
         })
@@ -571,11 +572,14 @@ impl<S: SharedStore, M: Metrics> Worker<S, M> {
         if self.config.mode == Mode::Off || !upstream_log_records(status) {
             return;
         }
-        let Some(plan) = self.attempt(a.name, a.tickets, now_ms, true) else {
+        // (Envoy always says how long an attempt took; without that, it counts as
+        // started now.)
+        let started = now_ms.saturating_sub(a.duration_ms.unwrap_or(0));
+        let Some(plan) = self.attempt(a.name, a.tickets, now_ms, Some(started)) else {
             return;
         };
         let mut routed = plan.routed;
-        routed.start_ms = now_ms.saturating_sub(a.duration_ms.unwrap_or(0));
+        routed.start_ms = started;
         let mut response = super::response::Response::default();
         if status.is_some() {
             response.headers(self, &routed, status, true, now_ms, header);

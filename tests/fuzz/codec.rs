@@ -144,7 +144,12 @@ fn peek_agrees_with_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
                 ))
             })?;
             match (head, &b.phase) {
-                (Head::Closed { epoch, consecutive }, Phase::Closed) => {
+                (
+                    Head::Closed {
+                        epoch, consecutive, ..
+                    },
+                    Phase::Closed,
+                ) => {
                     prop_assert_eq!(epoch, b.epoch);
                     prop_assert_eq!(consecutive, b.consecutive_failures);
                 }

@@ -321,15 +321,17 @@ fn tickets_round_trip_and_untrusted_ones_are_refused() {
     }
     // A forged cell of another upstream is not used: the upstream log asks the
     // breaker itself...
-    let a = log.attempt(b"azure", Some(b"0;1.0.0"), T0, true).unwrap();
+    let a = log
+        .attempt(b"azure", Some(b"0;1.0.0"), T0, Some(T0))
+        .unwrap();
     assert_eq!(a.routed.cell.index(), 1);
     assert!(a.routed.ticket.is_some());
     // ...the upstream role, which records nothing, does not ask.
     let reads = store.reads();
-    let a = log.attempt(b"azure", Some(b"0;1.0.0"), T0, false).unwrap();
+    let a = log.attempt(b"azure", Some(b"0;1.0.0"), T0, None).unwrap();
     assert_eq!((a.routed.cell.index(), a.routed.ticket), (1, None));
     assert_eq!(store.reads(), reads);
-    assert!(log.attempt(b"nobody", None, T0, true).is_none());
+    assert!(log.attempt(b"nobody", None, T0, Some(T0)).is_none());
 }
 
 #[test]
@@ -351,14 +353,12 @@ fn the_upstream_role_carries_the_chain_entrys_model() {
     let down = worker(json, &store, T0);
     let up = worker(&as_role(json, "upstream"), &store, T0);
     let (_, _, t) = plan(&down, T0);
-    let a = up.attempt(b"azure", Some(t.as_bytes()), T0, false).unwrap();
+    let a = up.attempt(b"azure", Some(t.as_bytes()), T0, None).unwrap();
     assert_eq!(
         (a.rewrite, a.routed.upstream, a.route),
         (Some("gpt-4o-az"), UpstreamId::new(1), Some(RouteId::new(0)))
     );
-    let a = up
-        .attempt(b"openai", Some(t.as_bytes()), T0, false)
-        .unwrap();
+    let a = up.attempt(b"openai", Some(t.as_bytes()), T0, None).unwrap();
     assert_eq!(a.rewrite, None);
 }
 
@@ -626,4 +626,38 @@ fn an_attempt_without_tickets_counts_only_on_a_closed_breaker() {
     let (p, cluster, _) = plan(&down, T0 + 1001);
     assert_eq!(cluster, "llmb|openai|azure");
     assert!(p.order[0].ticket.unwrap().permit.is_some());
+}
+
+#[test]
+fn a_ticketless_attempt_older_than_its_breakers_closed_period_is_stale() {
+    // openai trips, its probe succeeds: closed again from about T0 + 1000.
+    let (down, log, _) = roles(&["openai", "azure"], 1);
+    log_failed(&log, "openai", "", Some(503), 0, T0);
+    // (Two successful probes close it.)
+    for at in [T0 + 1000, T0 + 1001] {
+        let (p, _, t) = plan(&down, at);
+        assert!(p.order[0].ticket.unwrap().permit.is_some());
+        assert!(!t.is_empty(), "a probe carries tickets");
+        let _ = answer_within(&down, &p, "openai", 200, at);
+        down.release_unused(&p, Some(1), at);
+    }
+    let closed = stored(&log, T0 + 1002);
+    assert_eq!(closed.kind(), PhaseKind::Closed);
+    // An attempt that hung from T0 + 500 through the trip and the recovery: stale.
+    let hung = LoggedAttempt {
+        name: b"openai",
+        tickets: None,
+        status: None,
+        flags: flags::UPSTREAM_TIMEOUT,
+        duration_ms: Some(1600),
+    };
+    log.log_attempt(hung, T0 + 2100, |_| None);
+    assert_eq!(stored(&log, T0 + 2100), closed);
+    // One that started after it closed counts (a breaker of one: it trips).
+    let fresh = LoggedAttempt {
+        duration_ms: Some(10),
+        ..hung
+    };
+    log.log_attempt(fresh, T0 + 2100, |_| None);
+    assert_eq!(stored(&log, T0 + 2100).kind(), PhaseKind::Open);
 }
