@@ -48,6 +48,17 @@ fn post(e: &Envoy, body: &str) -> Response {
     client::post(e.listener, CHAT, body).expect("request through Envoy")
 }
 
+/// Every member open: the next request gets the filter's own all-open 503.
+fn assert_all_open(e: &Envoy) {
+    let r = post(e, BODY);
+    assert_eq!(r.status, 503);
+    let header = r.header("x-llm-breaker").unwrap_or_default();
+    assert!(
+        header.starts_with("upstream=none; reason=all_open"),
+        "{header}"
+    );
+}
+
 /// Sends `n` sequential requests; returns the client errors and checks every answer
 /// came from `from` (when given).
 fn sequential(e: &Envoy, n: usize, from: Option<&str>) -> usize {
@@ -345,12 +356,7 @@ fn every_upstream_failing_answers_promptly_with_at_most_one_attempt_each() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Both open: the filter's own 503, no attempt at all.
-    let r = post(&e, BODY);
-    assert_eq!(r.status, 503);
-    assert!(r
-        .header("x-llm-breaker")
-        .unwrap()
-        .starts_with("upstream=none; reason=all_open"));
+    assert_all_open(&e);
     assert_eq!((a.requests(), b.requests()), (N as usize, N as usize));
 }
 
@@ -386,12 +392,7 @@ fn every_upstream_refusing_connections_answers_and_records_each_attempt() {
         assert_eq!(e.upstream_stat(u, "attempts"), u64::from(N), "{u}");
     }
     // Both open: the filter's own 503, at once.
-    let r = post(&e, BODY);
-    assert_eq!(r.status, 503);
-    assert!(r
-        .header("x-llm-breaker")
-        .unwrap()
-        .starts_with("upstream=none; reason=all_open"));
+    assert_all_open(&e);
 }
 
 #[test]

@@ -262,12 +262,23 @@ pub fn log_failed(
     flags: u64,
     now: u64,
 ) {
-    let a = LoggedAttempt {
+    w.log_attempt(logged(name, tickets, status, flags, 0), now, |_| None);
+}
+
+/// What the upstream log hands over of an attempt to `name` with the request's
+/// `tickets`, ended with `status` and Envoy's `flags` after `duration_ms`.
+pub fn logged<'a>(
+    name: &'a str,
+    tickets: &'a str,
+    status: Option<u16>,
+    flags: u64,
+    duration_ms: u64,
+) -> LoggedAttempt<'a> {
+    LoggedAttempt {
         name: name.as_bytes(),
         tickets: Some(tickets.as_bytes()),
         status,
         flags,
-        duration_ms: Some(0),
-    };
-    w.log_attempt(a, now, |_| None);
+        duration_ms: Some(duration_ms),
+    }
 }

@@ -7,7 +7,7 @@ use super::fakes::*;
 use crate::ids::RouteId;
 use crate::worker::metrics::UpstreamMetric::{DurationMs, TtfbMs};
 use crate::worker::response::Response;
-use crate::worker::within::{LoggedAttempt, WithinRouting};
+use crate::worker::within::WithinRouting;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -87,13 +87,7 @@ fn within_request_records_each_attempt_once_on_its_upstream() {
     // Attempt 1 on openai: 503 after 20 ms, as the upstream log says; attempt 2 on
     // azure: 200, its headers at T0 + 50, its body's end at T0 + 80.
     let (plan, tickets) = send(T0);
-    let failed = LoggedAttempt {
-        name: b"openai",
-        tickets: Some(tickets.as_bytes()),
-        status: Some(503),
-        flags: 0,
-        duration_ms: Some(20),
-    };
+    let failed = logged("openai", &tickets, Some(503), 0, 20);
     log.log_attempt(failed, T0 + 20, |_| None);
     let s = down.served_within(&plan, Some(b"azure"), None, Some(200), || None);
     let routed = s.record.unwrap();

@@ -11,7 +11,7 @@ use crate::ids::{RouteId, UpstreamId};
 use crate::routing::Why;
 use crate::worker::metrics::UpstreamMetric;
 use crate::worker::request::START_UNKNOWN;
-use crate::worker::within::{self, LoggedAttempt, Plan, WithinRouting};
+use crate::worker::within::{self, Plan, WithinRouting};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -211,14 +211,7 @@ fn a_logged_429_with_retry_after_opens_for_that_long() {
     let (_, _, t) = plan(&down, T0);
     // One 429 that says "come back in 2 s" opens at once, not after 5.
     let hint = |name: &str| (name == "retry-after").then(|| b"2".to_vec());
-    let a = LoggedAttempt {
-        name: b"openai",
-        tickets: Some(t.as_bytes()),
-        status: Some(429),
-        flags: 0,
-        duration_ms: Some(5),
-    };
-    log.log_attempt(a, T0 + 5, hint);
+    log.log_attempt(logged("openai", &t, Some(429), 0, 5), T0 + 5, hint);
     assert_eq!(failures(&log, 0, FailureClass::RateLimited), 1);
     assert!(logs()
         .iter()
@@ -644,20 +637,12 @@ fn a_ticketless_attempt_older_than_its_breakers_closed_period_is_stale() {
     let closed = stored(&log, T0 + 1002);
     assert_eq!(closed.kind(), PhaseKind::Closed);
     // An attempt that hung from T0 + 500 through the trip and the recovery: stale.
-    let hung = LoggedAttempt {
-        name: b"openai",
-        tickets: None,
-        status: None,
-        flags: flags::UPSTREAM_TIMEOUT,
-        duration_ms: Some(1600),
-    };
+    let timeout = flags::UPSTREAM_TIMEOUT;
+    let hung = logged("openai", "", None, timeout, 1600);
     log.log_attempt(hung, T0 + 2100, |_| None);
     assert_eq!(stored(&log, T0 + 2100), closed);
     // One that started after it closed counts (a breaker of one: it trips).
-    let fresh = LoggedAttempt {
-        duration_ms: Some(10),
-        ..hung
-    };
+    let fresh = logged("openai", "", None, timeout, 10);
     log.log_attempt(fresh, T0 + 2100, |_| None);
     assert_eq!(stored(&log, T0 + 2100).kind(), PhaseKind::Open);
 }
