@@ -334,7 +334,12 @@ impl HttpContext for Stream {
             if served.is_some() && summary.is_none() {
                 let _ = abi::remove_header(Map::Response, SERVED_HEADER);
             }
-            let envoy = headers.get("x-envoy-attempt-count");
+            // Envoy's count matters only when no name came (and the generated configs
+            // don't ask for it): not looked for otherwise.
+            let envoy = match served {
+                None => headers.get("x-envoy-attempt-count"),
+                Some(_) => None,
+            };
             let size = || abi::property_u64(&["request", "size"]);
             let s = core.served_within(plan, served, envoy, status, size);
             *used = s.attempts;
